@@ -1,0 +1,3 @@
+from melvin_trio.cli import main
+
+raise SystemExit(main())

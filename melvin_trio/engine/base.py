@@ -1,0 +1,72 @@
+"""The engine interface: 16 kHz mono float32 audio in, timed words out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE: Final = 16000
+
+Audio = npt.NDArray[np.float32]
+AbortCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word. Times are seconds from the start of the audio passed in; `probability` is in [0, 1]."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    model_name: str
+    multilingual: bool
+
+
+class EngineError(RuntimeError):
+    """A transcription failed; the engine stays usable for the next call."""
+
+
+class EngineAborted(EngineError):
+    """The abort check asked the engine to stop; the partial result is discarded."""
+
+
+class UnsupportedLanguage(EngineError):
+    """The model cannot transcribe the requested language (an English-only model asked for another one)."""
+
+
+class Engine(Protocol):
+    """A speech recogniser. Implementations are not thread-safe: one call at a time per engine."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def transcribe(
+        self, audio: Audio, *, language: str, prompt: str = "", abort: AbortCheck | None = None
+    ) -> list[Word]:
+        """Transcribe `audio` in `language` (an ISO 639-1 code), conditioned on the text `prompt`.
+
+        Raises UnsupportedLanguage, EngineAborted when `abort` returns True, or EngineError.
+        """
+        ...
+
+    def detect_language(self, audio: Audio) -> tuple[str, float]:
+        """The most likely language of `audio` and its probability; English-only models answer ("en", 1.0)."""
+        ...
+
+
+def check_language(info: EngineInfo, language: str) -> None:
+    """Raise UnsupportedLanguage unless the model can transcribe `language`."""
+    if not info.multilingual and language != "en":
+        raise UnsupportedLanguage(
+            f"model {info.model_name} is English-only and cannot transcribe language {language!r}; "
+            "use a multilingual model (e.g. base) for other languages"
+        )

@@ -1,0 +1,64 @@
+"""A scripted engine for tests of logic: it answers each call with the next prepared result."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from melvin_trio.engine.base import (
+    SAMPLE_RATE,
+    AbortCheck,
+    Audio,
+    EngineError,
+    EngineInfo,
+    Word,
+    check_language,
+)
+
+Script = list[Word] | EngineError | Callable[[Audio, str], list[Word]]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCall:
+    seconds: float
+    language: str
+    prompt: str
+
+
+@dataclass
+class FakeEngine:
+    """Answers `transcribe` from `script`, one entry per call: a word list, an exception to raise, or a function
+    of (audio, prompt). Records every call in `calls`. When the script runs out, the last entry repeats."""
+
+    script: Iterable[Script] = ()
+    model_name: str = "fake"
+    multilingual: bool = True
+    detected: tuple[str, float] = ("en", 1.0)
+    calls: list[FakeCall] = field(default_factory=list)
+    _pending: deque[Script] = field(init=False)
+    _last: Script = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._pending = deque(self.script)
+        self._last = []
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(model_name=self.model_name, multilingual=self.multilingual)
+
+    def transcribe(
+        self, audio: Audio, *, language: str, prompt: str = "", abort: AbortCheck | None = None
+    ) -> list[Word]:
+        check_language(self.info, language)
+        self.calls.append(FakeCall(seconds=audio.size / SAMPLE_RATE, language=language, prompt=prompt))
+        entry = self._pending.popleft() if self._pending else self._last
+        self._last = entry
+        if isinstance(entry, EngineError):
+            raise entry
+        if callable(entry):
+            return entry(audio, prompt)
+        return list(entry)
+
+    def detect_language(self, audio: Audio) -> tuple[str, float]:
+        return self.detected if self.multilingual else ("en", 1.0)

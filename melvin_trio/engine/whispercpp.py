@@ -1,0 +1,250 @@
+"""The whisper.cpp engine, through pywhispercpp's bindings.
+
+Facts this module is built on (measured with pywhispercpp 1.5 / whisper.cpp 1.8):
+- whisper.cpp does not fail cleanly on a bad model (a missing or garbage file still yields a context object that
+  crashes later), so the file is checked by `inspect_model` before it is loaded;
+- parameters persist between calls on one params object, so every call sets every parameter;
+- one context used from two threads at once crashes the process: a lock refuses a second concurrent caller;
+- token texts may hold part of a UTF-8 character (German umlauts), so words are assembled from token bytes;
+- the temperature fallback made single calls take 10-30 s: it is off, and the tokens per pass are capped in
+  proportion to the audio;
+- a reduced `audio_ctx` halves encoder time for short windows; with flash attention only multiples of 256 give
+  stable output, and too small a context makes tiny.en loop: ceil((seconds + 2) * 50 / 256) * 256, at most 1500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import _pywhispercpp as pw
+import numpy as np
+
+from melvin_trio.engine.base import (
+    SAMPLE_RATE,
+    AbortCheck,
+    Audio,
+    EngineAborted,
+    EngineError,
+    EngineInfo,
+    Word,
+    check_language,
+)
+from melvin_trio.models.ggml import inspect_model
+
+log = logging.getLogger(__name__)
+
+FULL_AUDIO_CTX: Final = 1500
+_AUDIO_CTX_STEP: Final = 256
+_CTX_FRAMES_PER_SECOND: Final = 50
+_AUDIO_CTX_MARGIN_S: Final = 2.0
+# Longest audio for which a reduced context is used; whisper.cpp reads 30 s per pass.
+_MAX_REDUCED_SECONDS: Final = 28.0
+# Tokens per pass: generous for fast speech (about 5 text tokens a second) plus timestamp tokens.
+_TOKENS_PER_SECOND: Final = 8
+_TOKENS_BASE: Final = 16
+_MAX_TOKENS: Final = 220  # whisper.cpp stops at n_text_ctx / 2 anyway
+_CENTISECONDS: Final = 100.0
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its "info" is a line per tensor: debug here.
+_LOG_LEVELS: Final = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+
+def reduced_audio_ctx(seconds: float) -> int:
+    """Encoder context (in 20 ms frames) for `seconds` of audio: the safe rule measured on tiny.en and base."""
+    frames = math.ceil((seconds + _AUDIO_CTX_MARGIN_S) * _CTX_FRAMES_PER_SECOND / _AUDIO_CTX_STEP)
+    return min(frames * _AUDIO_CTX_STEP, FULL_AUDIO_CTX)
+
+
+def token_limit(seconds: float) -> int:
+    return min(math.ceil(_TOKENS_PER_SECOND * min(seconds, 30.0)) + _TOKENS_BASE, _MAX_TOKENS)
+
+
+def _forward_log(level: int, text: str) -> None:
+    message = text.rstrip()
+    if message:
+        log.log(_LOG_LEVELS.get(level, logging.DEBUG), "whisper.cpp: %s", message)
+
+
+_log_hook_lock = threading.Lock()
+_log_hook_installed = False
+
+
+def _install_log_hook() -> None:
+    """Send whisper.cpp's chatter (it prints every loaded tensor) to the logging module instead of stderr."""
+    global _log_hook_installed
+    with _log_hook_lock:
+        if not _log_hook_installed:
+            pw.whisper_log_set(_forward_log)
+            _log_hook_installed = True
+
+
+@dataclass(frozen=True)
+class WhisperCppOptions:
+    n_threads: int = 2
+    use_gpu: bool = False
+    gpu_device: int = 0
+    flash_attn: bool = True
+    reduce_audio_ctx: bool = True
+
+
+class WhisperCppEngine:
+    """A loaded whisper.cpp model. Not thread-safe: callers funnel calls through one thread at a time."""
+
+    def __init__(self, path: Path, options: WhisperCppOptions | None = None, *, name: str | None = None) -> None:
+        """Check and load the model at `path`. Raises ModelFileError for a missing or malformed file."""
+        self._options = options or WhisperCppOptions()
+        self._model_info = inspect_model(path)
+        _install_log_hook()
+        cparams = pw.whisper_context_default_params()
+        cparams.use_gpu = self._options.use_gpu
+        cparams.gpu_device = self._options.gpu_device
+        cparams.flash_attn = self._options.flash_attn
+        self._ctx: Any = pw.whisper_init_from_file_with_params(str(path), cparams)
+        if pw.whisper_model_n_vocab(self._ctx) != self._model_info.hparams.n_vocab:
+            raise EngineError(f"whisper.cpp could not load {path}")
+        self._params: Any = pw.whisper_full_default_params(pw.whisper_sampling_strategy.WHISPER_SAMPLING_GREEDY)
+        self._eot = pw.whisper_token_eot(self._ctx)
+        self._info = EngineInfo(
+            model_name=name or path.name,
+            multilingual=bool(pw.whisper_is_multilingual(self._ctx)),
+        )
+        self._busy = threading.Lock()
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def close(self) -> None:
+        with self._busy:
+            if self._ctx is not None:
+                pw.whisper_free(self._ctx)
+                self._ctx = None
+
+    def _set_params(self, seconds: float, language: str, prompt: str) -> None:
+        p = self._params
+        p.n_threads = self._options.n_threads
+        p.language = language
+        p.detect_language = False
+        p.translate = False
+        p.no_context = True
+        p.no_timestamps = False
+        p.single_segment = False
+        p.print_special = False
+        p.print_progress = False
+        p.print_realtime = False
+        p.print_timestamps = False
+        p.token_timestamps = True
+        p.thold_pt = 0.01
+        p.thold_ptsum = 0.01
+        p.max_len = 0
+        p.split_on_word = False
+        p.max_tokens = token_limit(seconds)
+        use_reduced = self._options.reduce_audio_ctx and seconds <= _MAX_REDUCED_SECONDS
+        p.audio_ctx = reduced_audio_ctx(seconds) if use_reduced else 0
+        p.tdrz_enable = False
+        p.initial_prompt = prompt
+        p.carry_initial_prompt = False
+        p.temperature = 0.0
+        p.temperature_inc = 0.0
+        p.greedy = {"best_of": 1}
+        p.suppress_blank = True
+        p.suppress_nst = True
+        p.max_initial_ts = 1.0
+        p.length_penalty = -1.0
+        p.entropy_thold = 2.4
+        p.logprob_thold = -1.0
+        p.no_speech_thold = 0.6
+        p.offset_ms = 0
+        p.duration_ms = 0
+        p.vad = False
+
+    def transcribe(
+        self, audio: Audio, *, language: str, prompt: str = "", abort: AbortCheck | None = None
+    ) -> list[Word]:
+        check_language(self._info, language)
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        seconds = samples.size / SAMPLE_RATE
+        if not self._busy.acquire(blocking=False):
+            raise EngineError("engine is already busy: calls must be funnelled through one thread")
+        try:
+            if self._ctx is None:
+                raise EngineError("engine is closed")
+            self._set_params(seconds, language, prompt)
+            pw.assign_abort_callback(self._params, abort)
+            status = pw.whisper_full(self._ctx, self._params, samples, samples.size)
+            pw.assign_abort_callback(self._params, None)
+            if abort is not None and abort():
+                raise EngineAborted("transcription aborted")
+            if status != 0:
+                raise EngineError(f"whisper.cpp failed to transcribe (status {status})")
+            return self._collect_words(seconds)
+        finally:
+            self._busy.release()
+
+    def _collect_words(self, seconds: float) -> list[Word]:
+        """Group tokens into words: a token whose bytes start with a space starts a new word."""
+        words: list[Word] = []
+        pieces: list[bytes] = []
+        probs: list[float] = []
+        start = end = 0.0
+
+        def flush() -> None:
+            text = b"".join(pieces).decode("utf-8", errors="replace").strip()
+            if text:
+                words.append(Word(text=text, start=start, end=end, probability=float(np.mean(probs))))
+
+        for segment in range(pw.whisper_full_n_segments(self._ctx)):
+            for index in range(pw.whisper_full_n_tokens(self._ctx, segment)):
+                data = pw.whisper_full_get_token_data(self._ctx, segment, index)
+                if data.id >= self._eot:
+                    continue  # special and timestamp tokens carry no text
+                raw = pw.whisper_token_to_bytes(self._ctx, data.id)
+                t0 = min(max(data.t0 / _CENTISECONDS, 0.0), seconds)
+                t1 = min(max(data.t1 / _CENTISECONDS, t0), seconds)
+                if raw.startswith(b" ") or not pieces:
+                    if pieces:
+                        flush()
+                    pieces, probs, start = [], [], t0
+                pieces.append(raw)
+                probs.append(float(data.p))
+                end = max(end, t1)
+        if pieces:
+            flush()
+        return _monotonic(words)
+
+    def detect_language(self, audio: Audio) -> tuple[str, float]:
+        if not self._info.multilingual:
+            return "en", 1.0
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        if not self._busy.acquire(blocking=False):
+            raise EngineError("engine is already busy: calls must be funnelled through one thread")
+        try:
+            if pw.whisper_pcm_to_mel(self._ctx, samples, samples.size, self._options.n_threads) != 0:
+                raise EngineError("whisper.cpp could not compute the spectrogram")
+            probs = np.zeros(pw.whisper_lang_max_id() + 1, dtype=np.float32)
+            best = pw.whisper_lang_auto_detect(self._ctx, 0, self._options.n_threads, probs)
+            if best < 0:
+                raise EngineError("whisper.cpp could not detect the language")
+            return str(pw.whisper_lang_str(best)), float(probs[best])
+        finally:
+            self._busy.release()
+
+
+def _monotonic(words: list[Word]) -> list[Word]:
+    """whisper.cpp's token times can step back across segments; clamp each word to start after the last began."""
+    out: list[Word] = []
+    floor = 0.0
+    for word in words:
+        start = max(word.start, floor)
+        end = max(word.end, start)
+        out.append(Word(word.text, start, end, word.probability))
+        floor = start
+    return out
+
+
+def is_known_language(code: str) -> bool:
+    return bool(pw.whisper_lang_id(code) >= 0)
