@@ -47,7 +47,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         name=name,
     )
     language = args.language or config.transcription_default.language
-    if language is None:
+    if language in (None, "auto"):
         language, probability = engine.detect_language(audio[: 30 * SAMPLE_RATE])
         log.info("detected language %s (p=%.2f)", language, probability)
     words = engine.transcribe(audio, language=language)
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe a WAV file offline")
     p.add_argument("file")
     p.add_argument("--model", help="model name (e.g. tiny.en, base) or path; default: the cpu section's model")
-    p.add_argument("--language", help="language code; default from the config, detected when null")
+    p.add_argument("--language", help="language code, or auto to detect it; default: transcription_default.language")
     p.add_argument("--threads", type=int, help="CPU threads (default: websocket_stream.cpu.cpu_threads)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the text and the words")
     p.set_defaults(func=cmd_transcribe)

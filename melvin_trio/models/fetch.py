@@ -101,6 +101,11 @@ def fetch_model(
                         progress(have, total)
                 out.flush()
                 os.fsync(out.fileno())
+            if total is not None and have < total:
+                # http.client returns short reads, not an error, when the peer closes early.
+                raise FetchError(
+                    f"{url}: download interrupted at {have} of {total} bytes; run the command again to resume"
+                )
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not have:  # 416: nothing left to fetch; the part may already be complete
             raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from exc

@@ -1,0 +1,108 @@
+"""The command line as a user runs it: a child process, real files, real models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from melvin_trio.audio import read_wav
+from melvin_trio.evaluation import count_errors
+from melvin_trio.models.catalog import OFFLINE_DEFAULTS, _package_dir
+from tests.conftest import REPO, Clip
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "melvin_trio", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _jfk(clips: list[Clip]) -> Clip:
+    return next(c for c in clips if c.path.name == "melvin_jfk.wav")
+
+
+def test_transcribe_prints_the_text(clips: list[Clip], tiny_en_path: Path) -> None:
+    jfk = _jfk(clips)
+    done = run("transcribe", str(jfk.path))
+    assert done.returncode == 0, done.stderr
+    assert count_errors(jfk.text, done.stdout, "en").wer == 0.0
+
+
+def test_transcribe_json_gives_words_with_times(clips: list[Clip], tiny_en_path: Path) -> None:
+    jfk = _jfk(clips)
+    done = run("transcribe", str(jfk.path), "--json", "--model", "tiny.en", "--language", "en")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["language"] == "en"
+    assert [w["word"] for w in result["words"]][:3] == ["And", "so", "my"]
+    assert set(result["words"][0]) == {"word", "start", "end", "conf"}
+    assert result["text"] == " ".join(w["word"] for w in result["words"])
+
+
+def test_transcribe_resamples_and_downmixes(clips: list[Clip], tiny_en_path: Path, tmp_path: Path) -> None:
+    jfk = _jfk(clips)
+    audio, _ = read_wav(jfk.path)
+    from melvin_trio.audio import resample
+
+    upsampled = resample(audio, 16000, 44100)
+    stereo = np.stack([upsampled, upsampled], axis=1)
+    path = tmp_path / "jfk-44k-stereo.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(44100)
+        wav.writeframes((np.clip(stereo, -1, 1) * 32767).astype("<i2").tobytes())
+    done = run("transcribe", str(path))
+    assert done.returncode == 0, done.stderr
+    assert count_errors(jfk.text, done.stdout, "en").wer == 0.0
+
+
+def test_transcribe_detects_the_language_when_asked(clips: list[Clip], base_path: Path) -> None:
+    clip = next(c for c in clips if c.path.name == "librivox-simplicissimus_E.wav")
+    done = run("transcribe", str(clip.path), "--model", "base", "--json", "--language", "auto")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["language"] == "de"
+
+
+def test_english_only_model_with_german_is_a_clear_error(clips: list[Clip], tiny_en_path: Path) -> None:
+    done = run("transcribe", str(_jfk(clips).path), "--language", "de")
+    assert done.returncode == 2
+    assert "English-only" in done.stderr
+
+
+def test_models_list_shows_size_language_and_load_state(tiny_en_path: Path, base_path: Path) -> None:
+    done = run("models", "list")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert "tiny, English-only" in lines["tiny.en"]
+    assert lines["tiny.en"].endswith("loads")
+    assert "base, multilingual" in lines["base"]
+    assert lines["base"].endswith("loads")
+
+
+def test_models_list_flags_a_broken_file(tmp_path: Path) -> None:
+    (tmp_path / "ggml-broken.bin").write_bytes(b"\0" * 100)
+    done = run("models", "--models-dir", str(tmp_path), "list")
+    assert "BROKEN" in done.stdout
+
+
+def test_import_ct2_reproduces_the_default_model_byte_for_byte(tiny_en_path: Path, tmp_path: Path) -> None:
+    module, sub = OFFLINE_DEFAULTS["tiny.en"][0]
+    done = run("models", "--models-dir", str(tmp_path), "import-ct2", str(_package_dir(module) / sub))
+    assert done.returncode == 0, done.stderr
+    assert "167 tensors (tiny, English-only)" in done.stdout
+    assert (tmp_path / "ggml-tiny.en.bin").read_bytes() == tiny_en_path.read_bytes()
+
+
+def test_a_bad_config_stops_with_one_message(tmp_path: Path, clips: list[Clip]) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("websocket_stream:\n  cpu:\n    modle: tiny.en\n", encoding="utf-8")
+    done = run("--config", str(config), "transcribe", str(_jfk(clips).path))
+    assert done.returncode == 2
+    known = "known here: active, model, cpu_threads, worker_seats"
+    assert done.stderr.strip() == f"error: {config}: websocket_stream.cpu.modle: unknown key ({known})"
