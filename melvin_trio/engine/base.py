@@ -1,4 +1,4 @@
-"""The engine interface: 16 kHz mono float32 audio in, timed words out."""
+"""The engine interface: 16 kHz mono float32 audio in, timed words out (times from the start of that audio)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,25 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.core.words import Word
+
 SAMPLE_RATE: Final = 16000
 
 Audio = npt.NDArray[np.float32]
 AbortCheck = Callable[[], bool]
 
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    """One recognised word. Times are seconds from the start of the audio passed in; `probability` is in [0, 1]."""
-
-    text: str
-    start: float
-    end: float
-    probability: float
+__all__ = [
+    "SAMPLE_RATE",
+    "AbortCheck",
+    "Audio",
+    "Engine",
+    "EngineAborted",
+    "EngineError",
+    "EngineInfo",
+    "UnsupportedLanguage",
+    "Word",
+    "check_language",
+]
 
 
 @dataclass(frozen=True, slots=True)

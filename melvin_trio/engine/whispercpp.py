@@ -10,10 +10,14 @@ Facts this module is built on (measured with pywhispercpp 1.5 / whisper.cpp 1.8)
   proportion to the audio;
 - a reduced `audio_ctx` halves encoder time for short windows; with flash attention only multiples of 256 give
   stable output, and too small a context makes tiny.en loop: ceil((seconds + 2) * 50 / 256) * 256, at most 1500.
+  The text stays good, but the token timestamps do not: in streaming windows (leading silence, speech running into
+  the edge) most words' times collapse onto the window's end. Streaming needs the times, so it uses the full
+  context (`reduce_audio_ctx=False`); the reduced one serves offline-style calls that only need the text.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import threading
@@ -74,11 +78,16 @@ _log_hook_installed = False
 
 
 def _install_log_hook() -> None:
-    """Send whisper.cpp's chatter (it prints every loaded tensor) to the logging module instead of stderr."""
+    """Send whisper.cpp's chatter (it prints every loaded tensor) to the logging module instead of stderr.
+
+    The hook is removed at exit: ggml logs while the interpreter finalizes, and a Python callback then aborts
+    the process ("PyThreadState_Get: the function must be called with the GIL held").
+    """
     global _log_hook_installed
     with _log_hook_lock:
         if not _log_hook_installed:
             pw.whisper_log_set(_forward_log)
+            atexit.register(pw.whisper_log_set, None)
             _log_hook_installed = True
 
 
@@ -88,7 +97,7 @@ class WhisperCppOptions:
     use_gpu: bool = False
     gpu_device: int = 0
     flash_attn: bool = True
-    reduce_audio_ctx: bool = True
+    reduce_audio_ctx: bool = False
 
 
 class WhisperCppEngine:

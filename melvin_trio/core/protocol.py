@@ -1,0 +1,87 @@
+"""The Melvin ASR WebSocket wire format: the first (auth) message, control frames, partials, finals.
+
+Texts the original server sent as plain frames are kept to the letter: clients match on them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from melvin_trio.core.words import Word, join_text
+
+AUTH_NOT_TEXT: Final = "Initial message was not text and therefore did not match the expected auth format"
+AUTH_INVALID_JSON: Final = "Initial websocket message contained invalid json"
+AUTH_INVALID_KEY: Final = "Provided api key is invalid"
+WAITING_FOR_SEAT: Final = "No transcription workers available. Retrying in 10 seconds"
+CONTROL_UNKNOWN: Final = "control message unknown"
+
+_LANGUAGE_KEYS: Final = ("language", "lang")
+
+
+@dataclass(frozen=True)
+class AuthOk:
+    language: str | None  # None: the client did not ask; the server default applies
+
+
+@dataclass(frozen=True)
+class AuthFailed:
+    message: str  # the exact text to send before closing
+
+
+def _key_matches(candidate: str, keys: Iterable[str]) -> bool:
+    """Constant-time comparison against every key, so timing tells nothing about a key's prefix."""
+    encoded = candidate.encode("utf-8", errors="surrogatepass")
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(encoded, key.encode("utf-8", errors="surrogatepass"))
+    return found
+
+
+def parse_auth(message: str | bytes, keys: Iterable[str]) -> AuthOk | AuthFailed:
+    """Check the first message: `{"Authorization": "<key>", ...}`; extra keys are allowed (BigBlueButton sends
+    `"config": {...}`), and `"language": "de"` chooses the stream's language."""
+    if not isinstance(message, str):
+        return AuthFailed(AUTH_NOT_TEXT)
+    try:
+        data = json.loads(message)
+    except (json.JSONDecodeError, RecursionError):
+        return AuthFailed(AUTH_INVALID_JSON)
+    if not isinstance(data, dict):
+        return AuthFailed(AUTH_INVALID_JSON)
+    key = data.get("Authorization")
+    if not isinstance(key, str) or not _key_matches(key, keys):
+        return AuthFailed(AUTH_INVALID_KEY)
+    for name in _LANGUAGE_KEYS:
+        value = data.get(name)
+        if isinstance(value, str) and value.strip():
+            return AuthOk(language=value.strip().lower())
+    return AuthOk(language=None)
+
+
+def is_eof(text: str) -> bool:
+    """The original treated any text containing "eof" as the end of the stream: "eof", {"eof" : 1},
+    {"type":"eof"} all qualify."""
+    return "eof" in text
+
+
+def partial_message(text: str) -> str:
+    return json.dumps({"partial": text}, ensure_ascii=False)
+
+
+def final_payload(words: list[Word]) -> dict[str, object]:
+    """A final as the original sent it: the words with `conf`, `start`, `end` (stream seconds) and `word`."""
+    return {
+        "result": [
+            {"conf": round(w.probability, 6), "start": round(w.start, 3), "end": round(w.end, 3), "word": w.text}
+            for w in words
+        ],
+        "text": join_text(words),
+    }
+
+
+def final_message(payload: dict[str, object]) -> str:
+    return json.dumps(payload, ensure_ascii=False)

@@ -1,0 +1,338 @@
+"""The sans-IO core, without an event loop: agreement, windowing, partials and finals, the wire format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from melvin_trio.core import protocol
+from melvin_trio.core.agreement import LocalAgreement
+from melvin_trio.core.stream import (
+    DetectRequest,
+    SendFinal,
+    SendPartial,
+    StreamCore,
+    StreamSettings,
+    TranscribeRequest,
+)
+from melvin_trio.core.words import Word, join_text, word_key
+from melvin_trio.engine.fake import FakeEngine
+
+RATE = 16000
+
+
+def W(text: str, start: float, end: float | None = None) -> Word:
+    return Word(text, start, start + 0.3 if end is None else end, 0.9)
+
+
+# --- a synthetic world: words at known times, audio that is loud exactly where they are ---------------------------
+
+
+@dataclass
+class World:
+    words: list[Word]
+    seconds: float
+    jitter: float = 0.0  # seconds of timing noise per pass
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+    def pcm(self) -> bytes:
+        audio = np.zeros(int(self.seconds * RATE), dtype=np.float32)
+        noise = np.random.default_rng(1).standard_normal(audio.size).astype(np.float32) * 0.1
+        for w in self.words:
+            audio[int(w.start * RATE) : int(w.end * RATE)] = noise[int(w.start * RATE) : int(w.end * RATE)]
+        return (audio * 32767).astype("<i2").tobytes()
+
+    def engine(self, offset_of: Callable[[], float], transform: Callable[[str, int], str] | None = None) -> FakeEngine:
+        """A fake engine answering with the world's words inside the window it is given (times relative to it)."""
+        calls = [0]
+
+        def answer(audio: np.ndarray, prompt: str) -> list[Word]:
+            offset, length = offset_of(), audio.size / RATE
+            calls[0] += 1
+            out = []
+            for w in self.words:
+                if w.start >= offset - 0.05 and w.start < offset + length - 0.15:
+                    j = float(self.rng.uniform(-self.jitter, self.jitter))
+                    text = transform(w.text, calls[0]) if transform else w.text
+                    end = min(w.end, offset + length)
+                    out.append(Word(text, max(w.start + j - offset, 0.0), max(end + j - offset, 0.0), 0.9))
+            return out
+
+        return FakeEngine([answer])
+
+
+@dataclass
+class Run:
+    finals: list[list[Word]] = field(default_factory=list)
+    partials: list[str] = field(default_factory=list)
+    requests: list[TranscribeRequest] = field(default_factory=list)
+    final_times: list[float] = field(default_factory=list)  # stream time when each final went out
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for f in self.finals for w in f]
+
+
+def drive(
+    core: StreamCore,
+    pcm: bytes,
+    make_engine: Callable[[Callable[[], float]], FakeEngine],
+    *,
+    chunk: int = 8000,
+    engine_seconds: float = 0.5,
+) -> Run:
+    """Feed `pcm` in real time where each engine call takes `engine_seconds` of stream time; eof at the end."""
+    run = Run()
+    current = [0.0]
+    engine = make_engine(lambda: current[0])
+    fed = 0
+    clock = 0.0
+
+    def feed_until(t: float) -> None:
+        nonlocal fed
+        target = min(len(pcm), int(t * RATE) * 2)
+        while fed < target:
+            step = min(chunk, target - fed)
+            core.feed(pcm[fed : fed + step])
+            fed += step
+
+    def take(events: list[SendFinal | SendPartial]) -> None:
+        for e in events:
+            if isinstance(e, SendFinal):
+                run.finals.append(e.words)
+                run.final_times.append(core.received_seconds)
+            else:
+                run.partials.append(e.text)
+
+    for _ in range(10_000):
+        if core.finished:
+            return run
+        take(core.poll())
+        if not core.pass_due():
+            if fed >= len(pcm):
+                core.end_of_stream()
+            else:
+                clock += 0.25
+                feed_until(clock)
+            continue
+        request = core.next_request()
+        if request is None:
+            continue
+        if isinstance(request, DetectRequest):
+            core.on_language(engine.detect_language(request.audio)[0])
+            continue
+        run.requests.append(request)
+        current[0] = request.offset
+        words = engine.transcribe(request.audio, language=request.language, prompt=request.prompt)
+        clock += engine_seconds
+        take(core.on_words(request, words))
+        feed_until(clock)
+    raise AssertionError("the stream did not finish")
+
+
+def sentence_world() -> World:
+    texts = [
+        "The",
+        "two",
+        "stray",
+        "kittens",
+        "gradually",
+        "make",
+        "themselves",
+        "at",
+        "home.",
+        "Somehow",
+        "or",
+        "other",
+        "cat",
+        "has",
+        "taught",
+        "them.",
+    ]
+    return World([W(t, 0.5 + 0.4 * i, 0.5 + 0.4 * i + 0.3) for i, t in enumerate(texts)], seconds=8.0)
+
+
+# --- agreement ----------------------------------------------------------------------------------------------
+
+
+def test_a_word_is_confirmed_when_two_passes_agree() -> None:
+    agreement = LocalAgreement()
+    agreement.insert([W("hello", 0.0), W("wor", 0.4)])
+    assert agreement.confirm() == []
+    agreement.insert([W("Hello,", 0.0), W("world", 0.4), W("again", 0.8)])
+    assert [w.text for w in agreement.confirm()] == ["Hello,"]
+    assert [w.text for w in agreement.hypothesis] == ["world", "again"]
+
+
+def test_comparison_keeps_umlauts_and_non_latin_scripts() -> None:
+    assert word_key("Straße,") == word_key("STRASSE")  # Unicode case folding: ß is ss in capitals
+    assert word_key("Straße") != word_key("Strase")
+    assert word_key("für") != word_key("fur")
+    assert word_key("Привет!") == "привет"
+    assert word_key("東京。") == "東京"
+    assert word_key("Москва") != word_key("Киев")  # the original's [^a-z] made these equal (both empty)
+    agreement = LocalAgreement()
+    agreement.insert([W("Привет", 0), W("Grüße", 0.5), W("東京", 1.0)])
+    agreement.confirm()
+    agreement.insert([W("привет,", 0), W("Grüße.", 0.5), W("大阪", 1.0)])
+    assert [w.text for w in agreement.confirm()] == ["привет,", "Grüße."]
+
+
+def test_a_repeated_confirmed_word_is_recognised_by_text_despite_moved_times() -> None:
+    agreement = LocalAgreement()
+    for _ in range(2):
+        agreement.insert([W("somehow", 5.2), W("or", 5.5), W("other,", 5.9, 6.94)])
+        agreement.confirm()
+    # The next pass sees "other," ending at 5.8 and new words from 5.8: none may be lost.
+    agreement.insert([W("somehow", 5.2), W("or", 5.3), W("other,", 5.35, 5.8), W("cat", 5.8), W("has", 6.0)])
+    agreement.confirm()
+    agreement.insert([W("or", 5.3), W("other,", 5.35, 5.8), W("cat", 5.8), W("has", 6.0), W("taught", 6.3)])
+    assert [w.text for w in agreement.confirm()] == ["cat", "has"]
+
+
+# --- the stream core ----------------------------------------------------------------------------------------
+
+
+def test_finals_on_sentence_ends_hold_every_word_once_in_order() -> None:
+    world = sentence_world()
+    core = StreamCore(StreamSettings(final_after_words=50, final_after_seconds=50), "en")
+    run = drive(core, world.pcm(), world.engine)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    assert [f[-1].text for f in run.finals] == ["home.", "them."]
+    assert run.partials[-1] == ""
+
+
+def test_a_final_after_six_confirmed_words() -> None:
+    world = World([W(f"w{i}", 0.5 + 0.4 * i) for i in range(14)], seconds=7.0)
+    run = drive(StreamCore(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    assert all(len(f) >= 6 for f in run.finals[:-1])
+
+
+def test_a_final_after_the_time_limit() -> None:
+    world = World([W("one", 0.5), W("two", 1.0)], seconds=8.0)
+    run = drive(StreamCore(StreamSettings(final_after_seconds=1.5), "en"), world.pcm(), world.engine)
+    assert [w.text for w in run.words] == ["one", "two"]
+    # each went out once it was 1.5 s old, long before the end of the 8 s stream (which would flush it anyway)
+    assert all(t - f[0].end < 1.5 + 1.0 for t, f in zip(run.final_times, run.finals, strict=True))
+    assert run.final_times[-1] < 5.0
+
+
+def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
+    world = World([W("alpha", 0.5), W("beta", 1.0), W("gamma", 1.5)], seconds=1.9)
+    run = drive(StreamCore(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
+    assert [w.text for w in run.words] == ["alpha", "beta", "gamma"]
+    assert run.requests[-1].last
+
+
+def test_silence_is_never_sent_to_the_engine() -> None:
+    pcm = np.zeros(30 * RATE, dtype="<i2").tobytes()
+    noise = (np.random.default_rng(3).standard_normal(30 * RATE) * 0.01 * 32767).astype("<i2").tobytes()
+    for audio in (pcm, noise):
+        world = World([], seconds=30)
+        run = drive(StreamCore(StreamSettings(), "en"), audio, world.engine)
+        assert run.requests == []
+        assert run.finals == []
+
+
+def test_a_backlog_is_transcribed_in_full_windows_without_losing_words() -> None:
+    world = World([W(f"w{i}", 0.3 + 0.5 * i) for i in range(80)], seconds=41.0)
+    core = StreamCore(StreamSettings(window_seconds=10), "en")
+    core.feed(world.pcm())  # everything at once: a client that waited for a seat
+    core.end_of_stream()
+    run = drive(core, b"", world.engine)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    assert max(r.audio.size for r in run.requests) <= 10 * RATE
+
+
+def test_word_times_rise_and_stay_inside_the_audio() -> None:
+    world = sentence_world()
+    world.jitter = 0.15
+    run = drive(StreamCore(StreamSettings(final_after_words=3), "en"), world.pcm(), world.engine)
+    starts = [w.start for w in run.words]
+    assert starts == sorted(starts)
+    assert all(0 <= w.start <= w.end <= 8.0 for w in run.words)
+    assert len(run.words) == len(world.words)
+
+
+def test_partials_carry_everything_not_yet_final_and_repeat_nothing() -> None:
+    world = sentence_world()
+    run = drive(
+        StreamCore(StreamSettings(final_after_words=50, final_after_seconds=50), "en"), world.pcm(), world.engine
+    )
+    assert all(a != b for a, b in zip(run.partials, run.partials[1:], strict=False))
+    assert any(p.startswith(" The two stray") for p in run.partials)
+
+
+def test_prompt_is_finalized_text_before_the_window_and_bounded() -> None:
+    world = sentence_world()
+    run = drive(StreamCore(StreamSettings(prompt_chars=20), "en"), world.pcm(), world.engine)
+    prompts = [r.prompt for r in run.requests if r.prompt]
+    assert prompts
+    assert all(len(p) <= 20 for p in prompts)
+
+
+def test_odd_length_frames_keep_samples_aligned() -> None:
+    pcm = (np.arange(1000, dtype="<i2") * 7).tobytes()
+    core = StreamCore(StreamSettings(), "en")
+    for i in range(0, len(pcm), 3):
+        core.feed(pcm[i : i + 3])
+    assert core.received_seconds == 1000 / RATE
+    core.end_of_stream()
+    with pytest.raises(ValueError, match="after eof"):
+        core.feed(b"\0\0")
+
+
+def test_language_detection_waits_for_speech() -> None:
+    world = sentence_world()
+    core = StreamCore(StreamSettings(), None)
+
+    def engine(offset: Callable[[], float]) -> FakeEngine:
+        fake = world.engine(offset)
+        fake.detected = ("de", 0.9)
+        return fake
+
+    drive(core, world.pcm(), engine)
+    assert core.language == "de"
+
+
+# --- wire protocol ------------------------------------------------------------------------------------------
+
+
+def test_auth_message_variants() -> None:
+    keys = ["secret"]
+    assert protocol.parse_auth('{"Authorization": "secret"}', keys) == protocol.AuthOk(None)
+    bbb = '{"Authorization": "secret", "config": {"sample_rate": "16000"}}'
+    assert protocol.parse_auth(bbb, keys) == protocol.AuthOk(None)
+    assert protocol.parse_auth('{"Authorization": "secret", "language": "DE"}', keys) == protocol.AuthOk("de")
+    assert protocol.parse_auth(b"\x00", keys) == protocol.AuthFailed(protocol.AUTH_NOT_TEXT)
+    assert protocol.parse_auth("{nope", keys) == protocol.AuthFailed(protocol.AUTH_INVALID_JSON)
+    assert protocol.parse_auth("[1]", keys) == protocol.AuthFailed(protocol.AUTH_INVALID_JSON)
+    for bad in ('{"Authorization": "wrong"}', "{}", '{"Authorization": 5}'):
+        assert protocol.parse_auth(bad, keys) == protocol.AuthFailed(protocol.AUTH_INVALID_KEY)
+    assert protocol.parse_auth('{"Authorization": ""}', []) == protocol.AuthFailed(protocol.AUTH_INVALID_KEY)
+
+
+def test_eof_variants_and_other_controls() -> None:
+    for text in ("eof", '{"eof" : 1}', '{"eof":1}', '{"type":"eof"}'):
+        assert protocol.is_eof(text)
+    assert not protocol.is_eof('{"type": "ping"}')
+
+
+def test_final_and_partial_format_match_the_original() -> None:
+    words = [Word("Das", 6.792375, 7.452375, 0.8052), Word("Final.", 10.1, 10.9, 0.495881)]
+    payload = protocol.final_payload(words)
+    assert payload == {
+        "result": [
+            {"conf": 0.8052, "start": 6.792, "end": 7.452, "word": "Das"},
+            {"conf": 0.495881, "start": 10.1, "end": 10.9, "word": "Final."},
+        ],
+        "text": " Das Final.",
+    }
+    assert json.loads(protocol.final_message(payload)) == payload
+    assert json.loads(protocol.partial_message(" Das ist ein…")) == {"partial": " Das ist ein…"}
+    assert join_text([]) == ""
