@@ -136,12 +136,76 @@ def cmd_models_install_default(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from melvin_trio.server.run import run_server
+
+    config = _config(args)
+    if not args.log_level:
+        logging.getLogger().setLevel(config.log_level.upper())
+    return run_server(config, host=args.host, ws_port=args.ws_port, rest_port=args.rest_port)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import trio
+
+    from melvin_trio.audio import read_wav_pcm16
+    from melvin_trio.client import Printer, default_rest_url, download, stream_pcm
+
+    key = args.key or os.environ.get("MELVIN_API_KEY") or _first_key(args)
+    if not key:
+        print("error: no API key: pass --key, set MELVIN_API_KEY, or run where api_keys.txt is", file=sys.stderr)
+        return 2
+    pcm = read_wav_pcm16(Path(args.file))
+    printer = Printer(args.json)
+    result = trio.run(
+        lambda: stream_pcm(
+            args.url, key, pcm, speed=args.speed, chunk_ms=args.chunk_ms, language=args.language, on_message=printer
+        )
+    )
+    if result.stream_id is None:
+        print("error: the server closed the stream without an id", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"id: {result.stream_id}")
+    if args.save:
+        rest_url = args.rest_url or default_rest_url(args.url)
+        for path in download(rest_url, key, result.stream_id, Path(args.save)):
+            print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+def _first_key(args: argparse.Namespace) -> str | None:
+    try:
+        keys = sorted(_config(args).all_api_keys())
+    except ConfigError:
+        return None
+    return keys[0] if keys else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="melvin-trio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"melvin-trio {__version__}")
     parser.add_argument("--config", help="config file (default: $MELVIN_CONFIG or ./config.yml)")
     parser.add_argument("--log-level", help="override log_level from the config")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the WebSocket and REST servers")
+    p.add_argument("--host", help="override host")
+    p.add_argument("--ws-port", type=int, help="override websocket_port")
+    p.add_argument("--rest-port", type=int, help="override rest_port")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("stream", help="stream a WAV file to a server and show the transcript")
+    p.add_argument("file")
+    p.add_argument("--url", default="ws://127.0.0.1:8394")
+    p.add_argument("--key", help="API key (default: $MELVIN_API_KEY, else the first key of the local config)")
+    p.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as possible")
+    p.add_argument("--chunk-ms", type=int, default=250)
+    p.add_argument("--language", help="ask the server for this language")
+    p.add_argument("--json", action="store_true", help="print every message as one JSON line")
+    p.add_argument("--save", metavar="DIR", help="download the audio and transcript exports into DIR")
+    p.add_argument("--rest-url", help="REST base URL for --save (default: the WebSocket host, port 8393)")
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("transcribe", help="transcribe a WAV file offline")
     p.add_argument("file")

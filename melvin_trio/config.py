@@ -31,6 +31,8 @@ class CpuSection:
     model: str = "tiny.en"
     cpu_threads: int = 2
     worker_seats: int = 1
+    # whisper contexts (one thread each) the seats share; each holds the model in memory once.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class CudaSection:
     model: str = "base"
     device_index: int = 0
     worker_seats: int = 2
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,26 @@ class WebsocketStream:
 class TranscriptionDefault:
     # ISO 639-1 code, or None: detect once per stream from its first seconds of speech.
     language: str | None = "en"
+
+
+@dataclass(frozen=True)
+class StreamingSection:
+    window_seconds: float = 15.0
+    min_new_audio_seconds: float = 1.0
+    final_after_words: int = 6
+    final_after_seconds: float = 2.0
+    prompt_chars: int = 200
+    vad_absolute_floor_db: float = -50.0
+    vad_margin_db: float = 12.0
+    vad_min_speech_seconds: float = 0.25
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    auth_timeout_seconds: float = 10.0  # the first message must arrive within this
+    max_frame_bytes: int = 1 << 20  # larger WebSocket messages close the connection (1009)
+    drain_seconds: float = 30.0  # on SIGTERM/SIGINT, open streams get this long to send their last final
+    waiting_notice_seconds: float = 10.0  # the waiting text repeats this often
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,8 @@ class Config:
     models_dir: Path = Path("models")
     websocket_stream: WebsocketStream = field(default_factory=WebsocketStream)
     transcription_default: TranscriptionDefault = field(default_factory=TranscriptionDefault)
+    streaming: StreamingSection = field(default_factory=StreamingSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
 
     def all_api_keys(self, environ: Mapping[str, str] | None = None) -> frozenset[str]:
         """Keys from the config, the key file and the MELVIN_API_KEYS environment variable (comma-separated)."""
@@ -182,6 +207,21 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"websocket_stream.{name}.worker_seats: must not be negative")
         if not section.model:
             raise ConfigError(f"websocket_stream.{name}.model: must name a model")
+    for name, section in (("cpu", stream.cpu), ("cuda", stream.cuda)):
+        if section.workers < 1:
+            raise ConfigError(f"websocket_stream.{name}.workers: must be at least 1")
+    st = config.streaming
+    if not 1.0 <= st.window_seconds <= 28.0:
+        raise ConfigError("streaming.window_seconds: must be from 1 to 28 (whisper reads 30 s at most)")
+    if not 0.1 <= st.min_new_audio_seconds <= st.window_seconds:
+        raise ConfigError("streaming.min_new_audio_seconds: must be from 0.1 to window_seconds")
+    if st.final_after_words < 1 or st.final_after_seconds <= 0 or st.prompt_chars < 0:
+        raise ConfigError("streaming: final_after_words and final_after_seconds must be positive, prompt_chars >= 0")
+    lim = config.limits
+    if lim.auth_timeout_seconds <= 0 or lim.drain_seconds < 0 or lim.waiting_notice_seconds <= 0:
+        raise ConfigError("limits: timeouts must be positive")
+    if lim.max_frame_bytes < 1024:
+        raise ConfigError("limits.max_frame_bytes: must be at least 1024")
     if stream.cuda.device_index < 0:
         raise ConfigError("websocket_stream.cuda.device_index: must not be negative")
     if not any(s.active and s.worker_seats > 0 for s in (stream.cpu, stream.cuda)):

@@ -1,0 +1,84 @@
+"""The REST exports, on Quart-Trio: `/export/transcript/<id>`, `/export/audio/<id>`, `/health`.
+
+Built by a factory with explicit dependencies (no app at import time). An id that is not 32 lower-case hex
+characters is a 404 before any file-system access, so no path can leave `data_dir`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from quart import Response, jsonify, request, send_file
+from quart_trio import QuartTrio
+
+from melvin_trio.server.exports import ExportStore
+
+
+def _presented_key(header: str | None) -> str | None:
+    """The key from `Authorization: <key>` (the original's form) or `Authorization: Bearer <key>`."""
+    if not header:
+        return None
+    value = header.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value or None
+
+
+def _authorised(keys: frozenset[str]) -> bool:
+    presented = _presented_key(request.headers.get("Authorization"))
+    if presented is None:
+        return False
+    encoded = presented.encode("utf-8", errors="surrogatepass")
+    found = False
+    for key in keys:  # constant time per key, and every key is tried
+        found |= hmac.compare_digest(encoded, key.encode("utf-8", errors="surrogatepass"))
+    return found
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+def create_rest_app(store: ExportStore, api_keys: Callable[[], frozenset[str]]) -> QuartTrio:
+    app = QuartTrio("melvin_trio")
+    app.config["MAX_CONTENT_LENGTH"] = 1024  # nothing here accepts a body
+
+    @app.get("/health")
+    async def health() -> Any:
+        return jsonify({"status": "ok"})
+
+    @app.get("/export/transcript/<stream_id>")
+    async def transcript(stream_id: str) -> Any:
+        if not _authorised(api_keys()):
+            return _error(401, "missing or invalid API key")
+        path = store.transcript_path(stream_id)
+        if path is None:
+            return _error(404, "unknown id")
+        return await send_file(path, mimetype="application/json")
+
+    @app.route("/export/audio/<stream_id>", methods=["GET", "HEAD"])
+    async def audio(stream_id: str) -> Any:
+        if not _authorised(api_keys()):
+            return _error(401, "missing or invalid API key")
+        path = store.audio_path(stream_id)
+        if path is None:
+            return _error(404, "unknown id")
+        return await send_file(
+            path,
+            mimetype="audio/wav",
+            as_attachment=True,
+            attachment_filename=f"{stream_id}.wav",
+            conditional=True,
+        )
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Any:
+        return _error(404, "not found")
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Exception) -> Any:
+        return _error(405, "method not allowed")
+
+    return app

@@ -1,0 +1,266 @@
+"""One client connection, from the first message to the export.
+
+Each connection has its own task group: a reader (audio and control frames in), a transcriber (turns on an
+engine worker, events from the core) and a writer (messages out, in order). The decisions are the core's
+(`StreamCore`); this module only moves bytes and waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from melvin_trio.core import protocol
+from melvin_trio.core.stream import (
+    DetectRequest,
+    Event,
+    SendFinal,
+    SendPartial,
+    StreamCore,
+    StreamSettings,
+    TranscribeRequest,
+)
+from melvin_trio.engine.base import EngineError
+from melvin_trio.server.exports import ExportStore, Recording
+from melvin_trio.server.workers import SeatPool
+
+log = logging.getLogger(__name__)
+
+OUTBOX_SIZE: Final = 16  # messages waiting for a slow client; beyond it the transcriber waits (back-pressure)
+EXPORT_TIMEOUT_S: Final = 10.0
+CLOSE_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    stream: StreamSettings
+    default_language: str | None
+    english_only: bool  # some model a client may be seated on is English-only
+    auth_timeout: float
+    waiting_notice_interval: float
+    known_language: Callable[[str], bool]
+
+
+@dataclass
+class SessionContext:
+    settings: SessionSettings
+    api_keys: Callable[[], frozenset[str]]
+    seats: SeatPool
+    exports: ExportStore
+    draining: trio.Event
+
+
+def _language_problem(language: str, settings: SessionSettings) -> str | None:
+    if not settings.known_language(language):
+        return f"Language {language!r} is not supported"
+    if settings.english_only and language != "en":
+        return f"Language {language!r} is not supported by the English-only model of this server"
+    return None
+
+
+async def handle_connection(request: WebSocketRequest, ctx: SessionContext) -> None:
+    """Serve one client. Never raises (except Cancelled): a failure ends this connection only."""
+    ws = await request.accept()
+    try:
+        await _serve(ws, ctx)
+    except ConnectionClosed:
+        pass
+    except Exception:
+        log.exception("connection failed")
+    finally:
+        with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
+            scope.shield = True
+            await ws.aclose()
+
+
+async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
+    settings = ctx.settings
+    with trio.move_on_after(settings.auth_timeout) as waited:
+        first = await ws.get_message()
+    if waited.cancelled_caught:
+        log.info("closing a connection that sent no first message within %.0f s", settings.auth_timeout)
+        return
+    auth = protocol.parse_auth(first, ctx.api_keys())
+    if isinstance(auth, protocol.AuthFailed):
+        await ws.send_message(auth.message)
+        return
+    language = auth.language or settings.default_language
+    if language is None and settings.english_only:
+        language = "en"  # nothing to detect: every seat could be English-only
+    if language is not None and (problem := _language_problem(language, settings)):
+        await ws.send_message(problem)
+        return
+    await Session(ws, ctx, StreamCore(settings.stream, language)).run()
+
+
+class Session:
+    def __init__(self, ws: WebSocketConnection, ctx: SessionContext, core: StreamCore) -> None:
+        self.ws = ws
+        self.ctx = ctx
+        self.core = core
+        self.stream_id = uuid.uuid4().hex
+        self.recording: Recording = ctx.exports.open_recording(self.stream_id)
+        self._audio_arrived = trio.Event()
+        self._eof_received = False
+        self._client_gone = False
+        self._error: str | None = None
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](OUTBOX_SIZE)
+        self._writer_done = trio.Event()
+
+    async def run(self) -> None:
+        log.info("stream %s started", self.stream_id)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                nursery.start_soon(self._read, nursery.cancel_scope)
+                nursery.start_soon(self._watch_drain)
+                await self._transcribe()
+                # The transcriber is done: every final is in the outbox. Let the writer send them, then stop.
+                await self._outbox_send.aclose()
+                await self._writer_done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(EXPORT_TIMEOUT_S) as scope:
+                scope.shield = True
+                self._export()
+                if not self._client_gone:
+                    await self._send_id()
+                elif self._client_gone:
+                    log.info("stream %s: client left without eof; exported as %s", self.stream_id, self.stream_id)
+
+    def _export(self) -> None:
+        try:
+            self.recording.finish()
+        except OSError:
+            log.exception("stream %s: export failed", self.stream_id)
+            return
+        log.info(
+            "stream %s exported: %d bytes of audio, %d finals",
+            self.stream_id,
+            self.recording.audio_bytes,
+            len(self.recording.finals),
+        )
+
+    async def _send_id(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send_message(self.stream_id)
+
+    # --- reader ------------------------------------------------------------------------------------------------
+
+    async def _read(self, session_scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                message = await self.ws.get_message()
+                if isinstance(message, bytes):
+                    if self._eof_received:
+                        continue  # audio after eof is not part of the stream
+                    if message:
+                        self.recording.write_audio(message)
+                        self.core.feed(message)
+                        self._wake()
+                elif protocol.is_eof(message):
+                    if not self._eof_received:
+                        self._eof_received = True
+                        self.core.end_of_stream()
+                        self._wake()
+                else:
+                    await self._outbox_send.send(protocol.CONTROL_UNKNOWN)
+        except ConnectionClosed:
+            if not self._eof_received:
+                # The client vanished: nobody is left to read a final. Stop and export what arrived.
+                self._client_gone = True
+                session_scope.cancel()
+
+    def _wake(self) -> None:
+        self._audio_arrived.set()
+
+    async def _wait_for_audio(self) -> None:
+        await self._audio_arrived.wait()
+        self._audio_arrived = trio.Event()
+
+    async def _watch_drain(self) -> None:
+        await self.ctx.draining.wait()
+        if not self._eof_received:
+            log.info("stream %s: server shutting down, finishing the stream", self.stream_id)
+            self._eof_received = True
+            self.core.end_of_stream()
+            self._wake()
+
+    # --- writer ------------------------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        try:
+            async with self._outbox_receive:
+                async for message in self._outbox_receive:
+                    try:
+                        await self.ws.send_message(message)
+                    except ConnectionClosed:
+                        self._client_gone = not self._eof_received
+                        # Keep draining so the transcriber is never blocked by a client that left after eof.
+        finally:
+            self._writer_done.set()
+
+    # --- transcriber -------------------------------------------------------------------------------------------
+
+    async def _send_waiting_notices(self, seated: trio.Event) -> None:
+        interval = self.ctx.settings.waiting_notice_interval
+        while not seated.is_set():
+            await self._outbox_send.send(protocol.WAITING_FOR_SEAT)
+            with trio.move_on_after(interval):
+                await seated.wait()
+
+    async def _transcribe(self) -> None:
+        seats = self.ctx.seats
+        seated = trio.Event()
+        async with trio.open_nursery() as waiting:
+            seat = seats.try_take(self)
+            if seat is None:
+                log.info("stream %s waits for a seat (%d waiting)", self.stream_id, seats.waiting + 1)
+                waiting.start_soon(self._send_waiting_notices, seated)
+                seat = await seats.take(self)
+            seated.set()
+        try:
+            log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
+            while not self.core.finished:
+                await self._send_events(self.core.poll())
+                if not self.core.pass_due():
+                    await self._wait_for_audio()
+                    continue
+                result = await seat.worker.submit(self, self.core.next_request)
+                if result is None:
+                    continue
+                request, outcome = result
+                if isinstance(outcome, EngineError):
+                    await self._fail(outcome)
+                    return
+                if isinstance(request, DetectRequest):
+                    assert isinstance(outcome, str)
+                    log.info("stream %s: language detected: %s", self.stream_id, outcome)
+                    self.core.on_language(outcome)
+                else:
+                    assert isinstance(request, TranscribeRequest)
+                    assert isinstance(outcome, list)
+                    await self._send_events(self.core.on_words(request, outcome))
+        finally:
+            seats.give_back(self, seat)
+
+    async def _fail(self, error: EngineError) -> None:
+        log.error("stream %s: transcription failed: %s", self.stream_id, error)
+        self._error = str(error)
+        await self._outbox_send.send(f"Transcription failed: {error}")
+
+    async def _send_events(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, SendFinal):
+                payload = protocol.final_payload(event.words)
+                self.recording.add_final(payload)
+                await self._outbox_send.send(protocol.final_message(payload))
+            elif isinstance(event, SendPartial):
+                await self._outbox_send.send(protocol.partial_message(event.text))

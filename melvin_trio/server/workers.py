@@ -1,0 +1,168 @@
+"""Engine workers and worker seats.
+
+Each whisper context belongs to one `EngineWorker`. Its only way in is `trio.to_thread.run_sync` with a
+`CapacityLimiter(1)`: whisper.cpp crashes when one context is used from two threads, and the limiter is released
+only when the thread really finishes. Streams sharing a worker are served in turn, each with at most one request
+waiting; the request is built when its turn comes, so it holds the newest audio rather than a stale window.
+
+Seats bound how many streams transcribe at once: one `CapacityLimiter` over all seats hands them out first come,
+first served, a GPU seat first when one is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import trio
+
+from melvin_trio.core.stream import DetectRequest, Request, TranscribeRequest
+from melvin_trio.engine.base import Engine, EngineError, Word
+
+log = logging.getLogger(__name__)
+
+_NO_AUDIO = np.zeros(0, dtype=np.float32)
+
+Outcome = list[Word] | str | EngineError  # words, a detected language, or the failure
+
+
+@dataclass
+class _Job:
+    make_request: Callable[[], Request | None]
+    reply: trio.MemorySendChannel[tuple[Request, Outcome] | None]
+    abort: threading.Event = field(default_factory=threading.Event)
+
+
+class EngineWorker:
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self._limiter = trio.CapacityLimiter(1)
+        self._queue: dict[object, _Job] = {}  # insertion order is the order of turns
+        self._wakeup = trio.Event()
+        self.busy_seconds = 0.0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run queued requests one at a time until cancelled (cancellation waits for a running call to end)."""
+        task_status.started()
+        while True:
+            if not self._queue:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            key = next(iter(self._queue))
+            job = self._queue.pop(key)
+            try:
+                request = job.make_request()
+            except Exception as exc:  # a bug in one stream's core must not stop the worker
+                log.exception("building a request failed")
+                self._deliver(job, (DetectRequest(_NO_AUDIO), EngineError(f"internal error: {exc}")))
+                continue
+            if request is None:
+                self._deliver(job, None)
+                continue
+            started = trio.current_time()
+            try:
+                outcome: Outcome = await trio.to_thread.run_sync(
+                    partial(self._call, request, job.abort), limiter=self._limiter
+                )
+            except EngineError as exc:
+                outcome = exc
+            except Exception as exc:  # whatever the binding raises ends that stream only
+                log.exception("engine call failed")
+                outcome = EngineError(f"{type(exc).__name__}: {exc}")
+            self.busy_seconds += trio.current_time() - started
+            self._deliver(job, (request, outcome))
+
+    def _call(self, request: Request, abort: threading.Event) -> Outcome:
+        if isinstance(request, DetectRequest):
+            language, _ = self.engine.detect_language(request.audio)
+            return language
+        assert isinstance(request, TranscribeRequest)
+        return self.engine.transcribe(
+            request.audio, language=request.language, prompt=request.prompt, abort=abort.is_set
+        )
+
+    @staticmethod
+    def _deliver(job: _Job, value: tuple[Request, Outcome] | None) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # the stream went away
+            job.reply.send_nowait(value)
+
+    async def submit(self, key: object, make_request: Callable[[], Request | None]) -> tuple[Request, Outcome] | None:
+        """Queue a turn for stream `key`; `make_request` is called when the turn comes. Returns the request and
+        its outcome, or None if there was nothing to do. Cancelling withdraws the turn, or aborts the running
+        call."""
+        send, receive = trio.open_memory_channel[tuple[Request, Outcome] | None](1)
+        job = _Job(make_request, send)
+        self._queue[key] = job
+        self._wakeup.set()
+        try:
+            async with receive:
+                return await receive.receive()
+        except trio.EndOfChannel:
+            return None
+        finally:
+            if self._queue.get(key) is job:
+                del self._queue[key]
+            job.abort.set()
+
+
+@dataclass(frozen=True)
+class Seat:
+    kind: str  # "cuda" or "cpu"
+    index: int
+    worker: EngineWorker
+
+
+class SeatPool:
+    def __init__(self, seats: list[Seat]) -> None:
+        if not seats:
+            raise ValueError("no worker seats")
+        # GPU seats first: a free GPU seat is always taken before a CPU seat.
+        self._free = sorted(seats, key=lambda s: (s.kind != "cuda", s.index))
+        self._order = {id(s): n for n, s in enumerate(self._free)}
+        self._limiter = trio.CapacityLimiter(len(seats))
+        self.total = len(seats)
+
+    @property
+    def available(self) -> int:
+        return len(self._free)
+
+    @property
+    def waiting(self) -> int:
+        return self._limiter.statistics().tasks_waiting
+
+    def try_take(self, borrower: object) -> Seat | None:
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(borrower)
+        except trio.WouldBlock:
+            return None
+        return self._free.pop(0)
+
+    async def take(self, borrower: object) -> Seat:
+        """Wait for a seat, first come first served. Cancelling gives up the place in the line."""
+        await self._limiter.acquire_on_behalf_of(borrower)
+        return self._free.pop(0)
+
+    def give_back(self, borrower: object, seat: Seat) -> None:
+        self._free.append(seat)
+        self._free.sort(key=lambda s: self._order[id(s)])
+        self._limiter.release_on_behalf_of(borrower)
+
+    @asynccontextmanager
+    async def seated(self, borrower: object, on_wait: Callable[[], object] | None = None) -> AsyncIterator[Seat]:
+        seat = self.try_take(borrower)
+        if seat is None:
+            if on_wait is not None:
+                on_wait()
+            seat = await self.take(borrower)
+        try:
+            yield seat
+        finally:
+            self.give_back(borrower, seat)
