@@ -1,0 +1,102 @@
+"""Start a real server (real engine, real sockets on 127.0.0.1 port 0) inside a test's nursery."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from melvin_trio.config import Config, parse_config
+from melvin_trio.engine.base import Engine
+from melvin_trio.engine.whispercpp import is_known_language
+from melvin_trio.server.app import EngineSection, MelvinServer, ServerAddresses
+from melvin_trio.server.workers import EngineWorker
+
+API_KEY = "test-key-0123456789"
+
+
+@dataclass
+class Running:
+    server: MelvinServer
+    addresses: ServerAddresses
+    data_dir: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.addresses.websocket[1]}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.addresses.rest[1]}"
+
+    def get(
+        self, path: str, key: str | None = API_KEY, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.rest_url + path, headers=dict(headers or {}))
+        if key is not None:
+            request.add_header("Authorization", key)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+    async def aget(
+        self, path: str, key: str | None = API_KEY, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        return await trio.to_thread.run_sync(lambda: self.get(path, key, headers))
+
+    def transcript(self, stream_id: str) -> list[dict[str, Any]]:
+        """The exported transcript, as the file in data_dir holds it (REST is tested on its own)."""
+        result: list[dict[str, Any]] = json.loads((self.data_dir / f"{stream_id}.json").read_text(encoding="utf-8"))
+        return result
+
+    def export_ids(self) -> list[str]:
+        """Ids of the finished exports in data_dir."""
+        return sorted(p.stem for p in self.data_dir.glob("*.json"))
+
+    def exported_pcm(self, stream_id: str) -> bytes:
+        path = self.data_dir / f"{stream_id}.wav"
+        with wave.open(str(path), "rb") as wav:
+            assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+            return wav.readframes(wav.getnframes())
+
+
+async def read_until_closed(ws: WebSocketConnection) -> list[str | bytes]:
+    """Every message the server sends until it closes the connection."""
+    messages: list[str | bytes] = []
+    while True:
+        try:
+            messages.append(await ws.get_message())
+        except ConnectionClosed:
+            return messages
+
+
+def make_config(data_dir: Path, **overrides: Any) -> Config:
+    data: dict[str, Any] = {"data_dir": str(data_dir), "host": "127.0.0.1", "api_keys_file": str(data_dir / "none")}
+    data.update(overrides)
+    return parse_config(data, data_dir)
+
+
+@asynccontextmanager
+async def running_server(engine: Engine, data_dir: Path, *, seats: int = 1, **overrides: Any) -> AsyncIterator[Running]:
+    config = make_config(data_dir, **overrides)
+    section = EngineSection("cpu", [EngineWorker(engine, "cpu-0")], seats)
+    server = MelvinServer(config, [section], known_language=is_known_language, environ={"MELVIN_API_KEYS": API_KEY})
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(
+            lambda task_status: server.serve(websocket_port=0, rest_port=0, task_status=task_status)
+        )
+        try:
+            yield Running(server, addresses, data_dir)
+        finally:
+            server.request_stop()
