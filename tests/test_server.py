@@ -275,3 +275,13 @@ async def test_rest_exports_need_a_key_and_a_known_id(
             assert status == 404
             assert "error" in json.loads(body)
             assert (await running.aget("/health", key=None))[0] == 200
+
+
+async def test_language_null_detects_german_once(base_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:
+    clip = _clip(clips, "librivox-simplicissimus_E.wav")
+    pcm = read_wav_pcm16(clip.path)
+    with trio.fail_after(120):
+        async with running_server(base_engine, tmp_path, transcription_default={"language": None}) as running:
+            result = await stream_pcm(running.ws_url, API_KEY, pcm, speed=4.0)
+    assert count_errors(clip.text, _hypothesis(result), "de").wer <= 0.3
+    _check_stream(running, result, pcm)
