@@ -59,6 +59,7 @@ class TranscriptionDefault:
 @dataclass(frozen=True)
 class StreamingSection:
     window_seconds: float = 15.0
+    trim_seconds: float = 10.0
     min_new_audio_seconds: float = 1.0
     final_after_words: int = 6
     final_after_seconds: float = 2.0
@@ -74,6 +75,14 @@ class LimitsSection:
     max_frame_bytes: int = 1 << 20  # larger WebSocket messages close the connection (1009)
     drain_seconds: float = 30.0  # on SIGTERM/SIGINT, open streams get this long to send their last final
     waiting_notice_seconds: float = 10.0  # the waiting text repeats this often
+    # Audio received but not yet transcribed, held in memory per stream (a client sending faster than real time,
+    # or waiting for a seat). Past it the server stops reading that client until the backlog shrinks
+    # (TCP back-pressure): memory stays bounded and no audio is dropped.
+    max_backlog_seconds: float = 300.0
+    # Every ping_interval_seconds the server pings each client; one that does not answer within
+    # ping_timeout_seconds is gone (a dead network path holds no seat).
+    ping_interval_seconds: float = 20.0
+    ping_timeout_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,8 @@ def _validate(config: Config) -> None:
     st = config.streaming
     if not 1.0 <= st.window_seconds <= 28.0:
         raise ConfigError("streaming.window_seconds: must be from 1 to 28 (whisper reads 30 s at most)")
+    if not 1.0 <= st.trim_seconds <= st.window_seconds:
+        raise ConfigError("streaming.trim_seconds: must be from 1 to window_seconds")
     if not 0.1 <= st.min_new_audio_seconds <= st.window_seconds:
         raise ConfigError("streaming.min_new_audio_seconds: must be from 0.1 to window_seconds")
     if st.final_after_words < 1 or st.final_after_seconds <= 0 or st.prompt_chars < 0:
@@ -220,6 +231,10 @@ def _validate(config: Config) -> None:
     lim = config.limits
     if lim.auth_timeout_seconds <= 0 or lim.drain_seconds < 0 or lim.waiting_notice_seconds <= 0:
         raise ConfigError("limits: timeouts must be positive")
+    if lim.ping_interval_seconds <= 0 or lim.ping_timeout_seconds <= 0:
+        raise ConfigError("limits: ping_interval_seconds and ping_timeout_seconds must be positive")
+    if lim.max_backlog_seconds < 30:
+        raise ConfigError("limits.max_backlog_seconds: must be at least 30")
     if lim.max_frame_bytes < 1024:
         raise ConfigError("limits.max_frame_bytes: must be at least 1024")
     if stream.cuda.device_index < 0:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ from melvin_trio.engine.base import Engine
 from melvin_trio.engine.whispercpp import is_known_language
 from melvin_trio.server.app import EngineSection, MelvinServer, ServerAddresses
 from melvin_trio.server.workers import EngineWorker
+from tests.conftest import REPO
 
 API_KEY = "test-key-0123456789"
 
@@ -71,6 +77,12 @@ class Running:
             return wav.readframes(wav.getnframes())
 
 
+async def wait_for(predicate: Callable[[], bool], interval: float = 0.05) -> None:
+    """Poll a condition the server has no event for (a test-only convenience; callers bound it with fail_after)."""
+    while not predicate():  # noqa: ASYNC110
+        await trio.sleep(interval)
+
+
 async def read_until_closed(ws: WebSocketConnection) -> list[str | bytes]:
     """Every message the server sends until it closes the connection."""
     messages: list[str | bytes] = []
@@ -79,6 +91,42 @@ async def read_until_closed(ws: WebSocketConnection) -> list[str | bytes]:
             messages.append(await ws.get_message())
         except ConnectionClosed:
             return messages
+
+
+def start_server_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`melvin-trio serve` as a child process on free ports, data in tmp_path/data; returns it and its ports."""
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"host: 127.0.0.1\ndata_dir: {tmp_path / 'data'}\nmodels_dir: {REPO / 'models'}\napi_keys_file: null\n"
+        "limits:\n  drain_seconds: 20\n",
+        encoding="utf-8",
+    )
+    log = tmp_path / f"server-{time.monotonic_ns()}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "melvin_trio",
+                "--config",
+                str(config),
+                "serve",
+                "--ws-port",
+                "0",
+                "--rest-port",
+                "0",
+            ],
+            stderr=sink,
+            env={**os.environ, "MELVIN_API_KEYS": API_KEY},
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        text = log.read_text(encoding="utf-8")
+        if match := re.search(r"WebSocket on ws://127\.0\.0\.1:(\d+), REST on http://127\.0\.0\.1:(\d+)", text):
+            return process, int(match.group(1)), int(match.group(2))
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"the server did not start:\n{log.read_text(encoding='utf-8')}")
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:

@@ -109,9 +109,9 @@ def drive(
                 run.partials.append(e.text)
 
     for _ in range(10_000):
+        take(core.poll())
         if core.finished:
             return run
-        take(core.poll())
         if not core.pass_due():
             if fed >= len(pcm):
                 core.end_of_stream()
@@ -270,10 +270,21 @@ def test_partials_carry_everything_not_yet_final_and_repeat_nothing() -> None:
 
 def test_prompt_is_finalized_text_before_the_window_and_bounded() -> None:
     world = sentence_world()
-    run = drive(StreamCore(StreamSettings(prompt_chars=20), "en"), world.pcm(), world.engine)
+    run = drive(StreamCore(StreamSettings(prompt_chars=20, trim_seconds=3), "en"), world.pcm(), world.engine)
     prompts = [r.prompt for r in run.requests if r.prompt]
     assert prompts
     assert all(len(p) <= 20 for p in prompts)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+
+
+def test_a_long_window_is_cut_at_the_last_sentence_end() -> None:
+    world = sentence_world()  # "... at home." ends at 4.1 s
+    settings = StreamSettings(trim_seconds=5, final_after_words=50, final_after_seconds=50)
+    run = drive(StreamCore(settings, "en"), world.pcm(), world.engine)
+    offsets = sorted({round(r.offset, 2) for r in run.requests})
+    assert offsets[0] == 0.0
+    assert offsets[1] == 4.0  # the next window starts where the first sentence ended ("home." ends at 4.0 s)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
 
 
 def test_odd_length_frames_keep_samples_aligned() -> None:
@@ -336,3 +347,26 @@ def test_final_and_partial_format_match_the_original() -> None:
     assert json.loads(protocol.final_message(payload)) == payload
     assert json.loads(protocol.partial_message(" Das ist ein…")) == {"partial": " Das ist ein…"}
     assert join_text([]) == ""
+
+
+def test_eof_after_the_last_pass_still_sends_the_unconfirmed_words() -> None:
+    """The last pass saw all the audio before eof came: its unconfirmed words must still go out (once)."""
+    world = World([W("alpha", 0.5), W("beta", 1.0), W("gamma", 3.5)], seconds=4.0)
+    core = StreamCore(StreamSettings(final_after_seconds=100), "en")
+    current = [0.0]
+    engine = world.engine(lambda: current[0])
+    pcm = world.pcm()
+    finals: list[SendFinal] = []
+    for end in range(16000, len(pcm) + 1, 16000):  # 0.5 s steps, a pass whenever one is due
+        core.feed(pcm[end - 16000 : end])
+        if core.pass_due() and isinstance(request := core.next_request(), TranscribeRequest):
+            current[0] = request.offset
+            words = engine.transcribe(request.audio, language="en")
+            finals += [e for e in core.on_words(request, words) if isinstance(e, SendFinal)]
+    assert not core.pass_due()  # every byte was seen by a pass
+    core.end_of_stream()
+    assert core.next_request() is None  # no new audio: no pass needed...
+    assert not core.finished  # ...but the stream is not over until the last words went out
+    finals += [e for e in core.poll() if isinstance(e, SendFinal)]
+    assert core.finished
+    assert [w.text for f in finals for w in f.words] == ["alpha", "beta", "gamma"]

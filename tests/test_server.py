@@ -285,3 +285,38 @@ async def test_language_null_detects_german_once(base_engine: Engine, clips: lis
             result = await stream_pcm(running.ws_url, API_KEY, pcm, speed=4.0)
     assert count_errors(clip.text, _hypothesis(result), "de").wer <= 0.3
     _check_stream(running, result, pcm)
+
+
+async def test_rest_rejects_ids_that_could_leave_data_dir(tiny_en_engine: Engine, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (tmp_path / "secret.json").write_text("[]")
+    with trio.fail_after(30):
+        async with running_server(tiny_en_engine, data) as running:
+            for bad in ["..", "..%2f..%2fsecret", "%2e%2e", "%2fetc%2fpasswd", "A" * 32, "x" * 5000, "0" * 31]:
+                for kind in ("audio", "transcript"):
+                    status, _, _ = await running.aget(f"/export/{kind}/{bad}")
+                    assert status == 404, (kind, bad)
+            assert (await running.aget("/export/transcript/" + "0" * 32, key=None))[0] == 401
+
+
+async def test_audio_export_supports_head_and_ranges(tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:
+    pcm = read_wav_pcm16(_clip(clips, "melvin_jfk.wav").path)[: 2 * 32000]
+    with trio.fail_after(60):
+        async with running_server(tiny_en_engine, tmp_path) as running:
+            result = await stream_pcm(running.ws_url, API_KEY, pcm, speed=0)
+            url = f"/export/audio/{result.stream_id}"
+            status, headers, body = await running.aget(url, headers={"Range": "bytes=44-143"})
+            assert status == 206
+            assert body == pcm[:100]
+            assert headers["content-range"] == f"bytes 44-143/{44 + len(pcm)}"
+
+            def head() -> tuple[int, str]:
+                import urllib.request
+
+                request = urllib.request.Request(
+                    running.rest_url + url, method="HEAD", headers={"Authorization": API_KEY}
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.headers["Content-Length"]
+
+            assert await trio.to_thread.run_sync(head) == (200, str(44 + len(pcm)))

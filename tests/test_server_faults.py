@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +14,8 @@ from melvin_trio.client import StreamResult, open_connection, stream_pcm
 from melvin_trio.engine.base import EngineError, Word
 from melvin_trio.engine.fake import FakeEngine
 from melvin_trio.server.exports import is_stream_id
-from tests.conftest import REPO, Clip
-from tests.server_harness import API_KEY, read_until_closed, running_server
+from tests.conftest import Clip
+from tests.server_harness import API_KEY, read_until_closed, running_server, start_server_process, wait_for
 
 
 def _loud(seconds: float, amplitude: float) -> bytes:
@@ -66,44 +61,10 @@ async def test_an_engine_error_ends_only_that_stream(tmp_path: Path) -> None:
     assert running.server.seats.available == 2
 
 
-def _start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    config = tmp_path / "config.yml"
-    config.write_text(
-        f"host: 127.0.0.1\ndata_dir: {tmp_path / 'data'}\nmodels_dir: {REPO / 'models'}\napi_keys_file: null\n"
-        "limits:\n  drain_seconds: 20\n",
-        encoding="utf-8",
-    )
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "melvin_trio",
-                "--config",
-                str(config),
-                "serve",
-                "--ws-port",
-                "0",
-                "--rest-port",
-                "0",
-            ],
-            stderr=sink,
-            env={**os.environ, "MELVIN_API_KEYS": API_KEY},
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if match := re.search(r"WebSocket on ws://127\.0\.0\.1:(\d+)", log.read_text(encoding="utf-8")):
-            return process, int(match.group(1))
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"the server did not start:\n{log.read_text(encoding='utf-8')}")
-
-
 async def test_sigterm_drains_open_streams(clips: list[Clip], tiny_en_path: Path, tmp_path: Path) -> None:
     jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
     pcm = read_wav_pcm16(jfk.path)
-    process, port = await trio.to_thread.run_sync(_start_server, tmp_path)
+    process, port, _ = await trio.to_thread.run_sync(start_server_process, tmp_path)
     try:
         with trio.fail_after(90):
             result_box: list[StreamResult] = []
@@ -126,3 +87,74 @@ async def test_sigterm_drains_open_streams(clips: list[Clip], tiny_en_path: Path
     assert "fellow Americans" in words  # what was spoken before the signal went out in finals
     export = tmp_path / "data" / f"{result.stream_id}.wav"
     assert export.stat().st_size > 44 + 5 * 32000 * 0.8
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked WebSocket frame, as a client must send it."""
+    mask = b"\x01\x02\x03\x04"
+    header = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        header += bytes([0x80 | n])
+    else:
+        header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_client_that_never_answers_pings_is_dropped_and_exported(tmp_path: Path) -> None:
+    engine = FakeEngine([_fragile])
+    limits = {"ping_interval_seconds": 0.5, "ping_timeout_seconds": 0.5}
+    with trio.fail_after(30):
+        async with running_server(engine, tmp_path, limits=limits) as running:
+            stream = await trio.open_tcp_stream("127.0.0.1", running.addresses.websocket[1])
+            async with stream:
+                await stream.send_all(
+                    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                response = b""
+                while b"\r\n\r\n" not in response:
+                    response += await stream.receive_some(4096)
+                assert response.startswith(b"HTTP/1.1 101")
+                await stream.send_all(_client_frame(0x1, json.dumps({"Authorization": API_KEY}).encode()))
+                await stream.send_all(_client_frame(0x2, _loud(1, 0.3)[:100]))
+                # ...and from now on this client reads nothing and answers nothing.
+                await wait_for(lambda: running.server.seats.available == 1 and bool(running.export_ids()))
+    assert running.server.seats.available == 1
+    (stream_id,) = running.export_ids()
+    assert running.exported_pcm(stream_id) == _loud(1, 0.3)[:100]
+
+
+async def test_a_flood_of_audio_is_back_pressured_not_buffered_or_lost(tmp_path: Path) -> None:
+    engine = FakeEngine([_fragile])
+    flood = _loud(90, 0.3)  # 90 s of audio, sent as fast as the server takes it
+    limits = {"max_backlog_seconds": 30.0}
+    with trio.fail_after(60):
+        async with running_server(engine, tmp_path, limits=limits) as running:
+            async with open_connection(running.ws_url) as holder:  # takes the only seat
+                await holder.send_message(json.dumps({"Authorization": API_KEY}))
+                results: list[list[str | bytes]] = []
+
+                async def flooder() -> None:
+                    async with open_connection(running.ws_url) as ws:
+                        await ws.send_message(json.dumps({"Authorization": API_KEY}))
+                        for offset in range(0, len(flood), 32000):
+                            await ws.send_message(flood[offset : offset + 32000])
+                        await ws.send_message("eof")
+                        results.append(await read_until_closed(ws))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(flooder)
+                    spool = tmp_path / "spool"
+                    await wait_for(lambda: _spooled_bytes(spool) >= 30 * 32000)
+                    await trio.sleep(1.0)  # the flooder keeps trying; the server does not read it
+                    assert _spooled_bytes(spool) <= 31 * 32000 + 44 + 16000
+                    await holder.send_message("eof")  # the seat frees; the backlog drains
+    messages = results[0]
+    assert isinstance(messages[-1], str)
+    assert running.exported_pcm(messages[-1]) == flood
+
+
+def _spooled_bytes(spool: Path) -> int:
+    sizes = [p.stat().st_size for p in spool.glob("*.wav")]
+    return max(sizes) if len(sizes) == 2 else 0

@@ -29,6 +29,7 @@ _FINALIZED_KEPT: Final = 64
 @dataclass(frozen=True)
 class StreamSettings:
     window_seconds: float = 15.0  # longest audio sent to the engine in one pass
+    trim_seconds: float = 10.0  # once the window is this long, it is cut at the last finalized sentence end
     min_new_audio_seconds: float = 1.0  # a pass runs once this much audio arrived since the last one began
     final_after_words: int = 6  # a final goes out once this many confirmed words wait...
     final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
@@ -89,6 +90,8 @@ class StreamCore:
         self._pending: list[Word] = []  # confirmed, not yet sent in a final
         self._finalized: list[Word] = []  # the latest words sent in finals, for the prompt
         self._emitted_until = 0.0  # start of the last word sent in a final
+        self._sentence_end = 0.0  # end of the last finalized word that ended a sentence
+        self._dropped_at_end = False  # the last pass had words placed at the window's very end (dropped)
         self._last_partial = ""
         self._finished = False
 
@@ -132,8 +135,9 @@ class StreamCore:
 
     @property
     def finished(self) -> bool:
-        """Every word went out in a final; nothing more will come."""
-        return self._finished
+        """Every word went out in a final; nothing more will come. Until `poll` has handed out the last final,
+        a stream that ended is not finished."""
+        return self._finished and not self._pending
 
     # --- decisions ---------------------------------------------------------------------------------------------
 
@@ -171,7 +175,7 @@ class StreamCore:
     def pass_due(self) -> bool:
         """Whether `next_request` may have work: enough new audio, a backlog, or the end of the stream."""
         if self._finished:
-            return False
+            return False  # what is left goes out through `poll`
         if self._eof:
             return True
         if self.language is None:
@@ -183,7 +187,7 @@ class StreamCore:
     def next_request(self) -> Request | None:
         """What the engine should do next, or None when nothing is due yet (or the stream is finished)."""
         if self._finished:
-            return None
+            return None  # what is left goes out through `poll`
         if self.language is None:
             return self._detection_request()
         end = min(self._total, self._start + int(self.settings.window_seconds * SAMPLE_RATE))
@@ -196,6 +200,9 @@ class StreamCore:
             # The previous pass already saw all the audio: its words are the last ones.
             self._finish_with_hypothesis()
             return None
+        # Skip the engine when the window holds no speech, or when nothing new was said and the last pass left
+        # nothing open. A pass whose words were dropped as invented at the window's end did leave something
+        # open: the speech is still there, and a pass with silence after it usually places its words right.
         has_words = bool(self._pending or self._agreement.hypothesis)
         if not self._has_speech(self._start, end) or not (has_words or self._has_speech(self._last_pass_end, end)):
             self._skip_silence(end, complete or last)
@@ -242,6 +249,7 @@ class StreamCore:
             for w in words
             if w.start + request.offset < latest_start
         ]
+        self._dropped_at_end = len(absolute) < len(words)
         self._last_pass_end = request.end_sample
         self._agreement.insert(absolute)
         confirmed = self._agreement.confirm()
@@ -295,12 +303,21 @@ class StreamCore:
             words.append(Word(w.text, start, min(max(w.end, start), self.received_seconds), w.probability))
             self._emitted_until = start
         self._finalized = (self._finalized + words)[-_FINALIZED_KEPT:]
-        # Cut the window where little context is lost: after a sentence, or when the window would overflow.
-        # (Cutting after every final, mid-sentence, at whisper.cpp's imprecise word times lost words at each cut.)
-        overflowing = self.buffered_seconds + self.settings.min_new_audio_seconds > self.settings.window_seconds
-        if words[-1].ends_sentence or overflowing:
+        # Cut the window only once it is long (whisper is steadier with context before the words it is unsure of),
+        # at the last finalized sentence end if there is one, else after this final. Cutting after every final lost
+        # words at each cut: whisper.cpp's word times are imprecise, and a window opening mid-word derails it.
+        if words[-1].ends_sentence:
+            self._sentence_end = words[-1].end
+        # Mid-sentence only when the window would otherwise overflow: a prompt ending mid-sentence invites whisper
+        # to finish that sentence instead of transcribing the audio (measured: "...can do for" + "you, ask what
+        # you can do for your country" came back as "your country.").
+        long_window = self.buffered_seconds + self.settings.min_new_audio_seconds
+        at_sentence = self._sentence_end > self._start / SAMPLE_RATE
+        if (long_window > self.settings.trim_seconds and at_sentence) or long_window > self.settings.window_seconds:
+            cut_at = self._sentence_end if at_sentence else words[-1].end
             following = self._pending or self._agreement.hypothesis
-            cut_at = min(words[-1].end, following[0].start) if following else words[-1].end
+            if following:
+                cut_at = min(cut_at, following[0].start)
             self._cut(int(cut_at * SAMPLE_RATE))
         return SendFinal(words)
 

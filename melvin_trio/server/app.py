@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Final
 
 import hypercorn.config
 import hypercorn.trio
@@ -27,6 +28,8 @@ from melvin_trio.server.session import SessionContext, SessionSettings, handle_c
 from melvin_trio.server.workers import EngineWorker, Seat, SeatPool
 
 log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_S: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ def stream_settings(config: Config) -> StreamSettings:
     st = config.streaming
     return StreamSettings(
         window_seconds=st.window_seconds,
+        trim_seconds=st.trim_seconds,
         min_new_audio_seconds=st.min_new_audio_seconds,
         final_after_words=st.final_after_words,
         final_after_seconds=st.final_after_seconds,
@@ -93,6 +97,9 @@ class MelvinServer:
                 auth_timeout=config.limits.auth_timeout_seconds,
                 waiting_notice_interval=config.limits.waiting_notice_seconds,
                 known_language=known_language,
+                max_backlog_seconds=config.limits.max_backlog_seconds,
+                ping_interval=config.limits.ping_interval_seconds,
+                ping_timeout=config.limits.ping_timeout_seconds,
             ),
             api_keys=self.api_keys,
             seats=self.seats,
@@ -125,7 +132,10 @@ class MelvinServer:
         ws_port = self.config.websocket_port if websocket_port is None else websocket_port
         rest_port = self.config.rest_port if rest_port is None else rest_port
         self.exports.prepare()
+        for stream_id in self.exports.recover():
+            log.warning("recovered the interrupted stream %s from its spool", stream_id)
         async with trio.open_nursery() as root:
+            root.start_soon(self._purge_old_exports)
             for section in self.sections:
                 for worker in section.workers:
                     await root.start(worker.serve)
@@ -146,6 +156,19 @@ class MelvinServer:
                 for worker in section.workers:
                     log.info("worker %s: %d calls, busy %.2f s", worker.name, worker.calls, worker.busy_seconds)
             root.cancel_scope.cancel()
+
+    async def _purge_old_exports(self) -> None:
+        """Delete exports older than keep_data_for_hours, at start and then every RETENTION_INTERVAL_S."""
+        hours = self.config.keep_data_for_hours
+        while True:
+            try:
+                purged = self.exports.purge_older_than(hours)
+            except OSError:
+                log.exception("deleting old exports failed")
+            else:
+                if purged:
+                    log.info("deleted %d export(s) older than %g hours", len(purged), hours)
+            await trio.sleep(min(RETENTION_INTERVAL_S, hours * 3600 / 4))
 
     async def _serve_websocket(
         self,

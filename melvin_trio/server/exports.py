@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,6 +59,45 @@ class ExportStore:
         path = self.data_dir / f"{stream_id}{suffix}"
         return path if path.is_file() else None
 
+    def recover(self) -> list[str]:
+        """Turn every spool left by a crash (kill -9, power loss) into an export: the audio that reached the file
+        and the finals that were sent. Returns the recovered ids."""
+        recovered: list[str] = []
+        if not self.spool_dir.is_dir():
+            return recovered
+        for audio in sorted(self.spool_dir.glob("*.wav")):
+            stream_id = audio.stem
+            if not is_stream_id(stream_id):
+                continue
+            finals_path = self.spool_dir / f"{stream_id}.finals.jsonl"
+            finals = _read_journal(finals_path)
+            size = audio.stat().st_size
+            with audio.open("r+b") as f:
+                if size < _HEADER_BYTES:
+                    f.truncate(0)
+                    size = _HEADER_BYTES
+                f.seek(0)
+                f.write(wav_header(size - _HEADER_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            _write_json_atomically(
+                self.spool_dir / f"{stream_id}.json.part", self.data_dir / f"{stream_id}.json", finals
+            )
+            os.replace(audio, self.data_dir / f"{stream_id}.wav")
+            finals_path.unlink(missing_ok=True)
+            recovered.append(stream_id)
+        return recovered
+
+    def purge_older_than(self, hours: float, now: float | None = None) -> list[str]:
+        """Delete exports older than `hours`; returns their ids. Spools of live streams are never touched."""
+        cutoff = (time.time() if now is None else now) - hours * 3600
+        purged = set()
+        for path in list(self.data_dir.glob("*.wav")) + list(self.data_dir.glob("*.json")):
+            if is_stream_id(path.stem) and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                purged.add(path.stem)
+        return sorted(purged)
+
     def open_recording(self, stream_id: str) -> Recording:
         if not is_stream_id(stream_id):
             raise ValueError(f"not a stream id: {stream_id!r}")
@@ -81,8 +121,10 @@ class Recording:
         self.closed = False
 
     def write_audio(self, pcm: bytes) -> None:
-        """Append received bytes exactly as they came (an odd trailing byte included)."""
+        """Append received bytes exactly as they came (an odd trailing byte included). Flushed at once, so a
+        killed process loses nothing that reached this call. Raises OSError (a full disk, say)."""
         self._audio.write(pcm)
+        self._audio.flush()
         self.audio_bytes += len(pcm)
 
     def add_final(self, payload: dict[str, Any]) -> None:
@@ -93,6 +135,12 @@ class Recording:
     @property
     def finals(self) -> list[dict[str, Any]]:
         return list(self._finals_list)
+
+    def abandon(self) -> None:
+        """Close the spool files without exporting; `ExportStore.recover` turns them into an export later."""
+        self.closed = True
+        self._audio.close()
+        self._finals.close()
 
     def finish(self) -> None:
         """Turn the spool into the export: patch the WAV header, write the transcript, rename both into place."""
@@ -106,11 +154,35 @@ class Recording:
         os.fsync(self._audio.fileno())
         self._audio.close()
         self._finals.close()
-        transcript_tmp = self.store.spool_dir / f"{self.stream_id}.json.part"
-        with transcript_tmp.open("w", encoding="utf-8") as out:
-            json.dump(self._finals_list, out, ensure_ascii=False)
-            out.flush()
-            os.fsync(out.fileno())
+        _write_json_atomically(
+            self.store.spool_dir / f"{self.stream_id}.json.part",
+            self.store.data_dir / f"{self.stream_id}.json",
+            self._finals_list,
+        )
         os.replace(self._audio_path, self.store.data_dir / f"{self.stream_id}.wav")
-        os.replace(transcript_tmp, self.store.data_dir / f"{self.stream_id}.json")
         self._finals_path.unlink(missing_ok=True)
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The finals journal; a last line cut short by a crash is dropped."""
+    finals: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return finals
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            finals.append(entry)
+    return finals
+
+
+def _write_json_atomically(tmp: Path, target: Path, value: object) -> None:
+    with tmp.open("w", encoding="utf-8") as out:
+        json.dump(value, out, ensure_ascii=False)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, target)

@@ -65,6 +65,19 @@ def create_rest_app(store: ExportStore, api_keys: Callable[[], frozenset[str]]) 
         path = store.audio_path(stream_id)
         if path is None:
             return _error(404, "unknown id")
+        if request.method == "HEAD":
+            # Answered without opening the file: under Hypercorn a HEAD response's body is never read, and the
+            # file send_file opened would stay open.
+            head = Response(
+                b"",
+                headers={
+                    "Content-Type": "audio/wav",
+                    "Content-Disposition": f"attachment; filename={stream_id}.wav",
+                    "Accept-Ranges": "bytes",
+                },
+            )
+            head.content_length = path.stat().st_size  # what a GET would send
+            return head
         return await send_file(
             path,
             mimetype="audio/wav",

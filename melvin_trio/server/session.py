@@ -46,6 +46,9 @@ class SessionSettings:
     auth_timeout: float
     waiting_notice_interval: float
     known_language: Callable[[str], bool]
+    max_backlog_seconds: float = 300.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Session:
         self._error: str | None = None
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](OUTBOX_SIZE)
         self._writer_done = trio.Event()
+        self._progress = trio.Event()  # set when the transcriber consumed audio
 
     async def run(self) -> None:
         log.info("stream %s started", self.stream_id)
@@ -121,6 +125,7 @@ class Session:
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._read, nursery.cancel_scope)
                 nursery.start_soon(self._watch_drain)
+                nursery.start_soon(self._keep_alive, nursery.cancel_scope)
                 await self._transcribe()
                 # The transcriber is done: every final is in the outbox. Let the writer send them, then stop.
                 await self._outbox_send.aclose()
@@ -139,7 +144,10 @@ class Session:
         try:
             self.recording.finish()
         except OSError:
-            log.exception("stream %s: export failed", self.stream_id)
+            # The spool stays; the next start turns it into an export (ExportStore.recover).
+            log.exception("stream %s: export failed; its spool is kept for recovery", self.stream_id)
+            with contextlib.suppress(OSError):
+                self.recording.abandon()
             return
         log.info(
             "stream %s exported: %d bytes of audio, %d finals",
@@ -162,7 +170,12 @@ class Session:
                     if self._eof_received:
                         continue  # audio after eof is not part of the stream
                     if message:
-                        self.recording.write_audio(message)
+                        await self._wait_for_room()
+                        try:
+                            self.recording.write_audio(message)
+                        except OSError as exc:
+                            await self._storage_failed(exc)
+                            return
                         self.core.feed(message)
                         self._wake()
                 elif protocol.is_eof(message):
@@ -181,9 +194,40 @@ class Session:
     def _wake(self) -> None:
         self._audio_arrived.set()
 
+    async def _wait_for_room(self) -> None:
+        """Stop reading (TCP back-pressure on the client) while too much audio waits to be transcribed."""
+        while self.core.buffered_seconds > self.ctx.settings.max_backlog_seconds and not self.core.finished:
+            await self._progress.wait()
+            self._progress = trio.Event()
+
+    async def _storage_failed(self, error: OSError) -> None:
+        """The disk refused the audio: end the stream cleanly, keeping what was written."""
+        log.error("stream %s: cannot store audio: %s", self.stream_id, error)
+        self._error = f"storage error: {error.strerror or error}"
+        await self._outbox_send.send(f"Server storage error ({error.strerror or error}): the stream ends here")
+        self._eof_received = True
+        self.core.end_of_stream()
+        self._wake()
+
     async def _wait_for_audio(self) -> None:
         await self._audio_arrived.wait()
         self._audio_arrived = trio.Event()
+
+    async def _keep_alive(self, session_scope: trio.CancelScope) -> None:
+        """Ping the client; one that does not answer in time is treated as gone."""
+        settings = self.ctx.settings
+        while True:
+            await trio.sleep(settings.ping_interval)
+            with trio.move_on_after(settings.ping_timeout) as waited:
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    return
+            if waited.cancelled_caught:
+                log.info("stream %s: no answer to a ping within %.0f s; closing", self.stream_id, settings.ping_timeout)
+                self._client_gone = True
+                session_scope.cancel()
+                return
 
     async def _watch_drain(self) -> None:
         await self.ctx.draining.wait()
@@ -228,13 +272,16 @@ class Session:
             seated.set()
         try:
             log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
-            while not self.core.finished:
+            while True:
                 await self._send_events(self.core.poll())
+                if self.core.finished:
+                    break
                 if not self.core.pass_due():
                     await self._wait_for_audio()
                     continue
                 result = await seat.worker.submit(self, self.core.next_request)
                 if result is None:
+                    self._progress.set()  # silence may have been dropped
                     continue
                 request, outcome = result
                 if isinstance(outcome, EngineError):
@@ -248,6 +295,7 @@ class Session:
                     assert isinstance(request, TranscribeRequest)
                     assert isinstance(outcome, list)
                     await self._send_events(self.core.on_words(request, outcome))
+                self._progress.set()
         finally:
             seats.give_back(self, seat)
 
