@@ -6,38 +6,38 @@ import json
 import os
 import platform
 import resource
-from dataclasses import dataclass
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from melvin_trio.audio import read_wav
+from melvin_trio.evaluation import Clip, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_AUDIO = REPO.parent / "shared" / "audio"
 RESULTS = REPO / "bench" / "results"
 
 
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    lang: str
-    text: str
-    seconds: float
-
-    def audio(self) -> npt.NDArray[np.float32]:
-        return read_wav(self.path)[0]
-
-
 def clips(lang: str | None = None) -> list[Clip]:
-    out = []
-    for line in (SHARED_AUDIO / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        if lang is None or entry["lang"] == lang:
-            out.append(Clip(SHARED_AUDIO / entry["file"], entry["lang"], entry["text"], float(entry["seconds"])))
-    return out
+    return read_manifest(SHARED_AUDIO, lang)
+
+
+def time_windows(
+    run: Callable[[npt.NDArray[np.float32]], object], stream: npt.NDArray[np.float32], seconds: float, repeat: int
+) -> float:
+    """Median seconds per call of `run` on `repeat` windows of `seconds` cut from `stream`."""
+    n = int(seconds * 16000)
+    times = []
+    for i in range(repeat):
+        start = (i * n) % max(1, stream.size - n)
+        t0 = time.perf_counter()
+        run(stream[start : start + n])
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def long_form(selected: list[Clip], gap_seconds: float = 1.5) -> npt.NDArray[np.float32]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any
 
-from bench.common import REPO, clips, long_form, machine, peak_rss_mb, save
+from bench.common import REPO, clips, long_form, machine, peak_rss_mb, save, time_windows
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, reduced_audio_ctx
 from melvin_trio.evaluation import ErrorCount, count_errors
 
@@ -33,14 +33,7 @@ def measure(model: str, repeat: int, threads: int) -> dict[str, Any]:
         engine = WhisperCppEngine(path, WhisperCppOptions(n_threads=threads, reduce_audio_ctx=reduce), name=model)
         engine.transcribe(stream[:16000], language=language)  # warm-up: first call allocates
         for seconds in WINDOWS:
-            n = int(seconds * 16000)
-            times = []
-            for i in range(repeat):
-                start = (i * n) % max(1, stream.size - n)
-                t0 = time.perf_counter()
-                engine.transcribe(stream[start : start + n], language=language)
-                times.append(time.perf_counter() - t0)
-            median = statistics.median(times)
+            median = time_windows(partial(engine.transcribe, language=language), stream, seconds, repeat)
             result["windows"].append(
                 {
                     "seconds": seconds,

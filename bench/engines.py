@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.common import REPO, clips, long_form, machine, save
+from bench.common import REPO, clips, long_form, machine, save, time_windows
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import ErrorCount, count_errors
 from melvin_trio.models.catalog import OFFLINE_DEFAULTS, _package_dir
@@ -87,14 +85,7 @@ def measure(run: Transcriber, language: str, repeat: int) -> dict[str, Any]:
     run(stream[:16000], language)  # warm-up
     windows = {}
     for seconds in WINDOWS:
-        n = int(seconds * 16000)
-        times = []
-        for i in range(repeat):
-            start = (i * n) % max(1, stream.size - n)
-            t0 = time.perf_counter()
-            run(stream[start : start + n], language)
-            times.append(time.perf_counter() - t0)
-        windows[f"{seconds:.0f}"] = round(statistics.median(times), 3)
+        windows[f"{seconds:.0f}"] = round(time_windows(lambda a: run(a, language), stream, seconds, repeat), 3)
     total = ErrorCount(0, 0)
     for clip in clips(language):
         total = total + count_errors(clip.text, run(clip.audio(), language), language)

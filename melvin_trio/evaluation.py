@@ -7,9 +7,14 @@ test and benchmark dependency, imported only here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 
 @cache
@@ -57,3 +62,28 @@ def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
 def count_errors(reference: str, hypothesis: str, language: str) -> ErrorCount:
     ref = normalise(reference, language)
     return ErrorCount(edit_distance(ref, normalise(hypothesis, language)), len(ref))
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip of a speech corpus described by a `manifest.jsonl` (file, lang, text, seconds per line)."""
+
+    path: Path
+    lang: str
+    text: str
+    seconds: float
+
+    def audio(self) -> npt.NDArray[np.float32]:
+        from melvin_trio.audio import read_wav
+
+        return read_wav(self.path)[0]
+
+
+def read_manifest(audio_dir: Path, lang: str | None = None) -> list[Clip]:
+    """The clips listed in `audio_dir/manifest.jsonl`, optionally of one language. Raises FileNotFoundError."""
+    clips = []
+    for line in (audio_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if lang is None or entry["lang"] == lang:
+            clips.append(Clip(audio_dir / entry["file"], entry["lang"], entry["text"], float(entry["seconds"])))
+    return clips

@@ -1,34 +1,22 @@
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from melvin_trio.evaluation import Clip, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
 SHARED_AUDIO = REPO.parent / "shared" / "audio"
 
 
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    lang: str
-    text: str
-    seconds: float
-
-
 def load_clips() -> list[Clip]:
-    manifest = SHARED_AUDIO / "manifest.jsonl"
-    if not manifest.is_file():
-        pytest.fail(f"the shared audio is missing: {manifest} (tests need ../shared/audio beside the repository)")
-    clips = []
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        clips.append(Clip(SHARED_AUDIO / entry["file"], entry["lang"], entry["text"], float(entry["seconds"])))
-    return clips
+    try:
+        return read_manifest(SHARED_AUDIO)
+    except FileNotFoundError:
+        pytest.fail(f"the shared audio is missing: {SHARED_AUDIO} (tests need ../shared/audio beside the repository)")
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from melvin_trio.audio import read_wav
-from melvin_trio.evaluation import count_errors
+from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.models.catalog import OFFLINE_DEFAULTS, _package_dir
-from tests.conftest import REPO, Clip
+from tests.conftest import REPO
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

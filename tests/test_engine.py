@@ -9,8 +9,7 @@ from melvin_trio.audio import read_wav
 from melvin_trio.engine.base import Engine, EngineError, UnsupportedLanguage, Word
 from melvin_trio.engine.fake import FakeEngine
 from melvin_trio.engine.whispercpp import reduced_audio_ctx, token_limit
-from melvin_trio.evaluation import ErrorCount, count_errors
-from tests.conftest import Clip
+from melvin_trio.evaluation import Clip, ErrorCount, count_errors
 
 
 def _check_times(words: list[Word], seconds: float) -> None:

@@ -15,7 +15,7 @@ from trio_websocket import ConnectionClosed
 
 from melvin_trio.audio import read_wav_pcm16
 from melvin_trio.client import open_connection
-from tests.conftest import Clip
+from melvin_trio.evaluation import Clip
 from tests.server_harness import API_KEY, start_server_process
 
 BYTES_PER_SECOND = 32000

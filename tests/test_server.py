@@ -15,9 +15,8 @@ from melvin_trio.client import StreamResult, stream_pcm
 from melvin_trio.client import open_connection as open_websocket_url
 from melvin_trio.core import protocol
 from melvin_trio.engine.base import Engine
-from melvin_trio.evaluation import count_errors
+from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.server.exports import is_stream_id
-from tests.conftest import Clip
 from tests.server_harness import API_KEY, Running, read_until_closed, running_server
 
 

@@ -13,8 +13,8 @@ from melvin_trio.audio import float_to_pcm16, read_wav_pcm16
 from melvin_trio.client import StreamResult, open_connection, stream_pcm
 from melvin_trio.engine.base import EngineError, Word
 from melvin_trio.engine.fake import FakeEngine
+from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import is_stream_id
-from tests.conftest import Clip
 from tests.server_harness import API_KEY, read_until_closed, running_server, start_server_process, wait_for
 
 
