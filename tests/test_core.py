@@ -370,3 +370,19 @@ def test_eof_after_the_last_pass_still_sends_the_unconfirmed_words() -> None:
     finals += [e for e in core.poll() if isinstance(e, SendFinal)]
     assert core.finished
     assert [w.text for f in finals for w in f.words] == ["alpha", "beta", "gamma"]
+
+
+def test_the_last_pass_keeps_words_placed_at_the_end_but_not_loops() -> None:
+    """Mid-stream, words whisper puts at the window's very end are dropped (a later pass places them right).
+    The last pass has no later pass: they are kept, without the loops whisper falls into there."""
+    world = World([W("one", 0.5), W("two", 1.0), W("three", 1.5)], seconds=2.0)
+    core = StreamCore(StreamSettings(), "en")
+    core.feed(world.pcm())
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    assert request.last
+    at_end = [W("three", 2.0, 2.0), W("it", 2.0, 2.0), W("was", 2.0, 2.0), W("it", 2.0, 2.0), W("was", 2.0, 2.0)]
+    events = core.on_words(request, [W("one", 0.5), W("two", 1.0), *at_end])
+    finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
+    assert finals == ["one", "two", "three", "it", "was"]

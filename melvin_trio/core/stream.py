@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.vad import FRAME_SAMPLES, EnergyVad, VadSettings, frame_energies_db
-from melvin_trio.core.words import Word, join_text
+from melvin_trio.core.words import Word, join_text, word_key
 
 SAMPLE_RATE: Final = 16000
 _BYTES_PER_SAMPLE: Final = 2
@@ -244,12 +244,15 @@ class StreamCore:
         # A word cannot begin where the audio ends: whisper.cpp puts the words it invents past the audio (and the
         # loops it falls into) at the very end of the window.
         latest_start = window_end - _PAST_END_S
-        absolute = [
+        shifted = [
             Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
             for w in words
-            if w.start + request.offset < latest_start
         ]
-        self._dropped_at_end = len(absolute) < len(words)
+        inside = [w for w in shifted if w.start < latest_start]
+        self._dropped_at_end = len(inside) < len(shifted)
+        # The last pass has no successor to place those words right: keep them (losing real words is worse than
+        # odd times), but not the loops whisper falls into there.
+        absolute = inside + _without_loops(shifted[len(inside) :]) if request.last else inside
         self._last_pass_end = request.end_sample
         self._agreement.insert(absolute)
         confirmed = self._agreement.confirm()
@@ -332,3 +335,15 @@ class StreamCore:
             self._last_partial = text
             events.append(SendPartial(text))
         return events
+
+
+def _without_loops(words: list[Word], longest: int = 6) -> list[Word]:
+    """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was")."""
+    out: list[Word] = []
+    for word in words:
+        out.append(word)
+        for n in range(1, min(longest, len(out) // 2) + 1):
+            if [word_key(w.text) for w in out[-n:]] == [word_key(w.text) for w in out[-2 * n : -n]]:
+                del out[-n:]
+                break
+    return out
