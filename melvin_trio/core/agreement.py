@@ -56,7 +56,9 @@ class LocalAgreement:
                 if keys[p - n : p] == pattern and abs(words[p - 1].start - anchor) <= tolerance
             ]
             if ends:
-                return min(ends, key=lambda p: abs(words[p - 1].start - anchor))
+                # The earliest of the matches near the anchor: a later one would drop the words in between, and a
+                # lost word is worse than one said twice.
+                return min(ends)
         index = 0
         while index < len(words) and words[index].start <= anchor + _SAME_WORD_S:
             index += 1

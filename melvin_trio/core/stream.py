@@ -250,9 +250,9 @@ class StreamCore:
         ]
         inside = [w for w in shifted if w.start < latest_start]
         self._dropped_at_end = len(inside) < len(shifted)
-        # The last pass has no successor to place those words right: keep them (losing real words is worse than
-        # odd times), but not the loops whisper falls into there.
-        absolute = inside + _without_loops(shifted[len(inside) :]) if request.last else inside
+        # A window that will not grow (the last pass, a backlog) has no successor to place those words right: keep
+        # them (losing real words is worse than odd times), but not the loops whisper falls into there.
+        absolute = inside + _without_loops(shifted[len(inside) :]) if request.complete else inside
         self._last_pass_end = request.end_sample
         self._agreement.insert(absolute)
         confirmed = self._agreement.confirm()
@@ -269,9 +269,15 @@ class StreamCore:
             if not self._pending and not self._agreement.hypothesis:
                 self._cut(int(limit * SAMPLE_RATE))
             elif not safe and not confirmed:
-                # Nothing recognisable in the first part of a full window: move past it rather than loop on it.
-                self._agreement.clear_hypothesis()
-                self._cut(int(limit * SAMPLE_RATE))
+                # whisper placed every word near the end of a full window (its times collapse there): take all
+                # but the last, which may straddle the edge, rather than discard the window's speech.
+                hypothesis = self._agreement.hypothesis
+                taken = self._agreement.force(max(len(hypothesis) - 1, 0))
+                self._pending.extend(taken)
+                events += self._emit(force=True)
+                if not taken:
+                    self._agreement.clear_hypothesis()
+                    self._cut(int(limit * SAMPLE_RATE))
             return events
         return self._emit()
 
