@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -285,8 +285,3 @@ def default_config_path(environ: Mapping[str, str] | None = None, cwd: Path | No
     if value := env.get("MELVIN_CONFIG"):
         return Path(value)
     return (cwd or Path.cwd()) / "config.yml"
-
-
-def model_names(config: Config) -> Sequence[str]:
-    stream = config.websocket_stream
-    return [s.model for s in (stream.cpu, stream.cuda) if s.active and s.worker_seats > 0]

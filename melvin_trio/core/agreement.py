@@ -33,10 +33,6 @@ class LocalAgreement:
         """Words of the latest pass not confirmed yet."""
         return list(self._hypothesis)
 
-    @property
-    def last_confirmed(self) -> Word | None:
-        return self._recent[-1] if self._recent else None
-
     def insert(self, words: list[Word]) -> None:
         """Take a new pass's words (absolute times); call `confirm` next."""
         self._incoming = words[self._first_new(words) :]

@@ -130,10 +130,6 @@ class StreamCore:
         self._eof = True
 
     @property
-    def eof(self) -> bool:
-        return self._eof
-
-    @property
     def finished(self) -> bool:
         """Every word went out in a final; nothing more will come. Until `poll` has handed out the last final,
         a stream that ended is not finished."""

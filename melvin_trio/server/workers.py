@@ -14,8 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -156,15 +155,3 @@ class SeatPool:
         self._free.append(seat)
         self._free.sort(key=lambda s: self._order[id(s)])
         self._limiter.release_on_behalf_of(borrower)
-
-    @asynccontextmanager
-    async def seated(self, borrower: object, on_wait: Callable[[], object] | None = None) -> AsyncIterator[Seat]:
-        seat = self.try_take(borrower)
-        if seat is None:
-            if on_wait is not None:
-                on_wait()
-            seat = await self.take(borrower)
-        try:
-            yield seat
-        finally:
-            self.give_back(borrower, seat)
