@@ -91,7 +91,6 @@ class StreamCore:
         self._finalized: list[Word] = []  # the latest words sent in finals, for the prompt
         self._emitted_until = 0.0  # start of the last word sent in a final
         self._sentence_end = 0.0  # end of the last finalized word that ended a sentence
-        self._dropped_at_end = False  # the last pass had words placed at the window's very end (dropped)
         self._last_partial = ""
         self._finished = False
 
@@ -197,8 +196,7 @@ class StreamCore:
             self._finish_with_hypothesis()
             return None
         # Skip the engine when the window holds no speech, or when nothing new was said and the last pass left
-        # nothing open. A pass whose words were dropped as invented at the window's end did leave something
-        # open: the speech is still there, and a pass with silence after it usually places its words right.
+        # nothing open.
         has_words = bool(self._pending or self._agreement.hypothesis)
         if not self._has_speech(self._start, end) or not (has_words or self._has_speech(self._last_pass_end, end)):
             self._skip_silence(end, complete or last)
@@ -245,7 +243,6 @@ class StreamCore:
             for w in words
         ]
         inside = [w for w in shifted if w.start < latest_start]
-        self._dropped_at_end = len(inside) < len(shifted)
         # A window that will not grow (the last pass, a backlog) has no successor to place those words right: keep
         # them (losing real words is worse than odd times), but not the loops whisper falls into there.
         absolute = inside + _without_loops(shifted[len(inside) :]) if request.complete else inside
