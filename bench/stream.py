@@ -12,6 +12,7 @@ stdout, JSON in bench/results/stream.json, PNG plots in bench/results/ (latency 
 from __future__ import annotations
 
 import argparse
+import difflib
 import itertools
 import json
 import os
@@ -33,7 +34,7 @@ import yaml
 from bench.common import REPO, RESULTS, clips, long_form, machine, save
 from melvin_trio.audio import float_to_pcm16
 from melvin_trio.client import open_connection
-from melvin_trio.evaluation import count_errors
+from melvin_trio.evaluation import count_errors, normalise
 from melvin_trio.server.exports import is_stream_id
 
 CHUNK_SECONDS: Final = 0.1
@@ -58,10 +59,13 @@ class StreamSet:
         return len(self.pcm) / BYTES_PER_SECOND
 
 
-def build_set(name: str, max_seconds: float | None) -> StreamSet:
+def build_set(name: str, max_seconds: float | None, only: str | None = None) -> StreamSet:
+    """The set's clips in manifest order (`only`: those whose file name holds one of these comma-separated parts)."""
     language, model = SETS[name]
     chosen, total = [], 0.0
     for clip in clips(language):
+        if only is not None and not any(part in clip.path.name for part in only.split(",")):
+            continue
         if max_seconds is not None and total >= max_seconds:
             break
         chosen.append(clip)
@@ -128,10 +132,33 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def client_metrics(record: ClientRecord, stream: StreamSet) -> dict[str, Any]:
-    latencies = [arrival - record.sent_at(word["end"]) for arrival, final in record.finals for word in final["result"]]
-    hypothesis = " ".join(word["word"] for _, final in record.finals for word in final["result"])
+@dataclass(frozen=True)
+class Offline:
+    """`melvin-trio transcribe` on the whole stream: the WER baseline, and the clock for final latency."""
+
+    wer: float
+    words: list[tuple[str, float]]  # normalised word, end in stream seconds
+
+
+def normalised_words(words: list[tuple[str, float]], language: str) -> list[tuple[str, float]]:
+    """Each (text, time) as the normalised tokens it yields, each keeping the time."""
+    return [(token, t) for text, t in words for token in normalise(text, language)]
+
+
+def client_metrics(record: ClientRecord, stream: StreamSet, offline: Offline) -> dict[str, Any]:
+    final_words = [(word["word"], arrival) for arrival, final in record.finals for word in final["result"]]
+    hypothesis = " ".join(text for text, _ in final_words)
     errors = count_errors(stream.reference, hypothesis, stream.language)
+    # A word's latency is the arrival of its final minus the moment its end was sent. Where the word ends is taken
+    # from the offline transcription (aligned by text), not from the server's own word times: a server placing its
+    # words late would otherwise look fast.
+    streamed = normalised_words(final_words, stream.language)
+    matcher = difflib.SequenceMatcher(a=[w for w, _ in offline.words], b=[w for w, _ in streamed], autojunk=False)
+    latencies = []
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            end = offline.words[block.a + k][1]
+            latencies.append(streamed[block.b + k][1] - record.sent_at(end))
     first_partials = []
     for start in stream.speech_starts:
         sent = record.sent_at(start)
@@ -145,12 +172,14 @@ def client_metrics(record: ClientRecord, stream: StreamSet) -> dict[str, Any]:
         "errors": errors.errors,
         "words": errors.reference_words,
         "latencies": latencies,
+        "timed_words": len(latencies),
         "first_partial_s": statistics.median(first_partials) if first_partials else float("nan"),
         "partial_gap_s": statistics.median(gaps) if gaps else float("nan"),
+        "hypothesis": hypothesis,
     }
 
 
-def offline_wer(stream: StreamSet) -> float:
+def transcribe_offline(stream: StreamSet) -> Offline:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stream.wav"
         with wave.open(str(path), "wb") as wav:
@@ -176,7 +205,9 @@ def offline_wer(stream: StreamSet) -> float:
             text=True,
             check=True,
         )
-    return count_errors(stream.reference, json.loads(done.stdout)["text"], stream.language).wer
+    result = json.loads(done.stdout)
+    words = normalised_words([(w["word"], float(w["end"])) for w in result["words"]], stream.language)
+    return Offline(count_errors(stream.reference, result["text"], stream.language).wer, words)
 
 
 @dataclass
@@ -254,7 +285,9 @@ async def run_clients(url: str, key: str, stream: StreamSet, n: int, stagger: fl
     return records
 
 
-def measure(stream: StreamSet, n: int, args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    stream: StreamSet, offline: Offline, n: int, args: argparse.Namespace, overrides: dict[str, Any]
+) -> dict[str, Any]:
     server = None
     with tempfile.TemporaryDirectory(prefix="melvin-bench-") as tmp:
         if args.url:
@@ -273,7 +306,7 @@ def measure(stream: StreamSet, n: int, args: argparse.Namespace, overrides: dict
             engine = server.stop()
             result["engine_busy_per_audio_s"] = round(engine["engine_busy_s"] / (stream.seconds * n), 3)
             result["engine_calls"] = engine["engine_calls"]
-    per_client = [client_metrics(r, stream) for r in records]
+    per_client = [client_metrics(r, stream, offline) for r in records]
     latencies = [x for m in per_client for x in m["latencies"]]
     result.update(
         {
@@ -284,6 +317,9 @@ def measure(stream: StreamSet, n: int, args: argparse.Namespace, overrides: dict
             "first_partial_s": round(float(np.nanmedian([m["first_partial_s"] for m in per_client])), 2),
             "partial_gap_s": round(float(np.nanmedian([m["partial_gap_s"] for m in per_client])), 2),
             "latencies": [round(x, 3) for x in latencies],
+            "timed_words": sum(m["timed_words"] for m in per_client),
+            # the first client's finals, to see which words a change lost or won
+            "hypothesis": per_client[0]["hypothesis"] if per_client else "",
         }
     )
     return result
@@ -356,10 +392,11 @@ def main() -> int:
     results = []
     for name in args.sets:
         stream = build_set(name, args.seconds)
-        baseline = offline_wer(stream)
+        offline = transcribe_offline(stream)
+        baseline = offline.wer
         print(f"{name}: {stream.seconds:.0f} s of audio, offline WER {baseline:.3f}", file=sys.stderr)
         for n in args.clients:
-            row = measure(stream, n, args, overrides)
+            row = measure(stream, offline, n, args, overrides)
             row["offline_wer"] = round(baseline, 4)
             row["wer_ratio"] = round(row["wer"] / baseline, 2) if baseline else float("nan")
             row["audio_s"] = round(stream.seconds, 1)

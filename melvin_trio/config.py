@@ -64,8 +64,11 @@ class StreamingSection:
     final_after_words: int = 6
     final_after_seconds: float = 2.0
     prompt_chars: int = 200
+    pause_seconds: float = 0.5
+    short_pause_seconds: float = 0.2
     vad_absolute_floor_db: float = -50.0
     vad_margin_db: float = 12.0
+    vad_pause_margin_db: float = 6.0
     vad_min_speech_seconds: float = 0.25
 
 
@@ -226,6 +229,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("streaming.trim_seconds: must be from 1 to window_seconds")
     if not 0.1 <= st.min_new_audio_seconds <= st.window_seconds:
         raise ConfigError("streaming.min_new_audio_seconds: must be from 0.1 to window_seconds")
+    if not 0.0 <= st.vad_pause_margin_db <= st.vad_margin_db or st.vad_min_speech_seconds < 0:
+        raise ConfigError("streaming: need 0 <= vad_pause_margin_db <= vad_margin_db, vad_min_speech_seconds >= 0")
+    if not 0.1 <= st.short_pause_seconds <= st.pause_seconds <= 5.0:
+        raise ConfigError("streaming: need 0.1 <= short_pause_seconds <= pause_seconds <= 5")
     if st.final_after_words < 1 or st.final_after_seconds <= 0 or st.prompt_chars < 0:
         raise ConfigError("streaming: final_after_words and final_after_seconds must be positive, prompt_chars >= 0")
     lim = config.limits

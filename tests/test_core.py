@@ -268,23 +268,63 @@ def test_partials_carry_everything_not_yet_final_and_repeat_nothing() -> None:
     assert any(p.startswith(" The two stray") for p in run.partials)
 
 
+def paused_world(pause: float) -> World:
+    """Two sentences with `pause` seconds of silence between them."""
+    first = sentence_world().words[:9]  # "The two ... at home." ends at 4.0 s
+    shift = pause - 0.1  # the second sentence began at 4.1 s
+    second = [W(w.text, w.start + shift, w.end + shift) for w in sentence_world().words[9:]]
+    return World(first + second, seconds=second[-1].end + 1.0)
+
+
+def test_a_pause_ends_the_utterance_every_word_goes_out_and_the_window_is_cut_inside_the_pause() -> None:
+    world = paused_world(0.8)  # silence from 4.0 to 4.8 s
+    settings = StreamSettings(final_after_words=50, final_after_seconds=50)
+    run = drive(StreamCore(settings, "en"), world.pcm(), world.engine)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    ending = next(r for r in run.requests if r.cut_sample is not None)
+    assert ending.complete
+    assert not ending.last
+    assert ending.cut_sample is not None
+    assert 4.0 < ending.cut_sample / RATE < 4.8
+    assert ending.end_sample == ending.cut_sample  # the pass ends where the window is cut: no audio seen twice
+    later = [r.offset for r in run.requests if r.offset > 0]
+    assert later
+    assert all(4.0 < o < 4.8 for o in later)  # the next window starts in the pause, not mid-word
+
+
+def test_the_words_before_a_pause_are_final_as_soon_as_the_pause_is_long_enough() -> None:
+    world = paused_world(2.0)
+    settings = StreamSettings(final_after_words=50, final_after_seconds=50, pause_seconds=0.5)
+    run = drive(StreamCore(settings, "en"), world.pcm(), world.engine, engine_seconds=0.2)
+    first_final = run.final_times[0]
+    assert run.finals[0][-1].text == "home."
+    assert first_final <= 4.0 + 0.5 + 0.25 + 0.2 + 0.05  # pause + polling step + one engine call
+
+
+def test_a_short_pause_ends_a_long_utterance_only() -> None:
+    short = paused_world(0.3)
+    for trim, cut_expected in ((10.0, False), (3.0, True)):
+        settings = StreamSettings(trim_seconds=trim, final_after_words=50, final_after_seconds=50)
+        run = drive(StreamCore(settings, "en"), short.pcm(), short.engine)
+        assert [w.text for w in run.words] == [w.text for w in short.words]
+        assert any(r.cut_sample is not None and 4.0 < r.cut_sample / RATE < 4.3 for r in run.requests) is cut_expected
+
+
 def test_prompt_is_finalized_text_before_the_window_and_bounded() -> None:
-    world = sentence_world()
-    run = drive(StreamCore(StreamSettings(prompt_chars=20, trim_seconds=3), "en"), world.pcm(), world.engine)
+    world = paused_world(0.8)
+    run = drive(StreamCore(StreamSettings(prompt_chars=20), "en"), world.pcm(), world.engine)
     prompts = [r.prompt for r in run.requests if r.prompt]
     assert prompts
     assert all(len(p) <= 20 for p in prompts)
+    assert all(p.endswith("at home.") for p in prompts)
     assert [w.text for w in run.words] == [w.text for w in world.words]
 
 
-def test_a_long_window_is_cut_at_the_last_sentence_end() -> None:
-    world = sentence_world()  # "... at home." ends at 4.1 s
-    settings = StreamSettings(trim_seconds=5, final_after_words=50, final_after_seconds=50)
-    run = drive(StreamCore(settings, "en"), world.pcm(), world.engine)
-    offsets = sorted({round(r.offset, 2) for r in run.requests})
-    assert offsets[0] == 0.0
-    assert offsets[1] == 4.0  # the next window starts where the first sentence ended ("home." ends at 4.0 s)
+def test_speech_without_a_pause_is_cut_at_the_window_limit_without_losing_words() -> None:
+    world = World([W(f"w{i}", 0.3 + 0.4 * i) for i in range(60)], seconds=25.0)  # 24 s without a pause
+    run = drive(StreamCore(StreamSettings(window_seconds=8, trim_seconds=6), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
+    assert max(r.audio.size for r in run.requests) <= 8 * RATE
 
 
 def test_odd_length_frames_keep_samples_aligned() -> None:

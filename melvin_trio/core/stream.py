@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from melvin_trio.core.agreement import LocalAgreement
-from melvin_trio.core.vad import FRAME_SAMPLES, EnergyVad, VadSettings, frame_energies_db
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, EnergyVad, VadSettings, frame_energies_db
 from melvin_trio.core.words import Word, join_text, word_key
 
 SAMPLE_RATE: Final = 16000
@@ -23,20 +23,23 @@ _BYTES_PER_SAMPLE: Final = 2
 _DETECT_MAX_SECONDS: Final = 30.0
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
 _PAST_END_S: Final = 0.1
-_FINALIZED_KEPT: Final = 64
+_QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
+_QUIET_FRAMES: Final = 5
+_SPOKEN_KEPT: Final = 64
 
 
 @dataclass(frozen=True)
 class StreamSettings:
     window_seconds: float = 15.0  # longest audio sent to the engine in one pass
-    trim_seconds: float = 10.0  # once the window is this long, it is cut at the last finalized sentence end
+    trim_seconds: float = 10.0  # past this much window, a short pause ends the utterance too
     min_new_audio_seconds: float = 1.0  # a pass runs once this much audio arrived since the last one began
     final_after_words: int = 6  # a final goes out once this many confirmed words wait...
     final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
     # ...or one of them ends a sentence.
     prompt_chars: int = 200  # the finalized text conditioning the next pass, at most this long
-    backlog_margin_seconds: float = 1.0  # in a window that will not grow, words ending this near its end wait
     detect_after_speech_seconds: float = 2.0  # language detection waits for this much speech
+    pause_seconds: float = 0.5  # silence after speech that ends an utterance: all its words become final
+    short_pause_seconds: float = 0.2  # the pause that ends an utterance already longer than trim_seconds
     vad: VadSettings = field(default_factory=VadSettings)
 
 
@@ -49,6 +52,7 @@ class TranscribeRequest:
     end_sample: int  # absolute sample index where the window ends
     complete: bool  # no later pass will see more audio in this window (backlog, or the last pass)
     last: bool  # the last pass after eof: every word goes out
+    cut_sample: int | None = None  # the window ends in a pause: every word goes out, and the window is cut here
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,9 @@ class StreamCore:
         self._eof = False
         self._agreement = LocalAgreement()
         self._pending: list[Word] = []  # confirmed, not yet sent in a final
-        self._finalized: list[Word] = []  # the latest words sent in finals, for the prompt
+        self._spoken: list[Word] = []  # the latest confirmed words, for the prompt
+        self._spoken_before_window = 0  # how many of them lie before the window
         self._emitted_until = 0.0  # start of the last word sent in a final
-        self._sentence_end = 0.0  # end of the last finalized word that ended a sentence
         self._last_partial = ""
         self._finished = False
 
@@ -156,19 +160,28 @@ class StreamCore:
         keep_from = sample // FRAME_SAMPLES
         del self._energies[: max(keep_from - self._frames_start, 0)]
         self._frames_start = max(self._frames_start, keep_from)
+        # Every word confirmed so far lies before the cut: later passes will not see them again.
+        self._agreement.new_window()
+        self._spoken = self._spoken[-_SPOKEN_KEPT:]
+        self._spoken_before_window = len(self._spoken)
 
     def _prompt(self) -> str:
-        """The finalized text before the window (text inside it would be transcribed twice), at most prompt_chars."""
-        window_start = self._start / SAMPLE_RATE
-        before = [w for w in self._finalized if w.end <= window_start + _PAST_END_S]
+        """The confirmed text before the window (text inside it would be transcribed twice), at most prompt_chars.
+        Not chosen by word times: a word whose time collapsed onto the window's start made whisper skip it."""
+        before = self._spoken[: self._spoken_before_window]
         return join_text(before).strip()[-self.settings.prompt_chars :].lstrip()
+
+    def _take(self, words: list[Word]) -> None:
+        """Words confirmed (or forced): they wait for their final."""
+        self._pending.extend(words)
+        self._spoken.extend(words)
 
     def poll(self) -> list[Event]:
         """Finals that became due as stream time passed (the time limit), with the partial that follows them."""
         return self._emit()
 
     def pass_due(self) -> bool:
-        """Whether `next_request` may have work: enough new audio, a backlog, or the end of the stream."""
+        """Whether `next_request` may have work: enough new audio, a finished utterance, a backlog, or the end."""
         if self._finished:
             return False  # what is left goes out through `poll`
         if self._eof:
@@ -176,8 +189,48 @@ class StreamCore:
         if self.language is None:
             speech = self._vad.speech_seconds(self._energies_between(self._start, self._total))
             return speech >= self.settings.detect_after_speech_seconds
-        end = min(self._total, self._start + int(self.settings.window_seconds * SAMPLE_RATE))
-        return end < self._total or end - self._last_pass_end >= self.settings.min_new_audio_seconds * SAMPLE_RATE
+        end = self._window_end()
+        if end < self._total or end - self._last_pass_end >= self.settings.min_new_audio_seconds * SAMPLE_RATE:
+            return True
+        return self._last_pass_end < end and self._utterance_end(end) is not None
+
+    def _window_end(self) -> int:
+        return min(self._total, self._start + int(self.settings.window_seconds * SAMPLE_RATE))
+
+    def _utterance_end(self, end: int) -> int | None:
+        """The middle of the first pause after speech in the window up to `end` (absolute sample), or None.
+
+        A pause is `pause_seconds` of frames near the noise floor (`short_pause_seconds` once the window is longer
+        than `trim_seconds`) after at least the VAD's minimum of speech. Cutting there never splits a word, unlike a cut
+        at whisper's word times, which are imprecise by a few hundred ms; and a window that ends in silence gives
+        whisper its best shot at the utterance's last words. The pass ends where the cut is: a pass reaching past it
+        heard the soft onset of the next word in the pause's second half, and that word came out twice.
+        """
+        first_frame = -(-self._start // FRAME_SAMPLES)  # the first whole frame inside the window
+        energies = self._energies_between(first_frame * FRAME_SAMPLES, end)
+        speech_mask = self._vad.speech_mask(energies)
+        pause_mask = self._vad.pause_mask(energies)
+        min_speech = round(self._vad.settings.min_speech_seconds / FRAME_SECONDS)
+        pause = round(self.settings.pause_seconds / FRAME_SECONDS)
+        short_pause = round(self.settings.short_pause_seconds / FRAME_SECONDS)
+        trim_frame = round(self.settings.trim_seconds / FRAME_SECONDS)
+        speech = 0
+        quiet = 0
+        for index, (is_speech, is_pause) in enumerate(zip(speech_mask.tolist(), pause_mask.tolist(), strict=True)):
+            speech += is_speech
+            if not is_pause:
+                quiet = 0
+                continue
+            quiet += 1
+            if speech < min_speech:
+                continue
+            pause_start = index + 1 - quiet
+            needed = short_pause if pause_start >= trim_frame else pause
+            if quiet >= needed:
+                pause_end = (first_frame + index + 1) * FRAME_SAMPLES
+                speech_end = (first_frame + pause_start) * FRAME_SAMPLES
+                return (speech_end + pause_end) // 2
+        return None
 
     def next_request(self) -> Request | None:
         """What the engine should do next, or None when nothing is due yet (or the stream is finished)."""
@@ -185,30 +238,57 @@ class StreamCore:
             return None  # what is left goes out through `poll`
         if self.language is None:
             return self._detection_request()
-        end = min(self._total, self._start + int(self.settings.window_seconds * SAMPLE_RATE))
-        complete = end < self._total  # a backlog: this window will not grow
-        last = self._eof and not complete
+        end = self._window_end()
+        if not self._has_speech(self._start, end):
+            complete = end < self._total or self._eof
+            if complete or end - self._last_pass_end >= self.settings.min_new_audio_seconds * SAMPLE_RATE:
+                self._skip_silence(end, complete)
+            return None
+        if (utterance := self._utterance_end(end)) is not None:
+            return self._request(utterance, complete=True, last=False, cut_sample=utterance)
+        if end < self._total:
+            # A full window without a pause (a backlog, or speech running on past window_seconds): end the
+            # utterance at the quietest moment near the window's end, most likely between two words. Whisper's
+            # word times cannot choose the cut: they stretch over several words and lost them.
+            quiet = self._quietest_sample(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), end)
+            return self._request(quiet, complete=True, last=False, cut_sample=quiet)
+        last = self._eof
         new_audio = end - self._last_pass_end
-        if not (complete or last) and new_audio < self.settings.min_new_audio_seconds * SAMPLE_RATE:
+        if not last and new_audio < self.settings.min_new_audio_seconds * SAMPLE_RATE:
             return None
         if last and new_audio <= 0:
             # The previous pass already saw all the audio: its words are the last ones.
             self._finish_with_hypothesis()
             return None
-        # Skip the engine when the window holds no speech, or when nothing new was said and the last pass left
-        # nothing open.
-        has_words = bool(self._pending or self._agreement.hypothesis)
-        if not self._has_speech(self._start, end) or not (has_words or self._has_speech(self._last_pass_end, end)):
-            self._skip_silence(end, complete or last)
+        # Nothing new was said and the last pass left nothing open: no need to ask again.
+        idle = not (last or self._pending or self._agreement.hypothesis)
+        if idle and not self._has_speech(self._last_pass_end, end):
+            self._skip_silence(end, False)
             return None
+        return self._request(end, complete=last, last=last, cut_sample=None)
+
+    def _quietest_sample(self, begin: int, end: int) -> int:
+        """The middle of the quietest 100 ms between `begin` and `end` (absolute samples)."""
+        begin = max(begin, self._start)
+        energies = self._energies_between(begin, end)
+        if energies.size < _QUIET_FRAMES:
+            return end
+        power = np.convolve(10.0 ** (energies / 10.0), np.ones(_QUIET_FRAMES), mode="valid")
+        first = max(begin // FRAME_SAMPLES, self._frames_start)
+        best = int(np.argmin(power[::-1]))  # the latest of equally quiet places: the longest window
+        frame = first + power.size - 1 - best + _QUIET_FRAMES // 2
+        return min(max(frame * FRAME_SAMPLES, begin), end)
+
+    def _request(self, end: int, *, complete: bool, last: bool, cut_sample: int | None) -> TranscribeRequest:
         return TranscribeRequest(
             audio=self._window_audio(end),
             offset=self._start / SAMPLE_RATE,
-            language=self.language,
+            language=self.language or "",
             prompt=self._prompt(),
             end_sample=end,
-            complete=complete or last,
+            complete=complete,
             last=last,
+            cut_sample=cut_sample,
         )
 
     def _skip_silence(self, end: int, complete: bool) -> None:
@@ -216,9 +296,12 @@ class StreamCore:
         self._last_pass_end = end
         if complete and self._eof and end >= self._total:
             self._finish_with_hypothesis()
+        elif complete:
+            # No later pass will look here again: what the last pass left open goes out as it is.
+            self._take(self._agreement.force(len(self._agreement.hypothesis)))
+            self._cut(end)
         elif not (self._pending or self._agreement.hypothesis):
-            tail = 0 if complete else int(_SILENCE_TAIL_S * SAMPLE_RATE)
-            self._cut(end - tail)
+            self._cut(end - int(_SILENCE_TAIL_S * SAMPLE_RATE))
 
     def _detection_request(self) -> DetectRequest | None:
         speech = self._vad.speech_seconds(self._energies_between(self._start, self._total))
@@ -243,39 +326,27 @@ class StreamCore:
             for w in words
         ]
         inside = [w for w in shifted if w.start < latest_start]
-        # A window that will not grow (the last pass, a backlog) has no successor to place those words right: keep
-        # them (losing real words is worse than odd times), but not the loops whisper falls into there.
+        # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
+        # those words right: keep them (losing real words is worse than odd times), but not the loops whisper falls
+        # into there.
         absolute = inside + _without_loops(shifted[len(inside) :]) if request.complete else inside
         self._last_pass_end = request.end_sample
         self._agreement.insert(absolute)
         confirmed = self._agreement.confirm()
-        self._pending.extend(confirmed)
+        self._take(confirmed)
         if request.last:
             self._finish_with_hypothesis()
             return self._drain_events()
-        if request.complete:
-            # This audio will not be seen again: words well inside the window are as good as they get.
-            limit = window_end - self.settings.backlog_margin_seconds
-            safe = self._agreement.force(sum(1 for w in self._agreement.hypothesis if w.end <= limit))
-            self._pending.extend(safe)
+        if request.cut_sample is not None:
+            # The utterance ended in a pause: all its words are as good as they get.
+            self._take(self._agreement.force(len(self._agreement.hypothesis)))
             events = self._emit(force=True)
-            if not self._pending and not self._agreement.hypothesis:
-                self._cut(int(limit * SAMPLE_RATE))
-            elif not safe and not confirmed:
-                # whisper placed every word near the end of a full window (its times collapse there): take all
-                # but the last, which may straddle the edge, rather than discard the window's speech.
-                hypothesis = self._agreement.hypothesis
-                taken = self._agreement.force(max(len(hypothesis) - 1, 0))
-                self._pending.extend(taken)
-                events += self._emit(force=True)
-                if not taken:
-                    self._agreement.clear_hypothesis()
-                    self._cut(int(limit * SAMPLE_RATE))
+            self._cut(request.cut_sample)
             return events
         return self._emit()
 
     def _finish_with_hypothesis(self) -> None:
-        self._pending.extend(self._agreement.force(len(self._agreement.hypothesis)))
+        self._take(self._agreement.force(len(self._agreement.hypothesis)))
         self._eof = True
         self._finished = True
 
@@ -304,23 +375,6 @@ class StreamCore:
             start = min(max(w.start, self._emitted_until), self.received_seconds)
             words.append(Word(w.text, start, min(max(w.end, start), self.received_seconds), w.probability))
             self._emitted_until = start
-        self._finalized = (self._finalized + words)[-_FINALIZED_KEPT:]
-        # Cut the window only once it is long (whisper is steadier with context before the words it is unsure of),
-        # at the last finalized sentence end if there is one, else after this final. Cutting after every final lost
-        # words at each cut: whisper.cpp's word times are imprecise, and a window opening mid-word derails it.
-        if words[-1].ends_sentence:
-            self._sentence_end = words[-1].end
-        # Mid-sentence only when the window would otherwise overflow: a prompt ending mid-sentence invites whisper
-        # to finish that sentence instead of transcribing the audio (measured: "...can do for" + "you, ask what
-        # you can do for your country" came back as "your country.").
-        long_window = self.buffered_seconds + self.settings.min_new_audio_seconds
-        at_sentence = self._sentence_end > self._start / SAMPLE_RATE
-        if (long_window > self.settings.trim_seconds and at_sentence) or long_window > self.settings.window_seconds:
-            cut_at = self._sentence_end if at_sentence else words[-1].end
-            following = self._pending or self._agreement.hypothesis
-            if following:
-                cut_at = min(cut_at, following[0].start)
-            self._cut(int(cut_at * SAMPLE_RATE))
         return SendFinal(words)
 
     def _emit(self, force: bool = False) -> list[Event]:

@@ -56,9 +56,12 @@ def stream_settings(config: Config) -> StreamSettings:
         final_after_words=st.final_after_words,
         final_after_seconds=st.final_after_seconds,
         prompt_chars=st.prompt_chars,
+        pause_seconds=st.pause_seconds,
+        short_pause_seconds=st.short_pause_seconds,
         vad=VadSettings(
             absolute_floor_db=st.vad_absolute_floor_db,
             margin_db=st.vad_margin_db,
+            pause_margin_db=st.vad_pause_margin_db,
             min_speech_seconds=st.vad_min_speech_seconds,
         ),
     )

@@ -1,0 +1,111 @@
+"""Replay a long-form stream through the streaming core and the real engine, without a server or a clock.
+
+    .venv/bin/python -m bench.replay [--set en-long] [--seconds 90] [--pass-seconds 1.0] [--verbose]
+
+Stream time advances by `--pass-seconds` per engine call (the measured cost of a pass), so a run is repeatable and
+shows what the core does with the engine's answers: WER of the finals against the reference and against
+`melvin-trio transcribe`-style offline transcription, the words lost or changed, and the final latency in stream
+time. This is the tool for tuning the core; bench/stream.py measures the server as a client sees it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.common import REPO
+from bench.stream import SETS, build_set
+from melvin_trio.core.stream import DetectRequest, SendFinal, StreamCore, StreamSettings
+from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
+from melvin_trio.evaluation import count_errors, normalise
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", default="en-long", choices=sorted(SETS))
+    parser.add_argument("--seconds", type=float, default=None, help="use clips up to about this long")
+    parser.add_argument("--pass-seconds", type=float, default=1.0, help="stream time one engine call takes")
+    parser.add_argument("--reduce-audio-ctx", action="store_true")
+    parser.add_argument("--clip", default=None, help="only the clips whose file name holds this")
+    parser.add_argument("--verbose", action="store_true", help="print every pass and final")
+    args = parser.parse_args()
+
+    stream = build_set(args.set, args.seconds, args.clip)
+    engine = WhisperCppEngine(
+        Path(REPO / "models" / f"ggml-{stream.model}.bin"),
+        WhisperCppOptions(n_threads=2, reduce_audio_ctx=args.reduce_audio_ctx),
+    )
+    core = StreamCore(StreamSettings(), stream.language)
+    pcm = stream.pcm
+    finals: list[tuple[float, SendFinal]] = []
+    fed = 0
+    clock = 0.0
+    passes = 0
+    busy = 0.0
+
+    def feed_until(t: float) -> None:
+        nonlocal fed
+        target = min(len(pcm), int(t * 16000) * 2)
+        if target > fed:
+            core.feed(pcm[fed:target])
+            fed = target
+
+    def take(events: Sequence[object]) -> None:
+        for event in events:
+            if isinstance(event, SendFinal):
+                finals.append((clock, event))
+                if args.verbose:
+                    print(f"  FINAL @{clock:.2f}", [(w.text, round(w.start, 2), round(w.end, 2)) for w in event.words])
+
+    while not core.finished:
+        take(core.poll())
+        if core.finished:
+            break
+        if not core.pass_due():
+            if fed >= len(pcm):
+                core.end_of_stream()
+            else:
+                clock += 0.1
+                feed_until(clock)
+            continue
+        request = core.next_request()
+        if request is None:
+            continue
+        if isinstance(request, DetectRequest):
+            core.on_language(engine.detect_language(request.audio)[0])
+            continue
+        started = time.perf_counter()
+        words = engine.transcribe(request.audio, language=request.language, prompt=request.prompt)
+        busy += time.perf_counter() - started
+        passes += 1
+        if args.verbose:
+            end = request.end_sample / 16000
+            print(f"PASS {request.offset:.2f}-{end:.2f} complete={request.complete} prompt=...{request.prompt[-30:]!r}")
+            offset = request.offset
+            print("   ", [(w.text, round(w.start + offset, 2), round(w.end + offset, 2)) for w in words])
+        clock += args.pass_seconds
+        take(core.on_words(request, words))
+        feed_until(clock)
+
+    hypothesis = " ".join(w.text for _, f in finals for w in f.words)
+    errors = count_errors(stream.reference, hypothesis, stream.language)
+    audio_seconds = len(pcm) / 32000
+    latencies = [t - w.end for t, f in finals for w in f.words]
+    print(f"set {stream.name}: {audio_seconds:.1f} s of audio, {passes} passes, engine busy {busy:.1f} s")
+    print(f"WER {errors.wer:.3f} ({errors.errors}/{errors.reference_words})")
+    if latencies:
+        lat = sorted(latencies)
+        print(f"latency (stream time) p50 {statistics.median(lat):.2f} p90 {lat[int(0.9 * (len(lat) - 1))]:.2f}")
+    ref, hyp = normalise(stream.reference, stream.language), normalise(hypothesis, stream.language)
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
+        if op != "equal":
+            print(f"  {op}: {' '.join(ref[i1:i2])!r} -> {' '.join(hyp[j1:j2])!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
