@@ -215,6 +215,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    rest_url: str
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -263,8 +264,9 @@ def start_server(model: str, seats: int, overrides: dict[str, Any], workdir: Pat
         )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if match := re.search(r"WebSocket on ws://127\.0\.0\.1:(\d+)", log.read_text(encoding="utf-8")):
-            return ServerProcess(process, f"ws://127.0.0.1:{match.group(1)}", log)
+        text = log.read_text(encoding="utf-8")
+        if match := re.search(r"WebSocket on ws://127\.0\.0\.1:(\d+), REST on (http://127\.0\.0\.1:\d+)", text):
+            return ServerProcess(process, f"ws://127.0.0.1:{match.group(1)}", log, match.group(2))
         if process.poll() is not None:
             break
         time.sleep(0.2)

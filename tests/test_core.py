@@ -426,3 +426,16 @@ def test_the_last_pass_keeps_words_placed_at_the_end_but_not_loops() -> None:
     events = core.on_words(request, [W("one", 0.5), W("two", 1.0), *at_end])
     finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
     assert finals == ["one", "two", "three", "it", "was"]
+
+
+def test_loops_whisper_falls_into_are_dropped_anywhere_in_a_pass() -> None:
+    clause = ["wie", "er", "sich", "darin", "verhalten,", "was", "er", "merk-", "und", "denkwürdiges", "gesehen"]
+    looped = [*clause, *clause, *clause, "und", "so", "so", "so", "weiter"]
+    core = StreamCore(StreamSettings(), "de")
+    core.feed(World([W("speech", 0.5, 11.5)], seconds=12.0).pcm())
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    events = core.on_words(request, [W(t, 0.2 * i) for i, t in enumerate(looped)])
+    finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
+    assert finals == [*clause, "und", "so", "so", "weiter"]  # a word said twice stays: "very, very"

@@ -273,7 +273,9 @@ async def test_rest_exports_need_a_key_and_a_known_id(
             status, _, body = await running.aget("/export/transcript/" + "0" * 32)
             assert status == 404
             assert "error" in json.loads(body)
-            assert (await running.aget("/health", key=None))[0] == 200
+            status, _, body = await running.aget("/health", key=None)
+            assert status == 200
+            assert json.loads(body) == {"status": "ok", "seats": {"total": 1, "free": 1, "waiting": 0}}
 
 
 async def test_language_null_detects_german_once(base_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:

@@ -321,15 +321,16 @@ class StreamCore:
         # A word cannot begin where the audio ends: whisper.cpp puts the words it invents past the audio (and the
         # loops it falls into) at the very end of the window.
         latest_start = window_end - _PAST_END_S
-        shifted = [
-            Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
-            for w in words
-        ]
+        shifted = _without_loops(
+            [
+                Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
+                for w in words
+            ]
+        )
         inside = [w for w in shifted if w.start < latest_start]
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
-        # those words right: keep them (losing real words is worse than odd times), but not the loops whisper falls
-        # into there.
-        absolute = inside + _without_loops(shifted[len(inside) :]) if request.complete else inside
+        # those words right: keep them (losing real words is worse than odd times).
+        absolute = shifted if request.complete else inside
         self._last_pass_end = request.end_sample
         self._agreement.insert(absolute)
         confirmed = self._agreement.confirm()
@@ -390,13 +391,23 @@ class StreamCore:
         return events
 
 
-def _without_loops(words: list[Word], longest: int = 6) -> list[Word]:
-    """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was")."""
+def _without_loops(words: list[Word], longest: int = 16) -> list[Word]:
+    """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was").
+
+    Greedy decoding without temperature fallback (too slow here) sometimes loops, repeating a clause of a dozen
+    words until the token limit; speech itself almost never repeats a run of words at once. A single word may be
+    said twice ("very, very"), so only its third time in a row goes.
+    """
     out: list[Word] = []
+    keys: list[str] = []
     for word in words:
         out.append(word)
-        for n in range(1, min(longest, len(out) // 2) + 1):
-            if [word_key(w.text) for w in out[-n:]] == [word_key(w.text) for w in out[-2 * n : -n]]:
-                del out[-n:]
+        keys.append(word_key(word.text))
+        if len(keys) >= 3 and keys[-1] == keys[-2] == keys[-3]:
+            del out[-1:], keys[-1:]
+            continue
+        for n in range(2, min(longest, len(out) // 2) + 1):
+            if keys[-n:] == keys[-2 * n : -n]:
+                del out[-n:], keys[-n:]
                 break
     return out

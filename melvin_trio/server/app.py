@@ -114,6 +114,9 @@ class MelvinServer:
         """Read on every use, so a key added to the key file or removed from it takes effect at once."""
         return self.config.all_api_keys(self._environ)
 
+    def _seat_counts(self) -> dict[str, int]:
+        return {"total": self.seats.total, "free": self.seats.available, "waiting": self.seats.waiting}
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -208,7 +211,7 @@ class MelvinServer:
         *,
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        app = create_rest_app(self.exports, self.api_keys)
+        app = create_rest_app(self.exports, self.api_keys, self._seat_counts)
         hconfig = hypercorn.config.Config()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         hconfig.accesslog = None

@@ -41,13 +41,19 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
-def create_rest_app(store: ExportStore, api_keys: Callable[[], frozenset[str]]) -> QuartTrio:
+def create_rest_app(
+    store: ExportStore,
+    api_keys: Callable[[], frozenset[str]],
+    seats: Callable[[], dict[str, int]] | None = None,
+) -> QuartTrio:
+    """`seats` reports the worker seats for /health (total, free, waiting): what a load balancer or an operator
+    needs to know, and nothing secret."""
     app = QuartTrio("melvin_trio")
     app.config["MAX_CONTENT_LENGTH"] = 1024  # nothing here accepts a body
 
     @app.get("/health")
     async def health() -> Any:
-        return jsonify({"status": "ok"})
+        return jsonify({"status": "ok", **({"seats": seats()} if seats else {})})
 
     @app.get("/export/transcript/<stream_id>")
     async def transcript(stream_id: str) -> Any:
