@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ async def test_soak_leaves_no_trace_and_seats_in_arrival_order(
             for _ in range(2):  # parallel waves, more clients than seats
                 async with trio.open_nursery() as nursery:
                     for k in range(5):
-                        nursery.start_soon(lambda k=k: cycle(running, speech if k % 2 else silence, eof=k != 4))
+                        nursery.start_soon(partial(cycle, running, speech if k % 2 else silence, eof=k != 4))
                         await trio.sleep(0.1)  # a clear arrival order
                 cycles += 5
             with trio.fail_after(30):

@@ -42,7 +42,12 @@ def load_sections(config: Config) -> list[EngineSection]:
             stream.cuda.model,
             stream.cuda.worker_seats,
             stream.cuda.workers,
-            WhisperCppOptions(n_threads=stream.cpu.cpu_threads, use_gpu=True, gpu_device=stream.cuda.device_index),
+            WhisperCppOptions(
+                n_threads=stream.cpu.cpu_threads,
+                use_gpu=True,
+                gpu_device=stream.cuda.device_index,
+                reduce_audio_ctx=stream.cuda.reduce_audio_ctx,
+            ),
         ),
         (
             "cpu",
@@ -50,7 +55,9 @@ def load_sections(config: Config) -> list[EngineSection]:
             stream.cpu.model,
             stream.cpu.worker_seats,
             stream.cpu.workers,
-            WhisperCppOptions(n_threads=stream.cpu.cpu_threads, use_gpu=False),
+            WhisperCppOptions(
+                n_threads=stream.cpu.cpu_threads, use_gpu=False, reduce_audio_ctx=stream.cpu.reduce_audio_ctx
+            ),
         ),
     )
     for kind, active, model, seats, n_workers, options in plans:
