@@ -90,6 +90,9 @@ class LimitsSection:
     # ping_timeout_seconds is gone (a dead network path holds no seat).
     ping_interval_seconds: float = 20.0
     ping_timeout_seconds: float = 20.0
+    # An engine call (one pass, normally 0.3-3 s) running longer than this is aborted; its stream ends with a
+    # message and its export, the seat is returned, and the worker serves the others.
+    engine_call_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits: timeouts must be positive")
     if lim.ping_interval_seconds <= 0 or lim.ping_timeout_seconds <= 0:
         raise ConfigError("limits: ping_interval_seconds and ping_timeout_seconds must be positive")
+    if lim.engine_call_timeout_seconds <= 0:
+        raise ConfigError("limits.engine_call_timeout_seconds: must be positive")
     if lim.max_backlog_seconds < 30:
         raise ConfigError("limits.max_backlog_seconds: must be at least 30")
     if lim.max_frame_bytes < 1024:

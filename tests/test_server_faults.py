@@ -12,7 +12,7 @@ import trio
 from melvin_trio.audio import float_to_pcm16, read_wav_pcm16
 from melvin_trio.client import StreamResult, open_connection, stream_pcm
 from melvin_trio.engine.base import EngineError, Word
-from melvin_trio.engine.fake import FakeEngine
+from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import is_stream_id
 from tests.server_harness import API_KEY, read_until_closed, running_server, start_server_process, wait_for
@@ -58,6 +58,41 @@ async def test_an_engine_error_ends_only_that_stream(tmp_path: Path) -> None:
     assert isinstance(healthy[-1], str)
     assert is_stream_id(healthy[-1])
     assert sorted(running.export_ids()) == sorted([broken[-1], healthy[-1]])
+    assert running.server.seats.available == 2
+
+
+async def test_an_engine_call_past_its_time_limit_ends_only_that_stream(tmp_path: Path) -> None:
+    """A call stuck in the engine is aborted at limits.engine_call_timeout_seconds: its stream gets a message and
+    its export, its seat comes back, and the worker goes on serving the stream beside it."""
+
+    def fine(audio: np.ndarray, prompt: str) -> list[Word]:
+        return [Word("fine.", 0.1, 0.4, 0.9)]
+
+    engine = FakeEngine([Hang(), fine])
+    limits = {"engine_call_timeout_seconds": 1.0}
+    with trio.fail_after(60):
+        async with running_server(engine, tmp_path, seats=2, limits=limits) as running:
+            results: dict[str, list[str | bytes]] = {}
+
+            async def client(name: str, pcm: bytes) -> None:
+                async with open_connection(running.ws_url) as ws:
+                    await ws.send_message(json.dumps({"Authorization": API_KEY}))
+                    await ws.send_message(pcm)
+                    await ws.send_message("eof")
+                    results[name] = await read_until_closed(ws)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client, "stuck", _loud(3, 0.5))
+                await trio.sleep(0.3)  # its call is the first, the one that hangs
+                nursery.start_soon(client, "healthy", _loud(3, 0.3))
+    stuck, healthy = results["stuck"], results["healthy"]
+    assert "Transcription failed: the engine took longer than 1 s" in stuck
+    assert isinstance(stuck[-1], str)
+    assert is_stream_id(stuck[-1])
+    assert running.exported_pcm(stuck[-1]) == _loud(3, 0.5)
+    assert any(isinstance(m, str) and '"fine."' in m for m in healthy)
+    assert isinstance(healthy[-1], str)
+    assert is_stream_id(healthy[-1])
     assert running.server.seats.available == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,13 +11,19 @@ from melvin_trio.engine.base import (
     SAMPLE_RATE,
     AbortCheck,
     Audio,
+    EngineAborted,
     EngineError,
     EngineInfo,
     Word,
     check_language,
 )
 
-Script = list[Word] | EngineError | Callable[[Audio, str], list[Word]]
+
+class Hang:
+    """A script entry: the call blocks until it is aborted (an engine stuck in a call), then raises EngineAborted."""
+
+
+Script = list[Word] | EngineError | Hang | Callable[[Audio, str], list[Word]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,10 @@ class FakeEngine:
         self._last = entry
         if isinstance(entry, EngineError):
             raise entry
+        if isinstance(entry, Hang):
+            while not (abort is not None and abort()):
+                time.sleep(0.01)
+            raise EngineAborted("aborted")
         if callable(entry):
             return entry(audio, prompt)
         return list(entry)

@@ -144,7 +144,7 @@ class MelvinServer:
             root.start_soon(self._purge_old_exports)
             for section in self.sections:
                 for worker in section.workers:
-                    await root.start(worker.serve)
+                    await root.start(worker.serve, self.config.limits.engine_call_timeout_seconds)
             rest_stopped = trio.Event()
             rest_addr = await root.start(self._serve_rest, host, rest_port, rest_stopped)
             async with trio.open_nursery() as sessions:

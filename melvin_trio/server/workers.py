@@ -48,8 +48,11 @@ class EngineWorker:
         self.busy_seconds = 0.0  # time spent in engine calls, for the benchmarks
         self.calls = 0
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run queued requests one at a time until cancelled (cancellation waits for a running call to end)."""
+    async def serve(
+        self, call_timeout: float | None = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run queued requests one at a time until cancelled (cancellation waits for a running call to end).
+        A call running longer than `call_timeout` seconds is aborted and fails its stream only."""
         task_status.started()
         while True:
             if not self._queue:
@@ -68,18 +71,32 @@ class EngineWorker:
                 self._deliver(job, None)
                 continue
             started = trio.current_time()
-            try:
-                outcome: Outcome = await trio.to_thread.run_sync(
-                    partial(self._call, request, job.abort), limiter=self._limiter
-                )
-            except EngineError as exc:
-                outcome = exc
-            except Exception as exc:  # whatever the binding raises ends that stream only
-                log.exception("engine call failed")
-                outcome = EngineError(f"{type(exc).__name__}: {exc}")
+            timed_out = trio.Event()
+            async with trio.open_nursery() as watchdog:
+                if call_timeout is not None:
+                    watchdog.start_soon(self._abort_after, call_timeout, job.abort, timed_out)
+                try:
+                    outcome: Outcome = await trio.to_thread.run_sync(
+                        partial(self._call, request, job.abort), limiter=self._limiter
+                    )
+                except EngineError as exc:
+                    outcome = exc
+                except Exception as exc:  # whatever the binding raises ends that stream only
+                    log.exception("engine call failed")
+                    outcome = EngineError(f"{type(exc).__name__}: {exc}")
+                watchdog.cancel_scope.cancel()
+            if timed_out.is_set():
+                log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, call_timeout)
+                outcome = EngineError(f"the engine took longer than {call_timeout:.0f} s")
             self.busy_seconds += trio.current_time() - started
             self.calls += 1
             self._deliver(job, (request, outcome))
+
+    @staticmethod
+    async def _abort_after(seconds: float, abort: threading.Event, timed_out: trio.Event) -> None:
+        await trio.sleep(seconds)
+        timed_out.set()
+        abort.set()  # whisper.cpp checks it between graph steps; the thread returns soon after
 
     def _call(self, request: Request, abort: threading.Event) -> Outcome:
         if isinstance(request, DetectRequest):
