@@ -29,7 +29,21 @@ def main() -> int:
     parser.add_argument("--set", default="en-long", choices=sorted(SETS))
     parser.add_argument("--seconds", type=float, default=None, help="use clips up to about this long")
     parser.add_argument("--pass-seconds", type=float, default=1.0, help="stream time one engine call takes")
+    parser.add_argument("--fast-pass-seconds", type=float, default=0.4, help="the same, with a reduced audio_ctx")
     parser.add_argument("--reduce-audio-ctx", action="store_true")
+    parser.add_argument(
+        "--reduce-partial-passes",
+        action="store_true",
+        help="reduced audio_ctx only for passes that do not end a window",
+    )
+    parser.add_argument(
+        "--setting",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a StreamSettings field, e.g. final_after_words=1",
+    )
     parser.add_argument("--clip", default=None, help="only the clips whose file name holds this")
     parser.add_argument("--verbose", action="store_true", help="print every pass and final")
     args = parser.parse_args()
@@ -39,7 +53,13 @@ def main() -> int:
         Path(REPO / "models" / f"ggml-{stream.model}.bin"),
         WhisperCppOptions(n_threads=2, reduce_audio_ctx=args.reduce_audio_ctx),
     )
-    core = StreamCore(StreamSettings(), stream.language)
+    fields = {k: type(getattr(StreamSettings(), k))(v) for k, v in (item.split("=", 1) for item in args.settings)}
+    core = StreamCore(StreamSettings(**fields), stream.language)
+    fast = (
+        WhisperCppEngine(Path(REPO / "models" / f"ggml-{stream.model}.bin"), WhisperCppOptions(reduce_audio_ctx=True))
+        if args.reduce_partial_passes
+        else engine
+    )
     pcm = stream.pcm
     finals: list[tuple[float, SendFinal]] = []
     fed = 0
@@ -79,7 +99,8 @@ def main() -> int:
             core.on_language(engine.detect_language(request.audio)[0])
             continue
         started = time.perf_counter()
-        words = engine.transcribe(request.audio, language=request.language, prompt=request.prompt)
+        chosen = engine if request.complete else fast
+        words = chosen.transcribe(request.audio, language=request.language, prompt=request.prompt)
         busy += time.perf_counter() - started
         passes += 1
         if args.verbose:
@@ -87,7 +108,7 @@ def main() -> int:
             print(f"PASS {request.offset:.2f}-{end:.2f} complete={request.complete} prompt=...{request.prompt[-30:]!r}")
             offset = request.offset
             print("   ", [(w.text, round(w.start + offset, 2), round(w.end + offset, 2)) for w in words])
-        clock += args.pass_seconds
+        clock += args.pass_seconds if chosen is engine else args.fast_pass_seconds
         take(core.on_words(request, words))
         feed_until(clock)
 
