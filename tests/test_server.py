@@ -214,11 +214,21 @@ async def test_a_client_that_vanishes_is_exported(tiny_en_engine: Engine, clips:
     assert running.exported_pcm(stream_id) == pcm
 
 
-@pytest.mark.parametrize("kind", ["silence", "low noise"])
-async def test_thirty_seconds_without_speech_give_no_words(tiny_en_engine: Engine, tmp_path: Path, kind: str) -> None:
-    samples = np.zeros(30 * 16000, dtype=np.float32)
+def _room_rumble(seconds: float, dbfs: float) -> np.ndarray:
+    """Brown noise without drift: the low rumble of a ventilated lecture hall."""
+    rng = np.random.default_rng(9)
+    brown = np.cumsum(rng.standard_normal(int(seconds * 16000)))
+    brown -= np.convolve(brown, np.ones(1601) / 1601, mode="same")
+    return (brown * 10 ** (dbfs / 20) / np.sqrt(np.mean(brown**2))).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["silence", "low noise", "room rumble"])
+async def test_a_minute_without_speech_gives_no_words(tiny_en_engine: Engine, tmp_path: Path, kind: str) -> None:
+    samples = np.zeros(60 * 16000, dtype=np.float32)
     if kind == "low noise":
         samples = (np.random.default_rng(7).standard_normal(samples.size) * 0.01).astype(np.float32)  # -40 dBFS
+    elif kind == "room rumble":
+        samples = _room_rumble(60, -45.0)
     pcm = float_to_pcm16(samples)
     with trio.fail_after(60):
         async with running_server(tiny_en_engine, tmp_path) as running:
