@@ -142,6 +142,50 @@ async def never_reads(running: Running, pcm: bytes) -> None:
         assert sent < 100_000  # the server pushed back long before the end
 
 
+async def never_answers_pings(running: Running, pcm: bytes) -> None:
+    """A client below the WebSocket library that authenticates, sends audio, then neither reads nor answers pings:
+    dropped after limits.ping_timeout_seconds, its audio exported, its seat back."""
+    first = pcm[:3200]
+    stream = await trio.open_tcp_stream("127.0.0.1", running.addresses.websocket[1])
+    async with stream:
+        await stream.send_all(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += await stream.receive_some(4096)
+        assert response.startswith(b"HTTP/1.1 101")
+        await stream.send_all(_client_frame(0x1, json.dumps({"Authorization": API_KEY}).encode()))
+        await stream.send_all(_client_frame(0x2, first))
+        await _export_appears(running, first)
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked (zero mask) client frame, as RFC 6455 requires of clients."""
+    if len(payload) < 126:
+        header = bytes([0x80 | opcode, 0x80 | len(payload)])
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+async def much_faster_than_real_time(running: Running, pcm: bytes) -> None:
+    """Five times the clip as fast as the socket takes it: read as fast as the backlog limit allows (TCP
+    back-pressure, tested on its own in test_server_faults), nothing lost, transcribed in full."""
+    flood = pcm * 5
+    async with open_websocket_url(running.ws_url) as ws:
+        await _authenticated(ws)
+        for offset in range(0, len(flood), 64000):
+            await ws.send_message(flood[offset : offset + 64000])
+        await ws.send_message("eof")
+        messages = await read_until_closed(ws)
+    stream_id = await _stream_id(messages)
+    assert running.exported_pcm(stream_id) == flood
+    finals = [json.loads(m) for m in messages if isinstance(m, str) and m.startswith('{"result"')]
+    assert sum("country" in w["word"] for f in finals for w in f["result"]) >= 8  # twice per clip, five clips
+
+
 async def read_until_error(ws: WebSocketConnection) -> None:
     while True:
         await ws.get_message()
@@ -169,6 +213,13 @@ BAD_CLIENTS: dict[str, Misbehaviour] = {
     "text flood, eof twice, audio after eof": text_flood_and_controls,
     "invalid UTF-8": invalid_utf8,
     "never reads": never_reads,
+    "never answers pings": never_answers_pings,
+    "much faster than real time": much_faster_than_real_time,
+}
+# Per case, limits made short enough to see them work within a test.
+EXTRA_LIMITS: dict[str, dict[str, float]] = {
+    "never answers pings": {"ping_interval_seconds": 0.5, "ping_timeout_seconds": 1.0},
+    "much faster than real time": {"max_backlog_seconds": 30.0},
 }
 
 
@@ -180,7 +231,7 @@ async def test_bad_input_is_answered_and_a_healthy_stream_beside_it_is_unaffecte
     jfk = _jfk(clips)
     pcm = read_wav_pcm16(jfk.path)
     healthy = StreamResult()
-    limits = {"auth_timeout_seconds": 1.0, "max_frame_bytes": MAX_FRAME}
+    limits = {"auth_timeout_seconds": 1.0, "max_frame_bytes": MAX_FRAME, **EXTRA_LIMITS.get(name, {})}
     with trio.fail_after(120):
         async with running_server(tiny_en_engine, tmp_path, seats=2, limits=limits) as running:
 

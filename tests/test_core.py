@@ -194,6 +194,40 @@ def test_a_repeated_confirmed_word_is_recognised_by_text_despite_moved_times() -
     assert [w.text for w in agreement.confirm()] == ["cat", "has"]
 
 
+def test_a_new_window_that_repeats_the_text_before_it_is_not_confirmed_twice() -> None:
+    before = "auch welcher Gestalt er in diese Welt gekommen, wie er sich darin verhalten, was er gesehen, gelernet,"
+    agreement = LocalAgreement()
+    agreement.new_window([W(t, 0.3 * i) for i, t in enumerate(before.split())])
+    # whisper says the clause again, not quite word for word, then goes on
+    again = [
+        "wie",
+        "er",
+        "sich",
+        "darin",
+        "entverhalten",
+        "was",
+        "er",
+        "gesehen",
+        "gelernet,",
+        "gepraktizieret",
+        "und",
+        "hin",
+        "und",
+        "wieder",
+    ]
+    for _ in range(2):
+        agreement.insert([W(t, 10 + 0.3 * i) for i, t in enumerate(again)])
+        confirmed = agreement.confirm()
+    assert [w.text for w in confirmed] == ["gepraktizieret", "und", "hin", "und", "wieder"]
+    # a window that does not repeat anything keeps every word, even one equal to the last word before it
+    agreement = LocalAgreement()
+    agreement.new_window([W(t, 0.3 * i) for i, t in enumerate(["so", "my", "fellow", "Americans"])])
+    for _ in range(2):
+        agreement.insert([W(t, 5 + 0.3 * i) for i, t in enumerate(["Americans", "ask", "not"])])
+        confirmed = agreement.confirm()
+    assert [w.text for w in confirmed] == ["Americans", "ask", "not"]
+
+
 # --- the stream core ----------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import trio
 
@@ -214,12 +215,13 @@ async def test_a_client_that_vanishes_is_exported(tiny_en_engine: Engine, clips:
     assert running.exported_pcm(stream_id) == pcm
 
 
-def _room_rumble(seconds: float, dbfs: float) -> np.ndarray:
+def _room_rumble(seconds: float, dbfs: float) -> npt.NDArray[np.float32]:
     """Brown noise without drift: the low rumble of a ventilated lecture hall."""
     rng = np.random.default_rng(9)
     brown = np.cumsum(rng.standard_normal(int(seconds * 16000)))
     brown -= np.convolve(brown, np.ones(1601) / 1601, mode="same")
-    return (brown * 10 ** (dbfs / 20) / np.sqrt(np.mean(brown**2))).astype(np.float32)
+    scaled: npt.NDArray[np.float32] = (brown * 10 ** (dbfs / 20) / np.sqrt(np.mean(brown**2))).astype(np.float32)
+    return scaled
 
 
 @pytest.mark.parametrize("kind", ["silence", "low noise", "room rumble"])

@@ -20,11 +20,15 @@ from melvin_trio.core.words import Word, word_key
 # A run of one word matched far from where it was confirmed is a different occurrence of a common word ("the").
 _SINGLE_WORD_TOLERANCE_S: Final = 2.0
 _SAME_WORD_S: Final = 0.05
+_BEFORE_WORDS: Final = 16  # the text before the window, remembered to catch whisper repeating it
+_REPEAT_MIN_WORDS: Final = 3
+_REPEAT_SIMILARITY: Final = 0.75
 
 
 class LocalAgreement:
     def __init__(self) -> None:
         self._confirmed: list[Word] = []  # words confirmed since the window began
+        self._before: list[str] = []  # keys of the last words confirmed before the window
         self._hypothesis: list[Word] = []  # the previous pass's unconfirmed words
         self._incoming: list[Word] = []
 
@@ -33,9 +37,11 @@ class LocalAgreement:
         """Words of the latest pass not confirmed yet."""
         return list(self._hypothesis)
 
-    def new_window(self) -> None:
-        """The window was cut after every confirmed word: later passes will not repeat them."""
+    def new_window(self, before: list[Word]) -> None:
+        """The window was cut after every confirmed word (`before` ends with them): later passes should not repeat
+        them."""
         self._confirmed = []
+        self._before = [word_key(w.text) for w in before[-_BEFORE_WORDS:]]
 
     def insert(self, words: list[Word]) -> None:
         """Take a new pass's words (absolute times); call `confirm` next."""
@@ -44,7 +50,7 @@ class LocalAgreement:
     def _first_new(self, words: list[Word]) -> int:
         """Index of the first word of `words` that was not confirmed before."""
         if not self._confirmed:
-            return 0
+            return self._repeated_prefix([word_key(w.text) for w in words])
         confirmed_keys = [word_key(w.text) for w in self._confirmed]
         keys = [word_key(w.text) for w in words]
         matcher = SequenceMatcher(a=confirmed_keys, b=keys, autojunk=False)
@@ -63,6 +69,19 @@ class LocalAgreement:
             while index < limit and words[index].start < boundary - _SAME_WORD_S:
                 index += 1
         return index
+
+    def _repeated_prefix(self, keys: list[str]) -> int:
+        """How many leading words say again the end of the text before the window. Whisper, prompted with that
+        text and given a window that opens mid-sentence, sometimes repeats its last clause (measured: base
+        repeated twelve words of a German sentence after a window cut), nearly but not exactly word for word."""
+        best, best_score = 0, 0
+        for k in range(_REPEAT_MIN_WORDS, min(len(self._before), len(keys)) + 1):
+            matcher = SequenceMatcher(a=self._before[-k:], b=keys[:k], autojunk=False)
+            matched = sum(block.size for block in matcher.get_matching_blocks())
+            score = 2 * matched - k  # the repeat's length: each word not matched counts against it
+            if matched / k >= _REPEAT_SIMILARITY and score >= best_score:
+                best, best_score = k, score
+        return best
 
     def confirm(self) -> list[Word]:
         """Confirm the longest common prefix of the previous and the new pass; keep the rest as the hypothesis."""

@@ -161,8 +161,8 @@ class StreamCore:
         del self._energies[: max(keep_from - self._frames_start, 0)]
         self._frames_start = max(self._frames_start, keep_from)
         # Every word confirmed so far lies before the cut: later passes will not see them again.
-        self._agreement.new_window()
         self._spoken = self._spoken[-_SPOKEN_KEPT:]
+        self._agreement.new_window(self._spoken)
         self._spoken_before_window = len(self._spoken)
 
     def _prompt(self) -> str:
