@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from melvin_trio.evaluation import Clip, read_manifest
 
@@ -57,3 +59,10 @@ def base_engine(base_path: Path) -> Iterator[object]:
     engine = WhisperCppEngine(base_path, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False), name="base")
     yield engine
     engine.close()
+
+
+# Property tests search at random on a developer's machine (more cases over time); in CI they replay a fixed
+# sequence, so a red build always means the code changed.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("deep", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))

@@ -473,3 +473,15 @@ def test_loops_whisper_falls_into_are_dropped_anywhere_in_a_pass() -> None:
     events = core.on_words(request, [W(t, 0.2 * i) for i, t in enumerate(looped)])
     finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
     assert finals == [*clause, "und", "so", "so", "weiter"]  # a word said twice stays: "very, very"
+
+    # a repeat that is not word for word goes too, and what follows it stays
+    again = ["wie", "er", "sich", "darin", "entverhalten,", "was", "er", "merk-", "und", "denkwürdiges", "gesehen"]
+    core = StreamCore(StreamSettings(), "de")
+    core.feed(World([W("speech", 0.5, 11.5)], seconds=12.0).pcm())
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    said = [*again, *clause[:-1], "ges", "und", "hin", "und", "wieder"]
+    events = core.on_words(request, [W(t, 0.2 * i) for i, t in enumerate(said)])
+    finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
+    assert finals == [*again, "und", "hin", "und", "wieder"]

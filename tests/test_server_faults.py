@@ -1,20 +1,25 @@
-"""Faults: an engine error ends only its stream; SIGTERM drains a running server process."""
+"""Faults: an engine error or time-out ends only its stream; a full disk too; SIGTERM drains a running server."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from melvin_trio.audio import float_to_pcm16, read_wav_pcm16
 from melvin_trio.client import StreamResult, open_connection, stream_pcm
 from melvin_trio.engine.base import EngineError, Word
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
-from melvin_trio.server.exports import is_stream_id
+from melvin_trio.server.exports import Recording, is_stream_id
 from tests.server_harness import API_KEY, read_until_closed, running_server, start_server_process, wait_for
 
 
@@ -193,3 +198,46 @@ async def test_a_flood_of_audio_is_back_pressured_not_buffered_or_lost(tmp_path:
 def _spooled_bytes(spool: Path) -> int:
     sizes = [p.stat().st_size for p in spool.glob("*.wav")]
     return max(sizes) if len(sizes) == 2 else 0
+
+
+async def test_a_full_disk_ends_only_that_stream_and_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refuses the spool's next write (ENOSPC, injected: a test cannot fill the CI's disk): that stream
+    gets a clear message, its id and an export of everything written before; the stream beside it goes on."""
+    limit = 2 * 32000
+    real_write = Recording.write_audio
+
+    def write_until_full(self: Recording, pcm: bytes) -> None:
+        if self.audio_bytes + len(pcm) > limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, pcm)
+
+    monkeypatch.setattr(Recording, "write_audio", write_until_full)
+    engine = FakeEngine([_fragile])
+    big, small = _loud(4, 0.3), _loud(1.5, 0.3)
+    with trio.fail_after(60):
+        async with running_server(engine, tmp_path, seats=2) as running:
+            results: dict[str, list[str | bytes]] = {}
+
+            async def client(name: str, pcm: bytes) -> None:
+                async with open_connection(running.ws_url) as ws:
+                    await ws.send_message(json.dumps({"Authorization": API_KEY}))
+                    with contextlib.suppress(ConnectionClosed):  # the server may stop reading a full stream
+                        for offset in range(0, len(pcm), 16000):
+                            await ws.send_message(pcm[offset : offset + 16000])
+                            await trio.sleep(0.02)
+                        await ws.send_message("eof")
+                    results[name] = await read_until_closed(ws)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client, "full", big)
+                nursery.start_soon(client, "healthy", small)
+    full, healthy = results["full"], results["healthy"]
+    assert f"Server storage error ({os.strerror(errno.ENOSPC)}): the stream ends here" in full
+    assert isinstance(full[-1], str)
+    assert is_stream_id(full[-1])
+    assert running.exported_pcm(full[-1]) == big[:limit]  # every byte that was written, nothing after
+    assert isinstance(healthy[-1], str)
+    assert running.exported_pcm(healthy[-1]) == small
+    assert running.server.seats.available == 2

@@ -62,6 +62,12 @@ class LocalAgreement:
             if block.size > 1 or near:
                 matched_confirmed, matched_new = block.a + block.size, block.b + block.size
         index = matched_new
+        # Of two equal words, the text match may have taken the earlier: a word that repeats a confirmed one and
+        # does not start after the last confirmed word is that word again.
+        last_start = self._confirmed[-1].start + _SAME_WORD_S
+        confirmed_set = set(confirmed_keys)
+        while index < len(words) and words[index].start <= last_start and keys[index] in confirmed_set:
+            index += 1
         if matched_confirmed < len(self._confirmed):
             # The confirmed tail came back in other words: skip what lies within it in time, at most as many words.
             limit = min(len(words), index + len(self._confirmed) - matched_confirmed)

@@ -9,6 +9,7 @@ the amount of audio received.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Final
 
 import numpy as np
@@ -25,6 +26,8 @@ _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropp
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
 _QUIET_FRAMES: Final = 5
+_FUZZY_LOOP_WORDS: Final = 4
+_FUZZY_LOOP_SIMILARITY: Final = 0.75
 _SPOKEN_KEPT: Final = 64
 
 
@@ -395,8 +398,10 @@ def _without_loops(words: list[Word], longest: int = 16) -> list[Word]:
     """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was").
 
     Greedy decoding without temperature fallback (too slow here) sometimes loops, repeating a clause of a dozen
-    words until the token limit; speech itself almost never repeats a run of words at once. A single word may be
-    said twice ("very, very"), so only its third time in a row goes.
+    words; speech itself almost never repeats a run of words at once. The repeat need not be exact (base said a
+    German clause twice, "darin entverhalten ... gepraktizieret" then "darin verhalten ... gep"): a run of 4 or more
+    words 75 % equal to the run before it goes too. A single word may be said twice ("very, very"), so only its
+    third time in a row goes.
     """
     out: list[Word] = []
     keys: list[str] = []
@@ -407,7 +412,15 @@ def _without_loops(words: list[Word], longest: int = 16) -> list[Word]:
             del out[-1:], keys[-1:]
             continue
         for n in range(2, min(longest, len(out) // 2) + 1):
-            if keys[-n:] == keys[-2 * n : -n]:
+            if keys[-n:] == keys[-2 * n : -n] or (n >= _FUZZY_LOOP_WORDS and _similar(keys[-n:], keys[-2 * n : -n])):
                 del out[-n:], keys[-n:]
                 break
     return out
+
+
+def _similar(a: list[str], b: list[str]) -> bool:
+    """Two runs that start alike (a loop's period) and are mostly the same words."""
+    if a[0] != b[0]:
+        return False
+    matched = sum(block.size for block in SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks())
+    return matched >= _FUZZY_LOOP_SIMILARITY * len(a)
