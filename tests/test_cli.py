@@ -104,5 +104,5 @@ def test_a_bad_config_stops_with_one_message(tmp_path: Path, clips: list[Clip]) 
     config.write_text("websocket_stream:\n  cpu:\n    modle: tiny.en\n", encoding="utf-8")
     done = run("--config", str(config), "transcribe", str(_jfk(clips).path))
     assert done.returncode == 2
-    known = "known here: active, model, cpu_threads, worker_seats, workers"
+    known = "known here: active, model, cpu_threads, worker_seats, workers, reduce_audio_ctx"
     assert done.stderr.strip() == f"error: {config}: websocket_stream.cpu.modle: unknown key ({known})"
