@@ -83,6 +83,34 @@ async def wait_for(predicate: Callable[[], bool], interval: float = 0.05) -> Non
         await trio.sleep(interval)
 
 
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked WebSocket frame, as a client must send it (for clients written below the WebSocket library)."""
+    mask = b"\x01\x02\x03\x04"
+    header = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        header += bytes([0x80 | n])
+    else:
+        header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def open_raw_session(running: Running) -> trio.SocketStream:
+    """A TCP connection that did the WebSocket handshake and sent the key by hand, and from then on does only
+    what the test makes it do: no reading, no answers to pings."""
+    stream = await trio.open_tcp_stream("127.0.0.1", running.addresses.websocket[1])
+    await stream.send_all(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await stream.receive_some(4096)
+    assert response.startswith(b"HTTP/1.1 101")
+    await stream.send_all(client_frame(0x1, json.dumps({"Authorization": API_KEY}).encode()))
+    return stream
+
+
 async def read_until_closed(ws: WebSocketConnection) -> list[str | bytes]:
     """Every message the server sends until it closes the connection."""
     messages: list[str | bytes] = []

@@ -22,7 +22,15 @@ from melvin_trio.core import protocol
 from melvin_trio.engine.base import Engine
 from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.server.exports import is_stream_id
-from tests.server_harness import API_KEY, Running, read_until_closed, running_server, wait_for
+from tests.server_harness import (
+    API_KEY,
+    Running,
+    client_frame,
+    open_raw_session,
+    read_until_closed,
+    running_server,
+    wait_for,
+)
 
 MAX_FRAME = 64 * 1024
 Misbehaviour = Callable[[Running, bytes], Awaitable[None]]
@@ -121,8 +129,7 @@ async def invalid_utf8(running: Running, pcm: bytes) -> None:
         await ws.send_message(first)
         # trio-websocket only sends str as text: write a raw text frame with a broken UTF-8 payload.
         stream = ws._stream  # private: the test has to break the protocol on purpose
-        payload = b"\xff\xfe\xc3("
-        await stream.send_all(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        await stream.send_all(client_frame(0x1, b"\xff\xfe\xc3("))
         with pytest.raises(ConnectionClosed):
             await read_until_error(ws)
     await _export_appears(running, first)
@@ -146,28 +153,9 @@ async def never_answers_pings(running: Running, pcm: bytes) -> None:
     """A client below the WebSocket library that authenticates, sends audio, then neither reads nor answers pings:
     dropped after limits.ping_timeout_seconds, its audio exported, its seat back."""
     first = pcm[:3200]
-    stream = await trio.open_tcp_stream("127.0.0.1", running.addresses.websocket[1])
-    async with stream:
-        await stream.send_all(
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += await stream.receive_some(4096)
-        assert response.startswith(b"HTTP/1.1 101")
-        await stream.send_all(_client_frame(0x1, json.dumps({"Authorization": API_KEY}).encode()))
-        await stream.send_all(_client_frame(0x2, first))
+    async with await open_raw_session(running) as stream:
+        await stream.send_all(client_frame(0x2, first))
         await _export_appears(running, first)
-
-
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked (zero mask) client frame, as RFC 6455 requires of clients."""
-    if len(payload) < 126:
-        header = bytes([0x80 | opcode, 0x80 | len(payload)])
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + len(payload).to_bytes(2, "big")
-    return header + b"\0\0\0\0" + payload
 
 
 async def much_faster_than_real_time(running: Running, pcm: bytes) -> None:

@@ -20,7 +20,15 @@ from melvin_trio.engine.base import EngineError, Word
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import Recording, is_stream_id
-from tests.server_harness import API_KEY, read_until_closed, running_server, start_server_process, wait_for
+from tests.server_harness import (
+    API_KEY,
+    client_frame,
+    open_raw_session,
+    read_until_closed,
+    running_server,
+    start_server_process,
+    wait_for,
+)
 
 
 def _loud(seconds: float, amplitude: float) -> bytes:
@@ -129,35 +137,13 @@ async def test_sigterm_drains_open_streams(clips: list[Clip], tiny_en_path: Path
     assert export.stat().st_size > 44 + 5 * 32000 * 0.8
 
 
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked WebSocket frame, as a client must send it."""
-    mask = b"\x01\x02\x03\x04"
-    header = bytes([0x80 | opcode])
-    n = len(payload)
-    if n < 126:
-        header += bytes([0x80 | n])
-    else:
-        header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def test_a_client_that_never_answers_pings_is_dropped_and_exported(tmp_path: Path) -> None:
     engine = FakeEngine([_fragile])
     limits = {"ping_interval_seconds": 0.5, "ping_timeout_seconds": 0.5}
     with trio.fail_after(30):
         async with running_server(engine, tmp_path, limits=limits) as running:
-            stream = await trio.open_tcp_stream("127.0.0.1", running.addresses.websocket[1])
-            async with stream:
-                await stream.send_all(
-                    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                )
-                response = b""
-                while b"\r\n\r\n" not in response:
-                    response += await stream.receive_some(4096)
-                assert response.startswith(b"HTTP/1.1 101")
-                await stream.send_all(_client_frame(0x1, json.dumps({"Authorization": API_KEY}).encode()))
-                await stream.send_all(_client_frame(0x2, _loud(1, 0.3)[:100]))
+            async with await open_raw_session(running) as stream:
+                await stream.send_all(client_frame(0x2, _loud(1, 0.3)[:100]))
                 # ...and from now on this client reads nothing and answers nothing.
                 await wait_for(lambda: running.server.seats.available == 1 and bool(running.export_ids()))
     assert running.server.seats.available == 1
