@@ -25,6 +25,7 @@ from melvin_trio.engine.base import Engine
 from melvin_trio.server.exports import ExportStore
 from melvin_trio.server.rest import create_rest_app
 from melvin_trio.server.session import SessionContext, SessionSettings, handle_connection
+from melvin_trio.server.web import register_web
 from melvin_trio.server.workers import EngineWorker, Seat, SeatPool
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class MelvinServer:
         engines: list[Engine] = [w.engine for s in sections for w in s.workers]
         self._draining = trio.Event()
         self._stop = trio.Event()
+        self._websocket_port: int | None = None  # known once the WebSocket server listens
         self._context = SessionContext(
             settings=SessionSettings(
                 stream=stream_settings(config),
@@ -201,6 +203,7 @@ class MelvinServer:
                         max_message_size=self.config.limits.max_frame_bytes,
                     )
                 )
+                self._websocket_port = ws_server.port
                 task_status.started((host, ws_server.port))
 
     async def _serve_rest(
@@ -212,6 +215,7 @@ class MelvinServer:
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         app = create_rest_app(self.exports, self.api_keys, self._seat_counts)
+        register_web(app, lambda: self._websocket_port)
         hconfig = hypercorn.config.Config()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         hconfig.accesslog = None
