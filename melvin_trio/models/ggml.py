@@ -10,8 +10,13 @@ Layout, little-endian, as whisper.cpp's `whisper_model_load` reads it:
     i32 ne[n_dims] (innermost first, i.e. numpy's shape reversed), name, raw data.
 
 whisper.cpp itself does not fail cleanly on a bad file (garbage "loads" and crashes later; a truncated file only
-logs a warning), so `inspect_model` walks the whole structure in Python and checks every tensor's name, shape and
-size against the hyperparameters: a file that passes is one whisper.cpp will load completely.
+logs a warning), so `inspect_model` walks the whole structure in Python and checks every tensor's name, shape, type
+and size against the hyperparameters: a file that passes is one whisper.cpp will load completely.
+
+The ftype in the header (modulo 1000; quantized files add `GGML_QNT_VERSION * 1000`) sets the type whisper.cpp gives
+its 2-D weights (f16, or a block-quantized type such as q8_0); conv kernels are f16 (f32 in an all-f32 file), and
+1-D tensors, conv biases and positional embeddings f32. whisper.cpp reads each tensor as the type it expects and
+only compares sizes, so a tensor stored in another type is refused here.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import BinaryIO, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from melvin_trio.models.quant import GGML_QNT_VERSION_FACTOR, QuantType, quantize
 
 MAGIC: Final = 0x67676D6C
 GGML_F32: Final = 0
@@ -43,6 +50,36 @@ _TYPE_BLOCKS: Final[Mapping[int, tuple[int, int]]] = {
     12: (256, 144),  # q4_K
     13: (256, 176),  # q5_K
     14: (256, 210),  # q6_K
+}
+_TYPE_NAMES: Final[Mapping[int, str]] = {
+    0: "f32",
+    1: "f16",
+    2: "q4_0",
+    3: "q4_1",
+    6: "q5_0",
+    7: "q5_1",
+    8: "q8_0",
+    10: "q2_K",
+    11: "q3_K",
+    12: "q4_K",
+    13: "q5_K",
+    14: "q6_K",
+}
+# enum ggml_ftype (the header's ftype modulo 1000) -> the ggml type of the 2-D weights (ggml_ftype_to_ggml_type).
+_FTYPE_WEIGHT_TYPE: Final[Mapping[int, int]] = {
+    0: 0,
+    1: 1,
+    2: 2,
+    3: 3,
+    4: 3,  # MOSTLY_Q4_1_SOME_F16
+    7: 8,
+    8: 6,
+    9: 7,
+    10: 10,
+    11: 11,
+    12: 12,
+    13: 13,
+    14: 14,
 }
 _HPARAM_NAMES: Final = (
     "n_vocab",
@@ -97,6 +134,16 @@ class HParams:
         return self.n_vocab >= MULTILINGUAL_MIN_VOCAB
 
     @property
+    def weight_type(self) -> int | None:
+        """The ggml type of the 2-D weights this file's ftype stands for; None for an ftype whisper.cpp refuses."""
+        return _FTYPE_WEIGHT_TYPE.get(self.ftype % GGML_QNT_VERSION_FACTOR)
+
+    @property
+    def weight_type_name(self) -> str:
+        weight = self.weight_type
+        return "?" if weight is None else _TYPE_NAMES[weight]
+
+    @property
     def size_name(self) -> str:
         return _SIZE_NAMES.get(self.n_audio_layer, f"{self.n_audio_layer}-layer")
 
@@ -112,7 +159,8 @@ class ModelInfo:
     @property
     def description(self) -> str:
         lang = "multilingual" if self.hparams.multilingual else "English-only"
-        return f"{self.hparams.size_name}, {lang}"
+        weights = self.hparams.weight_type_name
+        return f"{self.hparams.size_name}, {lang}" + ("" if weights == "f16" else f", {weights}")
 
 
 def expected_tensors(hp: HParams) -> dict[str, tuple[int, ...]]:
@@ -174,19 +222,39 @@ def stays_f32(name: str, ndim: int) -> bool:
     return ndim < 2 or name.endswith(("conv1.bias", "conv2.bias", "positional_embedding"))
 
 
+def tensor_type(name: str, ndim: int, weight_type: int) -> int:
+    """The ggml type whisper.cpp expects for a tensor, given the file's 2-D weight type.
+
+    As whisper.cpp's quantize tool decides: 2-D tensors other than conv biases and positional embeddings take the
+    weight type; conv kernels (3-D) stay f16 (f32 in an all-f32 file); the rest is f32.
+    """
+    if stays_f32(name, ndim):
+        return GGML_F32
+    if ndim == 2:
+        return weight_type
+    return GGML_F32 if weight_type == GGML_F32 else GGML_F16
+
+
 def write_model(
     out: BinaryIO,
     hp: HParams,
     filters: npt.NDArray[np.float32],
     tokens: Iterable[bytes],
     tensors: Iterable[tuple[str, npt.NDArray[np.floating]]],
+    quant: QuantType | None = None,
 ) -> int:
-    """Write an f16 whisper.cpp model; 2-D and 3-D tensors go in f16, the rest in f32. Returns the tensor count.
+    """Write a whisper.cpp model; returns the tensor count.
 
-    `tensors` may be a generator, so that a large model is converted one tensor at a time.
+    Without `quant`: an f16 model, 2-D and 3-D tensors in f16, the rest in f32. With it: the same model as
+    whisper.cpp's quantize tool makes of that f16 file (the 2-D weights' f16 values in `quant`'s blocks, the header's
+    ftype `quant.header_ftype`); `hp.ftype` is ignored. `tensors` may be a generator, so that a large model is
+    converted one tensor at a time.
     """
+    ftype = quant.header_ftype if quant else GGML_F16
+    weight_type = quant.ggml_type if quant else GGML_F16
     out.write(struct.pack("<i", MAGIC))
-    out.write(struct.pack("<11i", *(getattr(hp, name) for name in _HPARAM_NAMES)))
+    hparams = {name: getattr(hp, name) for name in _HPARAM_NAMES} | {"ftype": ftype}
+    out.write(struct.pack("<11i", *hparams.values()))
     out.write(struct.pack("<ii", *filters.shape))
     out.write(np.ascontiguousarray(filters, dtype="<f4").tobytes())
     token_list = list(tokens)
@@ -196,13 +264,17 @@ def write_model(
         out.write(token)
     count = 0
     for name, data in tensors:
-        f32 = stays_f32(name, data.ndim)
-        array = np.ascontiguousarray(data, dtype="<f4" if f32 else "<f2")
+        ggml_type = tensor_type(name, data.ndim, weight_type)
+        array = np.ascontiguousarray(data, dtype="<f4" if ggml_type == GGML_F32 else "<f2")
         encoded = name.encode("utf-8")
-        out.write(struct.pack("<iii", array.ndim, len(encoded), GGML_F32 if f32 else GGML_F16))
+        out.write(struct.pack("<iii", array.ndim, len(encoded), ggml_type))
         out.write(struct.pack(f"<{array.ndim}i", *reversed(array.shape)))
         out.write(encoded)
-        out.write(array.tobytes())
+        if quant is not None and ggml_type == quant.ggml_type:
+            # From the f16 values, as the quantize tool reads them from an f16 file.
+            out.write(quantize(quant, array.astype(np.float32)))
+        else:
+            out.write(array.tobytes())
         count += 1
     return count
 
@@ -278,6 +350,9 @@ def _inspect(r: _Reader, path: Path, size: int) -> ModelInfo:
         if not 0 <= length <= 256:
             raise ModelFileError(f"{path}: corrupt vocabulary: token {index} has length {length}")
         r.skip(length, f"token {index}")
+    weight_type = hp.weight_type
+    if weight_type is None:
+        raise ModelFileError(f"{path}: corrupt header: ftype = {hp.ftype} is no type whisper.cpp knows")
     expected = expected_tensors(hp)
     seen: set[str] = set()
     while r.stream.tell() < size:
@@ -294,6 +369,12 @@ def _inspect(r: _Reader, path: Path, size: int) -> ModelInfo:
             raise ModelFileError(f"{path}: tensor {name!r} appears twice")
         if tuple(reversed(ne)) != shape:
             raise ModelFileError(f"{path}: tensor {name!r} has shape {tuple(reversed(ne))}, expected {shape}")
+        want = tensor_type(name, n_dims, weight_type)
+        if ggml_type != want:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} is {_TYPE_NAMES.get(ggml_type, f'type {ggml_type}')}, whisper.cpp expects "
+                f"{_TYPE_NAMES[want]} in a {hp.weight_type_name} model"
+            )
         r.skip(_tensor_bytes(name, ggml_type, ne), f"data of tensor {name!r}")
         seen.add(name)
     missing = [name for name in expected if name not in seen]
