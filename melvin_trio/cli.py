@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from melvin_trio import __version__
-from melvin_trio.audio import AudioFormatError, read_wav
+from melvin_trio.audio import AudioFormatError
 from melvin_trio.config import Config, ConfigError, default_config_path, load_config, model_path
+from melvin_trio.core.words import Word
 from melvin_trio.engine.base import SAMPLE_RATE, EngineError
 from melvin_trio.models.ct2 import CT2FormatError
 from melvin_trio.models.ggml import ModelFileError
@@ -37,11 +38,14 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from melvin_trio.audiofile import read_audio
+    from melvin_trio.engine.base import FILE_DECODING, GREEDY, Decoding
     from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
+    from melvin_trio.filetranscribe import transcribe_file
 
     config = _config(args)
     name = args.model or config.websocket_stream.cpu.model
-    audio, _ = read_wav(Path(args.file))
+    audio, _ = read_audio(Path(args.file))
     threads = args.threads or config.websocket_stream.cpu.cpu_threads
     engine = WhisperCppEngine(
         model_path(config.models_dir, name),
@@ -52,21 +56,45 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if language in (None, "auto"):
         language, probability = engine.detect_language(audio[: 30 * SAMPLE_RATE])
         log.info("detected language %s (p=%.2f)", language, probability)
-    words = engine.transcribe(audio, language=language)
+    if args.greedy:
+        decoding = GREEDY
+    elif args.beam_size is not None:
+        decoding = Decoding(beam_size=args.beam_size, temperature_inc=FILE_DECODING.temperature_inc)
+    else:
+        decoding = FILE_DECODING
+    words = transcribe_file(engine, audio, language=language, decoding=decoding)
+    fmt = "json" if args.json else args.format
+    output = format_transcript(words, language, audio.size / SAMPLE_RATE, fmt)
+    if args.output:
+        Path(args.output).write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+    return 0
+
+
+def format_transcript(words: list[Word], language: str, duration: float, fmt: str) -> str:
+    """The transcript as `transcribe --format` writes it: txt, json, srt or vtt."""
+    from melvin_trio.filetranscribe import segments
+    from melvin_trio.subtitles import render
+
     text = " ".join(w.text for w in words)
-    if args.json:
+    if fmt == "txt":
+        return text + "\n"
+    if fmt == "json":
         payload = {
             "text": text,
             "language": language,
+            "duration": round(duration, 3),
             "words": [
                 {"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3), "conf": round(w.probability, 6)}
                 for w in words
             ],
+            "segments": [
+                {"text": s.text.strip(), "start": round(s.start, 3), "end": round(s.end, 3)} for s in segments(words)
+            ],
         }
-        print(json.dumps(payload, ensure_ascii=False))
-    else:
-        print(text)
-    return 0
+        return json.dumps(payload, ensure_ascii=False) + "\n"
+    return render(words, duration, fmt)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -167,14 +195,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     import trio
 
-    from melvin_trio.audio import read_wav_pcm16
+    from melvin_trio.audiofile import read_audio_pcm16
     from melvin_trio.client import Printer, default_rest_url, download, stream_pcm
 
     key = args.key or os.environ.get("MELVIN_API_KEY") or _first_key(args)
     if not key:
         print("error: no API key: pass --key, set MELVIN_API_KEY, or run where api_keys.txt is", file=sys.stderr)
         return 2
-    pcm = read_wav_pcm16(Path(args.file))
+    pcm = read_audio_pcm16(Path(args.file))
     printer = Printer(args.json)
     result = trio.run(
         lambda: stream_pcm(
@@ -214,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-port", type=int, help="override rest_port")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("stream", help="stream a WAV file to a server and show the transcript")
+    p = sub.add_parser("stream", help="stream an audio file (WAV, FLAC, OGG, MP3) to a server and show the transcript")
     p.add_argument("file")
     p.add_argument("--url", default="ws://127.0.0.1:8394")
     p.add_argument("--key", help="API key (default: $MELVIN_API_KEY, else the first key of the local config)")
@@ -226,12 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-url", help="REST base URL for --save (default: the WebSocket host, port 8393)")
     p.set_defaults(func=cmd_stream)
 
-    p = sub.add_parser("transcribe", help="transcribe a WAV file offline")
+    p = sub.add_parser("transcribe", help="transcribe an audio file (WAV, FLAC, OGG, MP3) offline")
     p.add_argument("file")
     p.add_argument("--model", help="model name (e.g. tiny.en, base) or path; default: the cpu section's model")
     p.add_argument("--language", help="language code, or auto to detect it; default: transcription_default.language")
     p.add_argument("--threads", type=int, help="CPU threads (default: websocket_stream.cpu.cpu_threads)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the text and the words")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--format", choices=("txt", "json", "srt", "vtt"), default="txt", help="output format (default txt)")
+    p.add_argument("--output", metavar="FILE", help="write the transcript to FILE instead of standard output")
+    p.add_argument("--beam-size", type=int, help="beam width (default 5, with temperature fallback)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding without fallback (as streams are decoded)")
     p.set_defaults(func=cmd_transcribe)
 
     models = sub.add_parser("models", help="list, fetch and import whisper.cpp models")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -106,3 +107,43 @@ def test_a_bad_config_stops_with_one_message(tmp_path: Path, clips: list[Clip]) 
     assert done.returncode == 2
     known = "known here: active, model, cpu_threads, worker_seats, workers, reduce_audio_ctx"
     assert done.stderr.strip() == f"error: {config}: websocket_stream.cpu.modle: unknown key ({known})"
+
+
+def test_transcribe_writes_subtitles_and_json_to_a_file(clips: list[Clip], tiny_en_path: Path, tmp_path: Path) -> None:
+    """An MP3 through `transcribe --format srt|vtt|json --output`: parsed with real parsers, the words complete."""
+    import srt
+    import webvtt
+
+    from tests.audio_formats import write_format
+
+    jfk = _jfk(clips)
+    mp3 = write_format(jfk.path, "mp3", tmp_path)
+    done = run("transcribe", str(mp3), "--format", "srt", "--output", str(tmp_path / "out.srt"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    cues = list(srt.parse((tmp_path / "out.srt").read_text(encoding="utf-8")))
+    assert count_errors(jfk.text, " ".join(c.content for c in cues), "en").wer == 0.0
+    assert all(a.end <= b.start for a, b in itertools.pairwise(cues))
+    done = run("transcribe", str(mp3), "--format", "vtt", "--greedy")
+    assert done.returncode == 0, done.stderr
+    import io
+
+    captions = webvtt.from_buffer(io.StringIO(done.stdout)).captions
+    assert count_errors(jfk.text, " ".join(c.text for c in captions), "en").wer == 0.0
+    done = run("transcribe", str(mp3), "--format", "json", "--beam-size", "2")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert count_errors(jfk.text, result["text"], "en").wer == 0.0
+    assert result["segments"]
+    assert result["segments"][-1]["end"] <= result["duration"]
+
+
+def test_transcribe_of_a_file_that_is_not_audio_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp3"
+    path.write_text("not audio", encoding="utf-8")
+    done = run("transcribe", str(path))
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "notes.mp3: cannot decode" in errors[0]
+    assert "Traceback" not in done.stderr

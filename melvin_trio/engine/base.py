@@ -17,9 +17,12 @@ Audio = npt.NDArray[np.float32]
 AbortCheck = Callable[[], bool]
 
 __all__ = [
+    "FILE_DECODING",
+    "GREEDY",
     "SAMPLE_RATE",
     "AbortCheck",
     "Audio",
+    "Decoding",
     "Engine",
     "EngineAborted",
     "EngineError",
@@ -34,6 +37,27 @@ __all__ = [
 class EngineInfo:
     model_name: str
     multilingual: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """How a call decodes. The default, greedy without fallback, is what live streams need (fast, steady cost);
+    files are decoded for accuracy with `FILE_DECODING`.
+
+    `beam_size` 1 is greedy; more is beam search. `temperature_inc` > 0 turns on whisper's temperature fallback:
+    a window whose text is too repetitive (compression) or too unlikely (log-probability) is decoded again at
+    `temperature + temperature_inc`, and so on up to 1.0. `translate` turns the speech into English.
+    """
+
+    beam_size: int = 1
+    temperature: float = 0.0
+    temperature_inc: float = 0.0
+    translate: bool = False
+
+
+GREEDY: Final = Decoding()
+# Files: beam 5 and fallback in steps of 0.2, as whisper and faster-whisper decode offline.
+FILE_DECODING: Final = Decoding(beam_size=5, temperature_inc=0.2)
 
 
 class EngineError(RuntimeError):
@@ -55,9 +79,16 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     def transcribe(
-        self, audio: Audio, *, language: str, prompt: str = "", abort: AbortCheck | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str = "",
+        abort: AbortCheck | None = None,
+        decoding: Decoding = GREEDY,
     ) -> list[Word]:
-        """Transcribe `audio` in `language` (an ISO 639-1 code), conditioned on the text `prompt`.
+        """Transcribe `audio` in `language` (an ISO 639-1 code), conditioned on the text `prompt`, decoded as
+        `decoding` says.
 
         Raises UnsupportedLanguage, EngineAborted when `abort` returns True, or EngineError.
         """

@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from melvin_trio.engine.base import (
+    GREEDY,
     SAMPLE_RATE,
     AbortCheck,
     Audio,
+    Decoding,
     EngineAborted,
     EngineError,
     EngineInfo,
@@ -55,7 +57,13 @@ class FakeEngine:
         return EngineInfo(model_name=self.model_name, multilingual=self.multilingual)
 
     def transcribe(
-        self, audio: Audio, *, language: str, prompt: str = "", abort: AbortCheck | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str = "",
+        abort: AbortCheck | None = None,
+        decoding: Decoding = GREEDY,
     ) -> list[Word]:
         check_language(self.info, language)
         self.calls.append(FakeCall(seconds=audio.size / SAMPLE_RATE, language=language, prompt=prompt))

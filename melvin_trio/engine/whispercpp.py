@@ -6,8 +6,9 @@ Facts this module is built on (measured with pywhispercpp 1.5 / whisper.cpp 1.8)
 - parameters persist between calls on one params object, so every call sets every parameter;
 - one context used from two threads at once crashes the process: a lock refuses a second concurrent caller;
 - token texts may hold part of a UTF-8 character (German umlauts), so words are assembled from token bytes;
-- the temperature fallback made single calls take 10-30 s: it is off, and the tokens per pass are capped in
-  proportion to the audio;
+- the temperature fallback made single calls take 10-30 s: it is off for streams (`GREEDY`), and the tokens per
+  pass are capped in proportion to the audio; files ask for beam search and fallback through `Decoding`, and
+  their caller bounds the time;
 - a reduced `audio_ctx` halves encoder time for short windows; with flash attention only multiples of 256 give
   stable output, and too small a context makes tiny.en loop: ceil((seconds + 2) * 50 / 256) * 256, at most 1500.
   The text stays good, but the token timestamps do not: in streaming windows (leading silence, speech running into
@@ -29,9 +30,11 @@ import _pywhispercpp as pw
 import numpy as np
 
 from melvin_trio.engine.base import (
+    GREEDY,
     SAMPLE_RATE,
     AbortCheck,
     Audio,
+    Decoding,
     EngineAborted,
     EngineError,
     EngineInfo,
@@ -133,12 +136,12 @@ class WhisperCppEngine:
                 pw.whisper_free(self._ctx)
                 self._ctx = None
 
-    def _set_params(self, seconds: float, language: str, prompt: str) -> None:
+    def _set_params(self, seconds: float, language: str, prompt: str, decoding: Decoding) -> None:
         p = self._params
         p.n_threads = self._options.n_threads
         p.language = language
         p.detect_language = False
-        p.translate = False
+        p.translate = decoding.translate
         p.no_context = True
         p.no_timestamps = False
         p.single_segment = False
@@ -157,9 +160,7 @@ class WhisperCppEngine:
         p.tdrz_enable = False
         p.initial_prompt = prompt
         p.carry_initial_prompt = False
-        p.temperature = 0.0
-        p.temperature_inc = 0.0
-        p.greedy = {"best_of": 1}
+        _set_decoding(p, decoding)
         p.suppress_blank = True
         p.suppress_nst = True
         p.max_initial_ts = 1.0
@@ -172,7 +173,13 @@ class WhisperCppEngine:
         p.vad = False
 
     def transcribe(
-        self, audio: Audio, *, language: str, prompt: str = "", abort: AbortCheck | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str = "",
+        abort: AbortCheck | None = None,
+        decoding: Decoding = GREEDY,
     ) -> list[Word]:
         check_language(self._info, language)
         samples = np.ascontiguousarray(audio, dtype=np.float32)
@@ -182,7 +189,7 @@ class WhisperCppEngine:
         try:
             if self._ctx is None:
                 raise EngineError("engine is closed")
-            self._set_params(seconds, language, prompt)
+            self._set_params(seconds, language, prompt, decoding)
             pw.assign_abort_callback(self._params, abort)
             status = pw.whisper_full(self._ctx, self._params, samples, samples.size)
             pw.assign_abort_callback(self._params, None)
@@ -241,6 +248,19 @@ class WhisperCppEngine:
             return str(pw.whisper_lang_str(best)), float(probs[best])
         finally:
             self._busy.release()
+
+
+def _set_decoding(p: Any, decoding: Decoding) -> None:
+    """Strategy, beam and temperatures (whisper.cpp falls back up to temperature 1.0)."""
+    if decoding.beam_size > 1:
+        p.strategy = pw.whisper_sampling_strategy.WHISPER_SAMPLING_BEAM_SEARCH
+        p.beam_search = {"beam_size": decoding.beam_size, "patience": -1.0}
+    else:
+        p.strategy = pw.whisper_sampling_strategy.WHISPER_SAMPLING_GREEDY
+    # best_of: candidates sampled at a temperature > 0 in a fallback (whisper's default 5); 1 when greedy.
+    p.greedy = {"best_of": 5 if decoding.temperature_inc > 0 else 1}
+    p.temperature = decoding.temperature
+    p.temperature_inc = decoding.temperature_inc
 
 
 def _monotonic(words: list[Word]) -> list[Word]:

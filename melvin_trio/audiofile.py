@@ -1,0 +1,101 @@
+"""Audio files of any common format to 16 kHz mono float32: libsndfile (through soundfile) decodes, soxr resamples.
+
+libsndfile reads WAV of every kind (8-32 bit integer, float, any rate and channel count), FLAC, OGG (Vorbis and
+Opus) and MP3 (libsndfile >= 1.1, as bundled in the soundfile wheel). A file it cannot decode raises
+`AudioFormatError` (the package's audio error, from `melvin_trio.audio`) naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+import soxr
+
+from melvin_trio.audio import SAMPLE_RATE, AudioFormatError, float_to_pcm16
+
+# Read in blocks so a long file is down-mixed as it is read (a stereo hour at 48 kHz is 1.4 GB as float32).
+_BLOCK_FRAMES: Final = 1 << 20
+
+__all__ = ["AudioFileInfo", "AudioFormatError", "read_audio", "read_audio_pcm16"]
+
+
+class AudioFileInfo:
+    """What the file was before it was converted."""
+
+    __slots__ = ("channels", "format", "frames", "sample_rate", "subtype")
+
+    def __init__(self, sample_rate: int, channels: int, frames: int, format: str, subtype: str) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frames = frames
+        self.format = format
+        self.subtype = subtype
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def read_audio(path: Path, *, label: str | None = None) -> tuple[npt.NDArray[np.float32], AudioFileInfo]:
+    """The file at `path` as 16 kHz mono float32 (channels averaged, resampled with soxr's high quality), and
+    its original format. `label` names the file in messages (an upload's name rather than its temporary path).
+
+    Raises AudioFormatError for a missing file, an undecodable one, or one without audio.
+    """
+    name = label or str(path)
+    if not path.is_file():
+        raise AudioFormatError(f"{name}: file not found")
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+            blocks = [
+                _mono(block)
+                for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True, fill_value=None)
+            ]
+    except FileNotFoundError:
+        raise AudioFormatError(f"{name}: file not found") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioFormatError(
+            f"{name}: cannot decode: not a supported audio format, or damaged data (libsndfile: {_reason(exc)}); "
+            "supported: WAV, FLAC, OGG (Vorbis, Opus), MP3"
+        ) from None
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioFormatError(f"{name}: invalid header (rate {info.sample_rate}, {info.channels} channels)")
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    if mono.size == 0:
+        raise AudioFormatError(f"{name}: the file holds no audio")
+    return resample_to_16k(mono, info.sample_rate), info
+
+
+def read_audio_pcm16(path: Path) -> bytes:
+    """The file as 16 kHz mono s16le bytes, what the WebSocket protocol carries. Raises AudioFormatError."""
+    samples, _ = read_audio(path)
+    return float_to_pcm16(samples)
+
+
+def resample_to_16k(samples: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
+    if rate == SAMPLE_RATE:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    out: npt.NDArray[np.float32] = np.ascontiguousarray(
+        soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ"), dtype=np.float32
+    )
+    return out
+
+
+def _mono(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0])
+    mixed: npt.NDArray[np.float32] = block.mean(axis=1, dtype=np.float32)
+    return mixed
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    # libsndfile's messages start with the path (a temporary name for uploads): keep only what follows it.
+    if "Error opening" in text and ": " in text:
+        text = text.rsplit(": ", 1)[-1]
+    return text or type(exc).__name__

@@ -1,0 +1,70 @@
+"""The file reader: every promised format decodes to 16 kHz mono float32 close to the source; anything else is a
+clear AudioFormatError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from melvin_trio.audio import AudioFormatError, read_wav
+from melvin_trio.audiofile import read_audio, read_audio_pcm16
+from melvin_trio.evaluation import Clip
+from tests.audio_formats import FORMATS, write_format
+
+
+def _jfk(clips: list[Clip]) -> Clip:
+    return next(c for c in clips if c.path.name == "melvin_jfk.wav")
+
+
+def test_the_bundled_libsndfile_writes_and_reads_mp3() -> None:
+    assert "MP3" in soundfile.available_formats()
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_every_format_reads_as_16k_mono_close_to_the_source(kind: str, clips: list[Clip], tmp_path: Path) -> None:
+    source, _ = read_wav(_jfk(clips).path)
+    path = write_format(_jfk(clips).path, kind, tmp_path)
+    audio, info = read_audio(path)
+    rate, channels = FORMATS[kind][1], FORMATS[kind][2]
+    assert (info.sample_rate, info.channels) == (rate, channels)
+    assert audio.dtype == np.float32
+    assert audio.ndim == 1
+    # Lossy codecs add a little delay or padding (MP3: up to a frame and a half); the length stays within 0.1 s.
+    assert abs(audio.size - source.size) <= 1600
+    if kind in ("flac", "wav-float", "wav-44k-stereo"):  # lossless, or resampled twice: the same waveform
+        n = min(audio.size, source.size)
+        correlation = np.corrcoef(audio[:n], source[:n])[0, 1]
+        assert correlation > 0.99
+    else:  # lossy: same loudness
+        assert np.sqrt(np.mean(audio**2)) == pytest.approx(np.sqrt(np.mean(source**2)), rel=0.2)
+
+
+def test_pcm16_of_a_16k_wav_is_its_samples(clips: list[Clip]) -> None:
+    source, _ = read_wav(_jfk(clips).path)
+    pcm = read_audio_pcm16(_jfk(clips).path)
+    assert len(pcm) == 2 * source.size
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "cannot decode"),
+        (b"this is not audio at all" * 100, "cannot decode"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "cannot decode"),  # a WAV header cut short
+    ],
+)
+def test_what_cannot_be_decoded_is_a_clear_error(content: bytes, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "upload.mp3"
+    path.write_bytes(content)
+    with pytest.raises(AudioFormatError, match=message) as info:
+        read_audio(path, label="lecture.mp3")
+    assert "lecture.mp3" in str(info.value)
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(AudioFormatError, match="file not found"):
+        read_audio(tmp_path / "nothing.wav")
