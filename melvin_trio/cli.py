@@ -19,11 +19,20 @@ from melvin_trio.models.ct2 import CT2FormatError
 from melvin_trio.models.ggml import ModelFileError
 from melvin_trio.models.quant import QUANT_TYPES
 from melvin_trio.models.vocab import VocabularyError
+from melvin_trio.server.lock import NodeLockError
 
 log = logging.getLogger("melvin_trio")
 
 QUANT_CHOICES = tuple(QUANT_TYPES)
-USER_ERRORS = (ConfigError, ModelFileError, EngineError, AudioFormatError, CT2FormatError, VocabularyError)
+USER_ERRORS = (
+    ConfigError,
+    ModelFileError,
+    EngineError,
+    AudioFormatError,
+    CT2FormatError,
+    VocabularyError,
+    NodeLockError,
+)
 
 
 def _config(args: argparse.Namespace) -> Config:

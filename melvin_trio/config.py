@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,6 +98,20 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class ClusterSection:
+    # Every heartbeat_seconds a node rewrites the heartbeat in its lock file (data_dir/nodes/<node_id>.lock) and
+    # looks for dead nodes' spools.
+    heartbeat_seconds: float = 5.0
+    # A node whose heartbeat is older than this is dead (on another host; on this host the OS tells at once):
+    # another node takes its lock and turns its spools into exports.
+    stale_after_seconds: float = 30.0
+    recover_dead_nodes: bool = True
+    # A TCP port answering HAProxy's agent-check: "ready up N%" with N from the free seats (1% when full),
+    # "drain" while shutting down. null: no agent.
+    agent_port: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "0.0.0.0"
     websocket_port: int = 8394
@@ -106,12 +122,23 @@ class Config:
     api_keys_file: Path | None = None
     log_level: str = "INFO"
     data_dir: Path = Path("data")
+    # This node's name in data_dir (its lock and spool folder); null: the host name. Nodes sharing a data_dir
+    # need different ids.
+    node_id: str | None = None
+    # Finished exports; null: data_dir. Nodes behind one load balancer share it, so any node serves any export.
+    exports_dir: Path | None = None
     keep_data_for_hours: float = 72.0
     models_dir: Path = Path("models")
     websocket_stream: WebsocketStream = field(default_factory=WebsocketStream)
     transcription_default: TranscriptionDefault = field(default_factory=TranscriptionDefault)
     streaming: StreamingSection = field(default_factory=StreamingSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+
+    @property
+    def node(self) -> str:
+        """This node's id: `node_id`, else the host name."""
+        return self.node_id or socket.gethostname()
 
     def all_api_keys(self, environ: Mapping[str, str] | None = None) -> frozenset[str]:
         """Keys from the config, the key file and the MELVIN_API_KEYS environment variable (comma-separated)."""
@@ -211,9 +238,22 @@ def _check_port(config: Config, key: str) -> None:
         raise ConfigError(f"{key}: must be a port number from 0 to 65535")
 
 
+NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _validate(config: Config) -> None:
     _check_port(config, "websocket_port")
     _check_port(config, "rest_port")
+    if config.node_id is not None and not NODE_ID.fullmatch(config.node_id):
+        raise ConfigError(
+            f"node_id: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'; "
+            f"got {config.node_id!r}"
+        )
+    cluster = config.cluster
+    if cluster.heartbeat_seconds <= 0 or cluster.stale_after_seconds < 3 * cluster.heartbeat_seconds:
+        raise ConfigError("cluster: need heartbeat_seconds > 0 and stale_after_seconds >= 3 x heartbeat_seconds")
+    if cluster.agent_port is not None and not 0 <= cluster.agent_port <= 65535:
+        raise ConfigError("cluster.agent_port: must be a port number from 0 to 65535, or null")
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
     if config.keep_data_for_hours <= 0:

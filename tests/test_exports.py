@@ -30,7 +30,7 @@ def test_a_finished_recording_is_the_audio_as_received_and_the_finals_as_sent(tm
     assert store.audio_path(SID) == tmp_path / f"{SID}.wav"
     assert _pcm(tmp_path / f"{SID}.wav") == b"".join(chunks)
     assert json.loads((tmp_path / f"{SID}.json").read_text()) == [{"result": [], "text": " a"}]
-    assert list((tmp_path / "spool").iterdir()) == []
+    assert list(store.spool_dir.iterdir()) == []
 
 
 def test_an_interrupted_spool_is_recovered(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_an_interrupted_spool_is_recovered(tmp_path: Path) -> None:
     recording.write_audio(b"\x10\x20" * 4000)
     recording.add_final({"result": [{"word": "hi"}], "text": " hi"})
     recording.abandon()  # the process dies here: no finish(); a final was being written when it died
-    with (tmp_path / "spool" / f"{SID}.finals.jsonl").open("a") as journal:
+    with (store.spool_dir / f"{SID}.finals.jsonl").open("a") as journal:
         journal.write('{"result": [{"wo')
     assert store.audio_path(SID) is None
     assert ExportStore(tmp_path).recover() == [SID]

@@ -287,7 +287,11 @@ async def test_rest_exports_need_a_key_and_a_known_id(
             assert "error" in json.loads(body)
             status, _, body = await running.aget("/health", key=None)
             assert status == 200
-            assert json.loads(body) == {"status": "ok", "seats": {"total": 1, "free": 1, "waiting": 0}}
+            assert json.loads(body) == {
+                "status": "ok",
+                "seats": {"total": 1, "free": 1, "waiting": 0},
+                "node": running.server.config.node,
+            }
 
 
 async def test_language_null_detects_german_once(base_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:

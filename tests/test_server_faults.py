@@ -182,7 +182,7 @@ async def test_a_flood_of_audio_is_back_pressured_not_buffered_or_lost(tmp_path:
 
 
 def _spooled_bytes(spool: Path) -> int:
-    sizes = [p.stat().st_size for p in spool.glob("*.wav")]
+    sizes = [p.stat().st_size for p in spool.rglob("*.wav")]
     return max(sizes) if len(sizes) == 2 else 0
 
 

@@ -7,7 +7,9 @@ and its export within `limits.drain_seconds`, then everything stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +25,7 @@ from melvin_trio.core.stream import StreamSettings
 from melvin_trio.core.vad import VadSettings
 from melvin_trio.engine.base import Engine
 from melvin_trio.server.exports import ExportStore
+from melvin_trio.server.lock import ROLE_RECOVERY, NodeLock, NodeLockError, NodeLockHeld, other_node_ids
 from melvin_trio.server.rest import create_rest_app
 from melvin_trio.server.session import SessionContext, SessionSettings, handle_connection
 from melvin_trio.server.web import register_web
@@ -31,12 +34,14 @@ from melvin_trio.server.workers import EngineWorker, Seat, SeatPool
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_S: Final = 600.0
+LOCK_WAIT_S: Final = 15.0  # a survivor recovering this node's spools holds its lock this long at most, normally
 
 
 @dataclass(frozen=True)
 class ServerAddresses:
     websocket: tuple[str, int]
     rest: tuple[str, int]
+    agent: tuple[str, int] | None = None
 
 
 @dataclass
@@ -84,10 +89,16 @@ class MelvinServer:
         *,
         known_language: Callable[[str], bool],
         environ: Mapping[str, str] | None = None,
+        node_lock: NodeLock | None = None,
     ) -> None:
+        """`node_lock`: this node's lock, already taken (`take_node_lock`); `serve` takes it when None and
+        releases it when it returns, either way."""
         self.config = config
         self.sections = sections
-        self.exports = ExportStore(config.data_dir)
+        self.exports = ExportStore(config.data_dir, exports_dir=config.exports_dir, node_id=config.node)
+        self.node_lock = node_lock or NodeLock(
+            config.data_dir, config.node, stale_after=config.cluster.stale_after_seconds
+        )
         self.seats = SeatPool(_seats(sections))
         self._environ = environ
         engines: list[Engine] = [w.engine for s in sections for w in s.workers]
@@ -119,6 +130,18 @@ class MelvinServer:
     def _seat_counts(self) -> dict[str, int]:
         return {"total": self.seats.total, "free": self.seats.available, "waiting": self.seats.waiting}
 
+    def _node_state(self) -> dict[str, object]:
+        return {"node": self.config.node, "draining": self._draining.is_set() or self.stopping}
+
+    def agent_reply(self) -> str:
+        """What HAProxy's agent-check reads: `drain` while shutting down (no new clients, open streams go on),
+        else `ready up N%`, N the share of free seats, 1% when none is free: a full node gets new clients only
+        when every node is full (then leastconn spreads the waiting clients evenly)."""
+        if self._draining.is_set() or self.stopping:
+            return "drain\n"
+        free, total = self.seats.available, max(1, self.seats.total)
+        return f"ready up {max(1, round(100 * free / total))}%\n"
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -139,11 +162,25 @@ class MelvinServer:
         host = host or self.config.host
         ws_port = self.config.websocket_port if websocket_port is None else websocket_port
         rest_port = self.config.rest_port if rest_port is None else rest_port
+        try:
+            if not self.node_lock.held:
+                await trio.to_thread.run_sync(take_node_lock, self.node_lock)
+            await self._serve_locked(host, ws_port, rest_port, task_status)
+        finally:
+            self.node_lock.release()
+
+    async def _serve_locked(
+        self, host: str, ws_port: int, rest_port: int, task_status: trio.TaskStatus[ServerAddresses]
+    ) -> None:
         self.exports.prepare()
         for stream_id in self.exports.recover():
             log.warning("recovered the interrupted stream %s from its spool", stream_id)
         async with trio.open_nursery() as root:
             root.start_soon(self._purge_old_exports)
+            root.start_soon(self._keep_lock)
+            agent_addr = None
+            if self.config.cluster.agent_port is not None:
+                agent_addr = await root.start(self._serve_agent, host, self.config.cluster.agent_port)
             for section in self.sections:
                 for worker in section.workers:
                     await root.start(worker.serve, self.config.limits.engine_call_timeout_seconds)
@@ -153,7 +190,9 @@ class MelvinServer:
                 listen_scope = trio.CancelScope()
                 ws_addr = await root.start(self._serve_websocket, host, ws_port, sessions, listen_scope)
                 log.info("WebSocket on ws://%s:%d, REST on http://%s:%d", *ws_addr, *rest_addr)
-                task_status.started(ServerAddresses(websocket=ws_addr, rest=rest_addr))
+                if agent_addr is not None:
+                    log.info("HAProxy agent on %s:%d", *agent_addr)
+                task_status.started(ServerAddresses(websocket=ws_addr, rest=rest_addr, agent=agent_addr))
                 await self._stop.wait()
                 log.info("shutting down: no new clients; open streams get %.0f s", self.config.limits.drain_seconds)
                 listen_scope.cancel()
@@ -164,6 +203,63 @@ class MelvinServer:
                 for worker in section.workers:
                     log.info("worker %s: %d calls, busy %.2f s", worker.name, worker.calls, worker.busy_seconds)
             root.cancel_scope.cancel()
+
+    async def _keep_lock(self) -> None:
+        """Every heartbeat_seconds: rewrite this node's heartbeat, then recover dead nodes' spools."""
+        cluster = self.config.cluster
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.node_lock.heartbeat)
+            except NodeLockError as exc:
+                # Another node judged this one dead (its heartbeat could not be written in time) and took over.
+                log.error("%s: this node no longer owns its spools; draining", exc)
+                self.request_stop()
+                return
+            except OSError as exc:
+                log.warning("could not write the heartbeat to %s: %s", self.node_lock.path, exc)
+            if cluster.recover_dead_nodes:
+                try:
+                    await trio.to_thread.run_sync(self._recover_dead_nodes)
+                except OSError:
+                    log.exception("recovering dead nodes' spools failed")
+            await trio.sleep(cluster.heartbeat_seconds)
+
+    def _recover_dead_nodes(self) -> None:
+        """Turn the spools of every node whose lock can be taken (its process is gone, its heartbeat stale) into
+        exports. The lock is taken first, so a live owner's spools and a node another survivor is recovering
+        are never touched."""
+        config = self.config
+        for other in other_node_ids(config.data_dir, config.node):
+            if not self.exports.has_spools(other):
+                continue
+            lock = NodeLock(config.data_dir, other, stale_after=config.cluster.stale_after_seconds, role=ROLE_RECOVERY)
+            try:
+                previous = lock.acquire()
+            except NodeLockHeld:
+                continue  # alive, or being recovered by another node
+            try:
+                recovered = self.exports.recover_node(other)
+            finally:
+                lock.release()
+            how = f"dead: {previous.describe()}" if previous else "stopped"
+            for stream_id in recovered:
+                log.warning("recovered the interrupted stream %s of node %s (%s) from its spool", stream_id, other, how)
+
+    async def _serve_agent(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """HAProxy's agent-check: one line per connection (`agent_reply`), then close."""
+
+        async def answer(stream: trio.SocketStream) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError), trio.move_on_after(5):
+                async with stream:
+                    await stream.send_all(self.agent_reply().encode("ascii"))
+
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()
+        async with trio.open_nursery() as nursery:
+            task_status.started((host, bound[1]))
+            await trio.serve_listeners(answer, listeners, handler_nursery=nursery)
 
     async def _purge_old_exports(self) -> None:
         """Delete exports older than keep_data_for_hours, at start and then every RETENTION_INTERVAL_S."""
@@ -214,7 +310,7 @@ class MelvinServer:
         *,
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        app = create_rest_app(self.exports, self.api_keys, self._seat_counts)
+        app = create_rest_app(self.exports, self.api_keys, self._seat_counts, self._node_state)
         register_web(app, lambda: self._websocket_port)
         hconfig = hypercorn.config.Config()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -227,3 +323,22 @@ class MelvinServer:
             )
             bound_port = int(bound[0].rsplit(":", 1)[1])
             task_status.started((host, bound_port))
+
+
+def take_node_lock(lock: NodeLock) -> None:
+    """Take this node's lock before anything touches data_dir (blocking). Waits up to LOCK_WAIT_S while another
+    node recovers this node's spools (a restart right after a crash); raises NodeLockHeld while a server owns it.
+    Logs the take-over of a lock left by a crash."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            previous = lock.acquire()
+            break
+        except NodeLockHeld as exc:
+            if exc.owner is None or exc.owner.role != ROLE_RECOVERY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+    if previous is not None:
+        log.warning(
+            "took over the lock of node %s left by %s (it did not stop cleanly)", lock.node_id, previous.describe()
+        )

@@ -1,16 +1,24 @@
 """Exports on disk: each stream's audio as it arrives, its finals as they are sent, renamed into place at the end.
 
-Layout under `data_dir`: `<id>.wav` and `<id>.json` (finished exports), `spool/<id>.wav` (audio being received,
-with a placeholder header) and `spool/<id>.finals.jsonl` (finals sent so far). Finishing a stream patches the WAV
-header and renames; nothing is rewritten. File operations are plain blocking calls: appends of a few kilobytes to
-the page cache, cheaper than a thread hop per audio frame.
+Layout: `data_dir/spool/<node_id>/<id>.wav` (audio being received, with a placeholder header) and
+`<id>.finals.jsonl` (finals sent so far) beside it: each node spools into its own folder, owned through its lock
+(`server/lock.py`). Finished exports are `exports_dir/<id>.wav` and `<id>.json` (`exports_dir` defaults to
+`data_dir`; several nodes share it). Finishing a stream patches the WAV header, writes the transcript under a
+temporary name and renames it, then renames the audio into place (copied to a temporary name first when
+exports_dir is another filesystem), so no half-written export is ever served. File operations are plain blocking
+calls: appends of a few kilobytes to the page cache, cheaper than a thread hop per audio frame.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import secrets
+import shutil
+import socket
 import struct
 import time
 from pathlib import Path
@@ -20,6 +28,7 @@ from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
 STREAM_ID: Final = re.compile(r"[0-9a-f]{32}")
 _HEADER_BYTES: Final = 44
+PART_MAX_AGE_S: Final = 3600.0  # a temporary file this old belongs to a process that died while writing it
 
 
 def is_stream_id(value: str) -> bool:
@@ -39,12 +48,16 @@ def wav_header(data_bytes: int) -> bytes:
 
 
 class ExportStore:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, exports_dir: Path | None = None, node_id: str | None = None) -> None:
         self.data_dir = data_dir
-        self.spool_dir = data_dir / "spool"
+        self.exports_dir = data_dir if exports_dir is None else exports_dir
+        self.node_id = node_id or socket.gethostname()
+        self.spools_root = data_dir / "spool"
+        self.spool_dir = self.spools_root / self.node_id
 
     def prepare(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.exports_dir.mkdir(parents=True, exist_ok=True)
 
     def audio_path(self, stream_id: str) -> Path | None:
         """The finished audio export, or None for an id that is malformed or unknown (never a path outside)."""
@@ -56,23 +69,61 @@ class ExportStore:
     def _existing(self, stream_id: str, suffix: str) -> Path | None:
         if not is_stream_id(stream_id):
             return None
-        path = self.data_dir / f"{stream_id}{suffix}"
+        path = self.exports_dir / f"{stream_id}{suffix}"
         return path if path.is_file() else None
 
     def recover(self) -> list[str]:
-        """Turn every spool left by a crash (kill -9, power loss) into an export: the audio that reached the file
-        and the finals that were sent. Returns the recovered ids."""
+        """Turn every spool of this node left by a crash (kill -9, power loss) into an export: the audio that
+        reached the file and the finals that were sent. Spools of the single-node layout (directly in
+        `data_dir/spool/`) are taken too. Call only while holding this node's lock. Returns the recovered ids."""
+        return self._recover_dir(self.spool_dir, claims_older_than=0.0) + self._recover_dir(
+            self.spools_root, claims_older_than=0.0
+        )
+
+    def recover_node(self, node_id: str) -> list[str]:
+        """Turn another node's spools into exports. Call only while holding that node's lock."""
+        return self._recover_dir(self.spools_root / node_id, claims_older_than=PART_MAX_AGE_S)
+
+    def has_spools(self, node_id: str) -> bool:
+        """Whether a node's spool folder holds any audio (a cheap look before taking its lock)."""
+        try:
+            return any(p.suffix == ".wav" for p in (self.spools_root / node_id).iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def _recover_dir(self, spool_dir: Path, *, claims_older_than: float) -> list[str]:
+        """Export every spool in `spool_dir`. Each is first claimed by an atomic rename to a name of this
+        process's: of two processes recovering one folder (possible only where the lock is not shared between
+        hosts), one wins and the other skips it. A claim another recoverer left (it died mid-way) is taken when
+        older than `claims_older_than` seconds: the node itself takes them all at its start, a survivor only old
+        ones, so it never takes a claim a live survivor is working on."""
         recovered: list[str] = []
-        if not self.spool_dir.is_dir():
+        if not spool_dir.is_dir():
             return recovered
-        for audio in sorted(self.spool_dir.glob("*.wav")):
-            stream_id = audio.stem
+        claim = f"claim-{_token()}"
+        cutoff = time.time() - claims_older_than
+        for audio in sorted(spool_dir.glob("*.wav")):
+            stream_id = audio.name[:32]
+            rest = audio.name[32:]
             if not is_stream_id(stream_id):
                 continue
-            finals_path = self.spool_dir / f"{stream_id}.finals.jsonl"
+            if rest != ".wav":
+                if not rest.startswith(".claim-"):
+                    continue
+                try:
+                    if claims_older_than and audio.stat().st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+            claimed = spool_dir / f"{stream_id}.{claim}.wav"
+            try:
+                os.rename(audio, claimed)
+            except FileNotFoundError:
+                continue
+            finals_path = spool_dir / f"{stream_id}.finals.jsonl"
             finals = _read_journal(finals_path)
-            size = audio.stat().st_size
-            with audio.open("r+b") as f:
+            size = claimed.stat().st_size
+            with claimed.open("r+b") as f:
                 if size < _HEADER_BYTES:
                     f.truncate(0)
                     size = _HEADER_BYTES
@@ -80,22 +131,38 @@ class ExportStore:
                 f.write(wav_header(size - _HEADER_BYTES))
                 f.flush()
                 os.fsync(f.fileno())
-            _write_json_atomically(
-                self.spool_dir / f"{stream_id}.json.part", self.data_dir / f"{stream_id}.json", finals
-            )
-            os.replace(audio, self.data_dir / f"{stream_id}.wav")
+            self._publish(stream_id, claimed, finals)
             finals_path.unlink(missing_ok=True)
             recovered.append(stream_id)
         return recovered
 
+    def _publish(self, stream_id: str, audio: Path, finals: list[dict[str, Any]]) -> None:
+        """Put a finished stream in exports_dir: the transcript first, then the audio, each complete before its
+        final name exists."""
+        _write_json_atomically(
+            self.exports_dir / f".{stream_id}.{_token()}.json.part", self.exports_dir / f"{stream_id}.json", finals
+        )
+        _move_into(audio, self.exports_dir / f"{stream_id}.wav")
+
     def purge_older_than(self, hours: float, now: float | None = None) -> list[str]:
-        """Delete exports older than `hours`; returns their ids. Spools of live streams are never touched."""
+        """Delete exports older than `hours`; returns their ids. Spools of live streams are never touched. Safe
+        on every node at once: a file another node deleted first is not an error."""
         cutoff = (time.time() if now is None else now) - hours * 3600
         purged = set()
-        for path in list(self.data_dir.glob("*.wav")) + list(self.data_dir.glob("*.json")):
-            if is_stream_id(path.stem) and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                purged.add(path.stem)
+        for path in list(self.exports_dir.glob("*.wav")) + list(self.exports_dir.glob("*.json")):
+            if not is_stream_id(path.stem):
+                continue
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    purged.add(path.stem)
+            except FileNotFoundError:
+                continue
+        part_cutoff = (time.time() if now is None else now) - PART_MAX_AGE_S
+        for path in self.exports_dir.glob(".*.part"):  # left by a process that died while writing
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < part_cutoff:
+                    path.unlink()
         return sorted(purged)
 
     def open_recording(self, stream_id: str) -> Recording:
@@ -154,12 +221,7 @@ class Recording:
         os.fsync(self._audio.fileno())
         self._audio.close()
         self._finals.close()
-        _write_json_atomically(
-            self.store.spool_dir / f"{self.stream_id}.json.part",
-            self.store.data_dir / f"{self.stream_id}.json",
-            self._finals_list,
-        )
-        os.replace(self._audio_path, self.store.data_dir / f"{self.stream_id}.wav")
+        self.store._publish(self.stream_id, self._audio_path, self._finals_list)
         self._finals_path.unlink(missing_ok=True)
 
 
@@ -186,3 +248,26 @@ def _write_json_atomically(tmp: Path, target: Path, value: object) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, target)
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; across filesystems (a node-local data_dir, a shared exports_dir) copy it to a
+    temporary name beside the target first, so the target is complete whenever it exists."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = target.with_name(f".{target.name}.{_token()}.part")
+    with source.open("rb") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, target)
+    source.unlink()
+
+
+def _token() -> str:
+    """Unique among processes and hosts sharing a folder."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"

@@ -45,15 +45,22 @@ def create_rest_app(
     store: ExportStore,
     api_keys: Callable[[], frozenset[str]],
     seats: Callable[[], dict[str, int]] | None = None,
+    node: Callable[[], dict[str, object]] | None = None,
 ) -> QuartTrio:
     """`seats` reports the worker seats for /health (total, free, waiting): what a load balancer or an operator
-    needs to know, and nothing secret."""
+    needs to know, and nothing secret. `node` gives the node's id and whether it drains; a draining node answers
+    /health with 503, so a load balancer sends it nothing new."""
     app = QuartTrio("melvin_trio")
     app.config["MAX_CONTENT_LENGTH"] = 1024  # nothing here accepts a body
 
     @app.get("/health")
     async def health() -> Any:
-        return jsonify({"status": "ok", **({"seats": seats()} if seats else {})})
+        state = node() if node else {}
+        draining = bool(state.get("draining"))
+        body: dict[str, object] = {"status": "draining" if draining else "ok", **({"seats": seats()} if seats else {})}
+        if "node" in state:
+            body["node"] = state["node"]
+        return jsonify(body), 503 if draining else 200
 
     @app.get("/export/transcript/<stream_id>")
     async def transcript(stream_id: str) -> Any:

@@ -12,7 +12,8 @@ from melvin_trio.engine.base import EngineError
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, is_known_language
 from melvin_trio.models.ggml import ModelFileError, inspect_model
 from melvin_trio.models.probe import probe_model
-from melvin_trio.server.app import EngineSection, MelvinServer
+from melvin_trio.server.app import EngineSection, MelvinServer, take_node_lock
+from melvin_trio.server.lock import NodeLock
 from melvin_trio.server.workers import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,16 @@ def run_server(config: Config, *, host: str | None, ws_port: int | None, rest_po
         raise ConfigError(
             "no API keys: set api_keys_file (./dev setup creates api_keys.txt), MELVIN_API_KEYS, or api_keys"
         )
+    # The lock first: a second server on this data_dir stops here, before it loads a model or touches a file.
+    lock = NodeLock(config.data_dir, config.node, stale_after=config.cluster.stale_after_seconds)
+    take_node_lock(lock)
     try:
-        sections = load_sections(config)
-    except EngineError as exc:
-        raise ConfigError(str(exc)) from exc
-    server = MelvinServer(config, sections, known_language=is_known_language)
-    trio.run(_main, server, host, ws_port, rest_port)
+        try:
+            sections = load_sections(config)
+        except EngineError as exc:
+            raise ConfigError(str(exc)) from exc
+        server = MelvinServer(config, sections, known_language=is_known_language, node_lock=lock)
+        trio.run(_main, server, host, ws_port, rest_port)
+    finally:
+        lock.release()
     return 0
