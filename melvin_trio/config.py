@@ -106,8 +106,8 @@ class ClusterSection:
     # another node takes its lock and turns its spools into exports.
     stale_after_seconds: float = 30.0
     recover_dead_nodes: bool = True
-    # A TCP port answering HAProxy's agent-check: "ready up N%" with N from the free seats (1% when full),
-    # "drain" while shutting down. null: no agent.
+    # A TCP port answering HAProxy's agent-check: "ready up N%" with N = 100 x seats (on `weight 1`: the seat
+    # count), "drain" while shutting down. null: no agent.
     agent_port: int | None = None
 
 

@@ -20,7 +20,7 @@ import trio
 from melvin_trio.engine.fake import FakeEngine
 from melvin_trio.server.exports import ExportStore
 from melvin_trio.server.lock import ROLE_RECOVERY, NodeLock, NodeLockError, NodeLockHeld, read_record, this_host
-from tests.server_harness import running_server, wait_for
+from tests.server_harness import open_raw_session, running_server, wait_for
 
 SID = "0123456789abcdef0123456789abcdef"
 
@@ -201,3 +201,43 @@ async def test_a_live_node_recovers_a_dead_nodes_spools_and_leaves_a_live_ones_a
     assert record.role == "released"
     live.finish()
     alive_lock.release()
+
+
+async def _agent(port: int) -> str:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        data = b""
+        while chunk := await stream.receive_some(100):
+            data += chunk
+    return data.decode("ascii")
+
+
+async def test_the_agent_and_health_tell_haproxy_how_full_the_node_is(tmp_path: Path) -> None:
+    """HAProxy's agent-check reads the node's seat count as a weight (`weight 1` x N%) and `drain` once the
+    server stops; /health gives the free seats, names the node and answers 503 while draining."""
+    with trio.fail_after(30):
+        async with running_server(
+            FakeEngine([]), tmp_path, seats=2, node_id="n7", cluster={"agent_port": 0}
+        ) as running:
+            agent = running.addresses.agent
+            assert agent is not None
+            assert await _agent(agent[1]) == "ready up 200%\n"
+            first = await open_raw_session(running)
+            second = await open_raw_session(running)
+            await wait_for(lambda: running.server.seats.available == 0)
+            assert await _agent(agent[1]) == "ready up 200%\n"
+            status, _, body = await running.aget("/health", key=None)
+            assert status == 200
+            assert json.loads(body) == {
+                "status": "ok",
+                "seats": {"total": 2, "free": 0, "waiting": 0},
+                "node": "n7",
+            }
+            running.server.request_stop()
+            await wait_for(lambda: running.server.agent_reply() == "drain\n")
+            assert await _agent(agent[1]) == "drain\n"
+            status, _, body = await running.aget("/health", key=None)
+            assert status == 503
+            assert json.loads(body)["status"] == "draining"
+            await first.aclose()
+            await second.aclose()

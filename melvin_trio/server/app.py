@@ -25,7 +25,16 @@ from melvin_trio.core.stream import StreamSettings
 from melvin_trio.core.vad import VadSettings
 from melvin_trio.engine.base import Engine
 from melvin_trio.server.exports import ExportStore
-from melvin_trio.server.lock import ROLE_RECOVERY, NodeLock, NodeLockError, NodeLockHeld, other_node_ids
+from melvin_trio.server.lock import (
+    ROLE_RECOVERY,
+    ROLE_RELEASED,
+    NodeLock,
+    NodeLockError,
+    NodeLockHeld,
+    other_node_ids,
+    read_record,
+    this_host,
+)
 from melvin_trio.server.rest import create_rest_app
 from melvin_trio.server.session import SessionContext, SessionSettings, handle_connection
 from melvin_trio.server.web import register_web
@@ -134,13 +143,15 @@ class MelvinServer:
         return {"node": self.config.node, "draining": self._draining.is_set() or self.stopping}
 
     def agent_reply(self) -> str:
-        """What HAProxy's agent-check reads: `drain` while shutting down (no new clients, open streams go on),
-        else `ready up N%`, N the share of free seats, 1% when none is free: a full node gets new clients only
-        when every node is full (then leastconn spreads the waiting clients evenly)."""
+        """What HAProxy's agent-check reads: `drain` while shutting down (no new clients, open streams go on), else
+        `ready up N%` with N = 100 x seats, which on a server line of `weight 1` makes the weight the node's seat
+        count. leastconn then picks the node with the fewest connections per seat: HAProxy counts every client it
+        sent (seated or waiting) at once, so a full node gets a new client only when every node is full, with no
+        lag. (A weight from the free seats would lag by one agent interval and, in a burst, send clients to the
+        node whose report is oldest.)"""
         if self._draining.is_set() or self.stopping:
             return "drain\n"
-        free, total = self.seats.available, max(1, self.seats.total)
-        return f"ready up {max(1, round(100 * free / total))}%\n"
+        return f"ready up {100 * max(1, self.seats.total)}%\n"
 
     @property
     def stopping(self) -> bool:
@@ -230,6 +241,15 @@ class MelvinServer:
         are never touched."""
         config = self.config
         for other in other_node_ids(config.data_dir, config.node):
+            # Cheapest look first (one small read): an owner on another host with a fresh heartbeat is alive.
+            record = read_record(config.data_dir / "nodes" / f"{other}.lock")
+            if (
+                record is not None
+                and record.host != this_host()
+                and record.role != ROLE_RELEASED
+                and record.age() < config.cluster.stale_after_seconds
+            ):
+                continue
             if not self.exports.has_spools(other):
                 continue
             lock = NodeLock(config.data_dir, other, stale_after=config.cluster.stale_after_seconds, role=ROLE_RECOVERY)
