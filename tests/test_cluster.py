@@ -291,6 +291,16 @@ async def test_three_nodes_behind_haproxy_balance_serve_every_export_and_recover
             for client in killed:
                 # Byte-exact up to what the node had received: all it had, less at most what was in flight.
                 assert len(by_prefix[client.index]) >= sent_at_kill[client.index] - BYTES_PER_SECOND
+            print(f"\nseats before the kill: {[(s['node'], s['seats']) for s in seats]}")  # shown with pytest -s
+            print(f"killed {victim.name} (pid {victim.process.pid}); recovered by: {_recoverer(survivors, pattern)}")
+            for client in clients:
+                if client in served:
+                    print(f"client {client.index}: id {client.stream_id}, {len(client.pcm)} bytes exported == sent")
+                else:
+                    got, sent = len(by_prefix[client.index]), sent_at_kill[client.index]
+                    print(
+                        f"client {client.index}: killed; recovered {got} bytes, {sent} sent at the kill, exact prefix"
+                    )
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -303,6 +313,10 @@ async def test_three_nodes_behind_haproxy_balance_serve_every_export_and_recover
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+
+
+def _recoverer(nodes: list[Node], pattern: re.Pattern[str]) -> list[str]:
+    return [f"{n.name}: {[m[0] for m in pattern.findall(_log(n))]}" for n in nodes if pattern.search(_log(n))]
 
 
 def _probe(rest_port: int) -> bool:

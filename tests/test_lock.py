@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from melvin_trio.engine.fake import FakeEngine
+from melvin_trio.server.app import take_node_lock
 from melvin_trio.server.exports import ExportStore
 from melvin_trio.server.lock import ROLE_RECOVERY, NodeLock, NodeLockError, NodeLockHeld, read_record, this_host
 from tests.server_harness import open_raw_session, running_server, wait_for
@@ -241,3 +242,21 @@ async def test_the_agent_and_health_tell_haproxy_how_full_the_node_is(tmp_path: 
             assert json.loads(body)["status"] == "draining"
             await first.aclose()
             await second.aclose()
+
+
+def test_a_restarting_node_waits_while_a_survivor_recovers_its_spools(tmp_path: Path) -> None:
+    """A node restarted right after its crash finds a survivor holding its lock to recover its spools: it waits
+    for the survivor (not refused), then owns its lock; a second survivor meanwhile is refused."""
+    survivor = NodeLock(tmp_path, "n1", stale_after=30, role=ROLE_RECOVERY)
+    survivor.acquire()
+    with pytest.raises(NodeLockHeld, match="recovering its spools"):
+        NodeLock(tmp_path, "n1", stale_after=30, role=ROLE_RECOVERY).acquire()
+    timer = threading.Timer(0.5, survivor.release)
+    timer.start()
+    restarted = NodeLock(tmp_path, "n1", stale_after=30)
+    started = time.monotonic()
+    take_node_lock(restarted)
+    assert time.monotonic() - started >= 0.4
+    assert restarted.held
+    timer.join()
+    restarted.release()
