@@ -112,6 +112,19 @@ class ClusterSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    # Whether GET /metrics needs an API key. null: only when the REST server listens beyond loopback.
+    require_key: bool | None = None
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    # Both set: the WebSocket server speaks wss:// and the REST server https://, on the same ports.
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "0.0.0.0"
     websocket_port: int = 8394
@@ -134,6 +147,8 @@ class Config:
     streaming: StreamingSection = field(default_factory=StreamingSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    tls: TlsSection = field(default_factory=TlsSection)
 
     @property
     def node(self) -> str:
@@ -297,6 +312,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("websocket_stream.cuda.device_index: must not be negative")
     if not any(s.active and s.worker_seats > 0 for s in (stream.cpu, stream.cuda)):
         raise ConfigError("websocket_stream: no active section with worker_seats > 0; no client could be served")
+    if (config.tls.certfile is None) != (config.tls.keyfile is None):
+        raise ConfigError("tls: set both certfile and keyfile, or neither")
     language = config.transcription_default.language
     if language is not None and not (language.isalpha() and 2 <= len(language) <= 3 and language.islower()):
         raise ConfigError(

@@ -35,8 +35,10 @@ from melvin_trio.server.lock import (
     read_record,
     this_host,
 )
+from melvin_trio.server.metrics import Metrics, is_loopback, register_metrics
 from melvin_trio.server.rest import create_rest_app
 from melvin_trio.server.session import SessionContext, SessionSettings, handle_connection
+from melvin_trio.server.tls import server_context
 from melvin_trio.server.web import register_web
 from melvin_trio.server.workers import EngineWorker, Seat, SeatPool
 
@@ -109,6 +111,12 @@ class MelvinServer:
             config.data_dir, config.node, stale_after=config.cluster.stale_after_seconds
         )
         self.seats = SeatPool(_seats(sections))
+        self.tls = server_context(config)  # raises ConfigError for unusable certificate files
+        self.metrics = Metrics()
+        self.metrics.watch_seats({s.kind: s.seats for s in sections}, lambda: self.seats.waiting)
+        for section in sections:
+            for worker in section.workers:
+                worker.metrics = self.metrics
         self._environ = environ
         engines: list[Engine] = [w.engine for s in sections for w in s.workers]
         self._draining = trio.Event()
@@ -130,6 +138,7 @@ class MelvinServer:
             seats=self.seats,
             exports=self.exports,
             draining=self._draining,
+            metrics=self.metrics,
         )
 
     def api_keys(self) -> frozenset[str]:
@@ -200,7 +209,8 @@ class MelvinServer:
             async with trio.open_nursery() as sessions:
                 listen_scope = trio.CancelScope()
                 ws_addr = await root.start(self._serve_websocket, host, ws_port, sessions, listen_scope)
-                log.info("WebSocket on ws://%s:%d, REST on http://%s:%d", *ws_addr, *rest_addr)
+                secure = "s" if self.tls else ""
+                log.info("WebSocket on ws%s://%s:%d, REST on http%s://%s:%d", secure, *ws_addr, secure, *rest_addr)
                 if agent_addr is not None:
                     log.info("HAProxy agent on %s:%d", *agent_addr)
                 task_status.started(ServerAddresses(websocket=ws_addr, rest=rest_addr, agent=agent_addr))
@@ -314,7 +324,7 @@ class MelvinServer:
                         handler,
                         host,
                         port,
-                        None,
+                        self.tls,
                         handler_nursery=sessions,
                         max_message_size=self.config.limits.max_frame_bytes,
                     )
@@ -332,11 +342,18 @@ class MelvinServer:
     ) -> None:
         app = create_rest_app(self.exports, self.api_keys, self._seat_counts, self._node_state)
         register_web(app, lambda: self._websocket_port)
+        require_key = self.config.metrics.require_key
+        if require_key is None:
+            require_key = not is_loopback(host)
+        register_metrics(app, self.metrics, self.api_keys if require_key else None)
         hconfig = hypercorn.config.Config()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("hypercorn.error")
         hconfig.graceful_timeout = 2.0
+        if self.tls is not None:
+            hconfig.certfile = str(self.config.tls.certfile)
+            hconfig.keyfile = str(self.config.tls.keyfile)
         async with trio.open_nursery() as inner:
             bound: list[str] = await inner.start(
                 partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stopped.wait)

@@ -11,12 +11,13 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from melvin_trio.core import protocol
 from melvin_trio.core.stream import (
     DetectRequest,
@@ -29,6 +30,7 @@ from melvin_trio.core.stream import (
 )
 from melvin_trio.engine.base import EngineError
 from melvin_trio.server.exports import ExportStore, Recording
+from melvin_trio.server.metrics import Metrics
 from melvin_trio.server.workers import SeatPool
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class SessionContext:
     seats: SeatPool
     exports: ExportStore
     draining: trio.Event
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def _language_problem(language: str, settings: SessionSettings) -> str | None:
@@ -89,15 +92,18 @@ async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
         first = await ws.get_message()
     if waited.cancelled_caught:
         log.info("closing a connection that sent no first message within %.0f s", settings.auth_timeout)
+        ctx.metrics.login_refused("timeout")
         return
     auth = protocol.parse_auth(first, ctx.api_keys())
     if isinstance(auth, protocol.AuthFailed):
+        ctx.metrics.login_refused(auth.message)
         await ws.send_message(auth.message)
         return
     language = auth.language or settings.default_language
     if language is None and settings.english_only:
         language = "en"  # nothing to detect: every seat could be English-only
     if language is not None and (problem := _language_problem(language, settings)):
+        ctx.metrics.login_refused("language")
         await ws.send_message(problem)
         return
     await Session(ws, ctx, StreamCore(settings.stream, language)).run()
@@ -117,9 +123,11 @@ class Session:
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](OUTBOX_SIZE)
         self._writer_done = trio.Event()
         self._progress = trio.Event()  # set when the transcriber consumed audio
+        self._covered_until = 0  # sample up to which engine passes have seen the audio (for the metrics)
 
     async def run(self) -> None:
         log.info("stream %s started", self.stream_id)
+        self.ctx.metrics.stream_started()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
@@ -135,6 +143,7 @@ class Session:
             with trio.move_on_after(EXPORT_TIMEOUT_S) as scope:
                 scope.shield = True
                 self._export()
+                self.ctx.metrics.stream_ended()
                 if not self._client_gone:
                     await self._send_id()
                 elif self._client_gone:
@@ -146,9 +155,11 @@ class Session:
         except OSError:
             # The spool stays; the next start turns it into an export (ExportStore.recover).
             log.exception("stream %s: export failed; its spool is kept for recovery", self.stream_id)
+            self.ctx.metrics.export_written(ok=False)
             with contextlib.suppress(OSError):
                 self.recording.abandon()
             return
+        self.ctx.metrics.export_written()
         log.info(
             "stream %s exported: %d bytes of audio, %d finals",
             self.stream_id,
@@ -177,6 +188,7 @@ class Session:
                             await self._storage_failed(exc)
                             return
                         self.core.feed(message)
+                        self.ctx.metrics.audio_in(len(message) / (SAMPLE_RATE * SAMPLE_WIDTH))
                         self._wake()
                 elif protocol.is_eof(message):
                     if not self._eof_received:
@@ -272,6 +284,7 @@ class Session:
             seated.set()
         try:
             log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
+            self.ctx.metrics.seat_taken(seat.kind)
             while True:
                 await self._send_events(self.core.poll())
                 if self.core.finished:
@@ -294,9 +307,12 @@ class Session:
                 else:
                     assert isinstance(request, TranscribeRequest)
                     assert isinstance(outcome, list)
+                    self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
+                    self._covered_until = max(self._covered_until, request.end_sample)
                     await self._send_events(self.core.on_words(request, outcome))
                 self._progress.set()
         finally:
+            self.ctx.metrics.seat_returned(seat.kind)
             seats.give_back(self, seat)
 
     async def _fail(self, error: EngineError) -> None:
@@ -309,6 +325,7 @@ class Session:
             if isinstance(event, SendFinal):
                 payload = protocol.final_payload(event.words)
                 self.recording.add_final(payload)
+                self.ctx.metrics.final_sent([w.end for w in event.words], self.core.received_seconds)
                 await self._outbox_send.send(protocol.final_message(payload))
             elif isinstance(event, SendPartial):
                 await self._outbox_send.send(protocol.partial_message(event.text))

@@ -23,6 +23,7 @@ import trio
 
 from melvin_trio.core.stream import DetectRequest, Request, TranscribeRequest
 from melvin_trio.engine.base import Engine, EngineError, Word
+from melvin_trio.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class EngineWorker:
         self._wakeup = trio.Event()
         self.busy_seconds = 0.0  # time spent in engine calls, for the benchmarks
         self.calls = 0
+        self.metrics = Metrics()  # the server puts its own here
 
     async def serve(
         self, call_timeout: float | None = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -89,6 +91,12 @@ class EngineWorker:
                 log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, call_timeout)
                 outcome = EngineError(f"the engine took longer than {call_timeout:.0f} s")
             self.busy_seconds += trio.current_time() - started
+            self.metrics.engine_pass(
+                self.engine.info.model_name,
+                "detect" if isinstance(request, DetectRequest) else "transcribe",
+                trio.current_time() - started,
+                ok=not isinstance(outcome, EngineError),
+            )
             self.calls += 1
             self._deliver(job, (request, outcome))
 
