@@ -5,6 +5,8 @@ Six clients stream through HAProxy onto three nodes of one seat each; one node i
 of a surviving node gets its id and its export through HAProxy (whichever node answers the REST call); the killed
 node's clients' audio is recovered by a surviving node and fetchable through HAProxy, byte-exact up to what the
 node had received; seats are balanced (each node one seated client and one waiting, told so by the protocol).
+Then one survivor gets SIGTERM while it holds a stream: the next clients all go to the other node, and the drained
+stream is exported.
 """
 
 from __future__ import annotations
@@ -301,6 +303,8 @@ async def test_three_nodes_behind_haproxy_balance_serve_every_export_and_recover
                     print(
                         f"client {client.index}: killed; recovered {got} bytes, {sent} sent at the kill, exact prefix"
                     )
+        with trio.fail_after(120):
+            await _a_draining_node_gets_no_new_client(url, rest_port, survivors, clients[0].pcm)
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -313,6 +317,45 @@ async def test_three_nodes_behind_haproxy_balance_serve_every_export_and_recover
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+
+
+async def _a_draining_node_gets_no_new_client(url: str, rest_port: int, survivors: list[Node], pcm: bytes) -> None:
+    """Both survivors are idle. A client lands on one of them, which then gets SIGTERM: its agent says `drain`
+    and its /health 503, so the next two clients both go to the other node (one seated, one waiting) although
+    the draining node has the same seat count; the draining node's open stream still ends with its id and export."""
+    first = Client(10, pcm)
+    later = [Client(11 + i, pcm[: 3 * BYTES_PER_SECOND]) for i in range(2)]
+    async with trio.open_nursery() as nursery:
+        connected = trio.Event()
+        nursery.start_soon(_stream, url, first, connected)
+        await connected.wait()
+        await wait_for(lambda: sum(_health(n.rest)["seats"]["free"] for n in survivors) == 1, interval=0.2)
+        draining = next(n for n in survivors if _health(n.rest)["seats"]["free"] == 0)
+        other = next(n for n in survivors if n is not draining)
+        draining.process.send_signal(signal.SIGTERM)
+        await trio.sleep(4.5)  # HAProxy reads "drain" within agent-inter (1 s), the 503 within 2 checks (4 s)
+        for client in later:
+            connected = trio.Event()
+            nursery.start_soon(_stream, url, client, connected)
+            await connected.wait()
+            await trio.sleep(0.3)
+        await wait_for(lambda: _health(other.rest)["seats"] == {"total": 1, "free": 0, "waiting": 1}, interval=0.2)
+    drained_log = _log(draining).split("SIGTERM received")[1]
+    assert " started" not in drained_log  # no stream began on the draining node after the signal
+    exported = {}
+    for client in (first, *later):
+        assert client.stream_id is not None
+        status, body = await trio.to_thread.run_sync(
+            _get, f"http://127.0.0.1:{rest_port}/export/audio/{client.stream_id}"
+        )
+        assert status == 200
+        exported[client.index] = _wav_pcm(body)
+    # Draining ends a stream as if at eof (README): its export is what arrived before, exactly.
+    assert len(exported[first.index]) > 0
+    assert first.pcm.startswith(exported[first.index])
+    assert [exported[c.index] for c in later] == [c.pcm for c in later]
+    assert await trio.to_thread.run_sync(lambda: draining.process.wait(timeout=60)) == 0
+    print(f"{draining.name} drained: its stream exported, the next two clients went to {other.name}")
 
 
 def _recoverer(nodes: list[Node], pattern: re.Pattern[str]) -> list[str]:
