@@ -18,6 +18,7 @@ from typing import Final
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart_trio import QuartTrio
 from trio_websocket import WebSocketRequest, serve_websocket
 
 from melvin_trio.config import Config
@@ -36,6 +37,7 @@ from melvin_trio.server.lock import (
     this_host,
 )
 from melvin_trio.server.metrics import Metrics, is_loopback, register_metrics
+from melvin_trio.server.openapi import register_openapi
 from melvin_trio.server.rest import create_rest_app
 from melvin_trio.server.session import SessionContext, SessionSettings, handle_connection
 from melvin_trio.server.tls import server_context
@@ -332,6 +334,18 @@ class MelvinServer:
                 self._websocket_port = ws_server.port
                 task_status.started((host, ws_server.port))
 
+    def build_rest_app(self, host: str) -> QuartTrio:
+        """The REST app: exports and health, the live page, metrics, and the OpenAPI document of them all.
+        `host` is the address it will listen on (metrics need the key off loopback unless configured)."""
+        app = create_rest_app(self.exports, self.api_keys, self._seat_counts, self._node_state)
+        register_web(app, lambda: self._websocket_port)
+        require_key = self.config.metrics.require_key
+        if require_key is None:
+            require_key = not is_loopback(host)
+        register_metrics(app, self.metrics, self.api_keys if require_key else None)
+        register_openapi(app)  # last: it documents every route above
+        return app
+
     async def _serve_rest(
         self,
         host: str,
@@ -340,12 +354,7 @@ class MelvinServer:
         *,
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        app = create_rest_app(self.exports, self.api_keys, self._seat_counts, self._node_state)
-        register_web(app, lambda: self._websocket_port)
-        require_key = self.config.metrics.require_key
-        if require_key is None:
-            require_key = not is_loopback(host)
-        register_metrics(app, self.metrics, self.api_keys if require_key else None)
+        app = self.build_rest_app(host)
         hconfig = hypercorn.config.Config()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         hconfig.accesslog = None

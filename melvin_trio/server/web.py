@@ -14,10 +14,21 @@ from quart import Response, jsonify, send_file
 from quart_trio import QuartTrio
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
-_TYPES: Final = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+_TYPES: Final = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".txt": "text/plain",
+    ".md": "text/plain",
+}
 # The page talks to its own origin (REST) and to the WebSocket port, which is another origin: ws: and wss: allowed.
 PAGE_POLICY: Final = (
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+# ReDoc styles inline and runs its search in a worker made from a blob.
+DOCS_POLICY: Final = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
@@ -33,7 +44,7 @@ def register_web(app: QuartTrio, websocket_port: Callable[[], int | None]) -> No
             return jsonify({"error": "not found"}), 404
         response: Response = await send_file(path, mimetype=_TYPES[path.suffix])
         response.headers["Cache-Control"] = "no-cache"
-        if path.suffix == ".html":
+        if name == "index.html":
             response.headers["Content-Security-Policy"] = PAGE_POLICY
         return response
 

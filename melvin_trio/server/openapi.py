@@ -1,0 +1,189 @@
+"""The REST API described as OpenAPI 3.1 at `/openapi.json` (quart-schema, over every route in the app's url_map),
+and a docs page at `/docs` rendered by ReDoc, vendored in `melvin_trio/web/` (MIT; no CDN, edge boxes are offline).
+
+JSON shapes are dataclasses declared here once; routes that validate their bodies (`quart_schema.validate_request`,
+`validate_response`) are documented by those same declarations. The routes of `rest.py` and of the page answer
+with files or hand-built JSON, so this module attaches their documentation by endpoint name (`_DOCUMENTED`). A route
+nobody documented still appears, with no responses: `tests/test_openapi.py` fails on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Final
+
+import msgspec
+from quart import Response, send_file
+from quart_schema import QuartSchema, document_response, hide, security_scheme
+from quart_schema.conversion import MSGSPEC_REF_TEMPLATE
+from quart_schema.openapi import OpenAPIProvider
+from quart_schema.validation import (
+    QUART_SCHEMA_QUERYSTRING_ATTRIBUTE,
+    QUART_SCHEMA_REQUEST_ATTRIBUTE,
+    QUART_SCHEMA_RESPONSE_ATTRIBUTE,
+)
+from quart_trio import QuartTrio
+from werkzeug.routing import Rule
+
+from melvin_trio.server.web import DOCS_POLICY, WEB_DIR
+
+KEY_SCHEME: Final = "apiKey"
+
+
+@dataclass
+class SeatCounts:
+    total: int
+    free: int
+    waiting: int
+
+
+@dataclass
+class Health:
+    """The server is up (200), or draining: it takes no new clients (503)."""
+
+    status: str
+    seats: SeatCounts | None = None
+    node: str | None = None
+
+
+@dataclass
+class ErrorBody:
+    """What went wrong."""
+
+    error: str
+
+
+@dataclass
+class FinalWord:
+    conf: float
+    start: float  # seconds from the stream's first audio byte
+    end: float
+    word: str
+
+
+@dataclass
+class FinalMessage:
+    """The stream's finals exactly as sent on the WebSocket, in order (a JSON array of these)."""
+
+    result: list[FinalWord]
+    text: str
+
+
+@dataclass
+class PageConfig:
+    """What the live page needs: the WebSocket port (null until the WebSocket server listens)."""
+
+    websocket_port: int | None
+
+
+# Non-JSON answers: (media type, description) per endpoint; quart-schema documents JSON only.
+_RAW: Final[dict[str, tuple[str, str]]] = {
+    "audio": ("audio/wav", "The stream's audio exactly as received (16-bit PCM WAV); byte ranges answered with 206"),
+    "scrape": ("text/plain", "Prometheus text exposition format"),
+    "page": ("text/html", "The live captioning page"),
+    "web_file": ("application/octet-stream", "A file of the page (script, style sheet, worklet, licence)"),
+    "docs": ("text/html", "This documentation (ReDoc, served from this server)"),
+    "openapi": ("application/json", "This OpenAPI document"),
+}
+# JSON answers by endpoint: status -> model; and which endpoints need the key.
+_DOCUMENTED: Final[dict[str, dict[int, type]]] = {
+    "health": {200: Health, 503: Health},
+    "transcript": {200: FinalMessage, 401: ErrorBody, 404: ErrorBody},
+    "audio": {401: ErrorBody, 404: ErrorBody},
+    "scrape": {401: ErrorBody},
+    "web_config": {200: PageConfig},
+    "web_file": {404: ErrorBody},
+}
+_SECURED: Final = frozenset({"transcript", "audio", "scrape"})
+# Summaries of views without a docstring (rest.py's).
+_SUMMARIES: Final = {
+    "health": "Liveness and worker seats, for load balancers and operators (no key)",
+    "transcript": "The transcript export of a finished stream: its finals as sent",
+    "audio": "The audio export of a finished stream (GET, HEAD, byte ranges)",
+}
+
+
+class _Provider(OpenAPIProvider):
+    """quart-schema's document, plus the non-JSON answers, the transcript as the array it really is, and the
+    nested models' definitions (quart-schema 0.25 drops them when msgspec builds the schema)."""
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        models: list[Any] = []
+        for func in self._app.view_functions.values():
+            for _, (model, headers) in getattr(func, QUART_SCHEMA_RESPONSE_ATTRIBUTE, {}).items():
+                models += [model] if headers is None else [model, headers]
+            for name in (QUART_SCHEMA_REQUEST_ATTRIBUTE, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE):
+                attached = getattr(func, name, None)
+                if attached is not None:
+                    models.append(attached[0] if isinstance(attached, tuple) else attached)
+        if models:
+            _, definitions = msgspec.json.schema_components(models, ref_template=MSGSPEC_REF_TEMPLATE)
+            document["components"]["schemas"] = {**definitions, **document["components"]["schemas"]}
+        return document
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        raw = _RAW.get(rule.endpoint)
+        for operations in paths.values():
+            for operation in operations.values():
+                if not operation.get("summary") and rule.endpoint in _SUMMARIES:
+                    operation["summary"] = _SUMMARIES[rule.endpoint]
+                if raw is not None:
+                    media_type, description = raw
+                    operation["responses"] = {
+                        "200": {"description": description, "content": {media_type: {"schema": {}}}},
+                        **operation["responses"],
+                    }
+                if rule.endpoint == "transcript":
+                    ok = operation["responses"][200]["content"]["application/json"]
+                    ok["schema"] = {"type": "array", "items": ok["schema"]}
+                operation["responses"] = {str(k): v for k, v in operation["responses"].items()}
+        return paths, components
+
+
+def register_openapi(app: QuartTrio) -> None:
+    """Add `/openapi.json` and `/docs`. Call it after every other route is registered (the document itself is built
+    per request, so later routes appear too)."""
+    hide(app.send_static_file.__func__)  # type: ignore[attr-defined]  # Quart's unused static/ route, as quart-schema does
+    for endpoint, responses in _DOCUMENTED.items():
+        func = app.view_functions.get(endpoint)
+        if func is None:
+            continue
+        for status, model in responses.items():
+            func = document_response(model, status)(func)
+        if endpoint in _SECURED:
+            security_scheme([{KEY_SCHEME: []}])(func)
+    schema = QuartSchema(
+        app,
+        openapi_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,
+        info={"title": "melvin-trio REST API", "version": _version()},
+        security_schemes={KEY_SCHEME: {"type": "apiKey", "in_": "header", "name": "Authorization"}},
+        conversion_preference="msgspec",
+        openapi_provider_class=_Provider,
+    )
+    provider: Callable[[], dict[str, Any]] = schema.openapi_provider.schema
+
+    @app.get("/openapi.json")
+    async def openapi() -> Any:
+        """The OpenAPI 3.1 document of this REST API."""
+        return provider()
+
+    @app.get("/docs")
+    async def docs() -> Any:
+        """The API documentation page (ReDoc, served by this server; no external request)."""
+        response: Response = await send_file(WEB_DIR / "docs.html", mimetype="text/html")
+        response.headers["Content-Security-Policy"] = DOCS_POLICY
+        return response
+
+
+def _version() -> str:
+    try:
+        return metadata.version("melvin-trio")
+    except metadata.PackageNotFoundError:
+        return "0"
