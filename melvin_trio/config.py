@@ -149,6 +149,9 @@ class Config:
     cluster: ClusterSection = field(default_factory=ClusterSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     tls: TlsSection = field(default_factory=TlsSection)
+    # The WebSocket URL the live page connects to, e.g. wss://asr.example.org/ws behind a reverse proxy; null: the
+    # page uses its own host name with websocket_port (ws:// or wss:// as the page itself).
+    page_websocket_url: str | None = None
 
     @property
     def node(self) -> str:

@@ -15,9 +15,13 @@ import trio
 
 from melvin_trio.audio import read_wav, read_wav_pcm16
 from melvin_trio.engine.base import Engine
+from melvin_trio.engine.fake import FakeEngine
+from melvin_trio.engine.whispercpp import is_known_language
 from melvin_trio.evaluation import Clip, count_errors
+from melvin_trio.server.app import EngineSection, MelvinServer
+from melvin_trio.server.workers import EngineWorker
 from tests.browser import open_browser, require_browser
-from tests.server_harness import API_KEY, running_server
+from tests.server_harness import API_KEY, make_config, running_server
 
 LEAD_IN_S = 1.0  # silence before the clip: the fake device starts when the page opens the microphone
 TAIL_S = 3.0  # silence after it, so the last words end in a pause before stop is pressed
@@ -138,3 +142,18 @@ async def test_page_streams_a_chosen_file(tiny_en_engine: Engine, clips: list[Cl
     assert took >= clip.seconds, "the file is sent in real time, not at once"
     # decodeAudioData at 16 kHz of a 16 kHz file changes no sample count: the export is the file's audio.
     assert abs(len(exported) - len(read_wav_pcm16(clip.path))) <= 2 * 1600, (len(exported), clip.seconds)
+
+
+async def test_page_config_names_the_websocket(tmp_path: Path) -> None:
+    """The page learns the WebSocket port (bound after the REST app is built), or the proxy's URL if configured."""
+    section = EngineSection("cpu", [EngineWorker(FakeEngine(), "cpu-0")], 1)
+    for url in (None, "wss://asr.example.org/ws"):
+        config = make_config(tmp_path, page_websocket_url=url)
+        server = MelvinServer(config, [section], known_language=is_known_language, environ={})
+        client = server.build_rest_app("127.0.0.1").test_client()
+        response = await client.get("/web/config.json")
+        assert json.loads(await response.get_data()) == {"websocket_port": None, "websocket_url": url}
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert "connect-src 'self' ws: wss:" in page.headers["Content-Security-Policy"]
+        assert (await client.get("/web/../config.py")).status_code == 404

@@ -73,9 +73,11 @@ class FinalMessage:
 
 @dataclass
 class PageConfig:
-    """What the live page needs: the WebSocket port (null until the WebSocket server listens)."""
+    """What the live page needs: the WebSocket port (null until the WebSocket server listens), and the URL to use
+    instead when the operator configured one (page_websocket_url)."""
 
     websocket_port: int | None
+    websocket_url: str | None
 
 
 # Non-JSON answers: (media type, description) per endpoint; quart-schema documents JSON only.

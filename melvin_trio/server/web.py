@@ -33,9 +33,10 @@ DOCS_POLICY: Final = (
 )
 
 
-def register_web(app: QuartTrio, websocket_port: Callable[[], int | None]) -> None:
+def register_web(app: QuartTrio, websocket_port: Callable[[], int | None], websocket_url: str | None = None) -> None:
     """Serve the page at `/`, its files at `/web/<name>` and `/web/config.json`. `websocket_port` is read per
-    request: the WebSocket server binds after the REST app is built."""
+    request: the WebSocket server binds after the REST app is built. `websocket_url`, when set, is the address the
+    page connects to instead (a reverse proxy's)."""
     files = {p.name: p for p in WEB_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
 
     async def _file(name: str) -> Any:
@@ -56,7 +57,7 @@ def register_web(app: QuartTrio, websocket_port: Callable[[], int | None]) -> No
     @app.get("/web/config.json")
     async def web_config() -> Any:
         """What the page needs to know about this server: the WebSocket port."""
-        return jsonify({"websocket_port": websocket_port()})
+        return jsonify({"websocket_port": websocket_port(), "websocket_url": websocket_url})
 
     @app.get("/web/<name>")
     async def web_file(name: str) -> Any:

@@ -31,7 +31,7 @@ async function loadServerInfo() {
   } catch (error) {
     console.warn("no /web/config.json", error);
   }
-  const override = new URLSearchParams(location.search).get("ws");
+  const override = new URLSearchParams(location.search).get("ws") || serverInfo.websocket_url;
   if (override) {
     ui.url.value = override;
   } else {
@@ -196,13 +196,16 @@ class FileSource {
   async stop() { this.stopped = true; }
 }
 
-async function download(url, key, name, label) {
+// An export fetched with the key and offered as a download; `optional` ones (subtitles: not every server version
+// has them) are left out when the server does not know the route.
+async function download(url, key, name, label, optional) {
   const item = document.createElement("li");
   ui.links.append(item);
   try {
     const response = await fetch(url, { headers: { Authorization: key } });
     if (!response.ok) {
-      item.textContent = `${label}: ${response.status}`;
+      if (optional && response.status === 404) item.remove();
+      else item.textContent = `${label}: ${response.status}`;
       return;
     }
     const href = URL.createObjectURL(await response.blob());
@@ -222,13 +225,12 @@ async function showExports(id, key) {
   ui.streamId.textContent = id;
   ui.exports.hidden = false;
   const wanted = [
-    [`/export/audio/${id}`, `${id}.wav`, "Audio (WAV)"],
-    [`/export/transcript/${id}`, `${id}.json`, "Transcript (JSON)"],
+    [`/export/audio/${id}`, `${id}.wav`, "Audio (WAV)", false],
+    [`/export/transcript/${id}`, `${id}.json`, "Transcript (JSON)", false],
+    [`/export/subtitles/${id}?format=vtt`, `${id}.vtt`, "Subtitles (WebVTT)", true],
+    [`/export/subtitles/${id}?format=srt`, `${id}.srt`, "Subtitles (SRT)", true],
   ];
-  for (const extra of serverInfo.exports || []) {
-    wanted.push([extra.path.replace("{id}", id), extra.filename.replace("{id}", id), extra.label]);
-  }
-  for (const [url, name, label] of wanted) await download(url, key, name, label);
+  for (const [url, name, label, optional] of wanted) await download(url, key, name, label, optional);
   ui.exports.dataset.ready = "true";
 }
 
