@@ -19,6 +19,9 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 
 import yaml
 
+from melvin_trio.core.stream import StreamSettings
+from melvin_trio.core.vad import SPEECH_DETECTORS
+
 API_KEYS_ENV: Final = "MELVIN_API_KEYS"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -62,20 +65,8 @@ class TranscriptionDefault:
     language: str | None = "en"
 
 
-@dataclass(frozen=True)
-class StreamingSection:
-    window_seconds: float = 15.0
-    trim_seconds: float = 10.0
-    min_new_audio_seconds: float = 1.0
-    final_after_words: int = 6
-    final_after_seconds: float = 2.0
-    prompt_chars: int = 200
-    pause_seconds: float = 0.5
-    short_pause_seconds: float = 0.2
-    vad_absolute_floor_db: float = -50.0
-    vad_margin_db: float = 12.0
-    vad_pause_margin_db: float = 6.0
-    vad_min_speech_seconds: float = 0.25
+# The streaming section is the core's own settings object: its defaults live there, once.
+StreamingSection = StreamSettings
 
 
 @dataclass(frozen=True)
@@ -294,8 +285,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("streaming.trim_seconds: must be from 1 to window_seconds")
     if not 0.1 <= st.min_new_audio_seconds <= st.window_seconds:
         raise ConfigError("streaming.min_new_audio_seconds: must be from 0.1 to window_seconds")
-    if not 0.0 <= st.vad_pause_margin_db <= st.vad_margin_db or st.vad_min_speech_seconds < 0:
-        raise ConfigError("streaming: need 0 <= vad_pause_margin_db <= vad_margin_db, vad_min_speech_seconds >= 0")
+    if not 0.0 <= st.vad_pause_threshold <= st.vad_speech_threshold <= 1.0 or st.vad_min_speech_seconds < 0:
+        raise ConfigError(
+            "streaming: need 0 <= vad_pause_threshold <= vad_speech_threshold <= 1, vad_min_speech_seconds >= 0"
+        )
+    if st.vad_detector not in SPEECH_DETECTORS:
+        raise ConfigError(f"streaming.vad_detector: must be one of {', '.join(SPEECH_DETECTORS)}")
     if not 0.1 <= st.short_pause_seconds <= st.pause_seconds <= 5.0:
         raise ConfigError("streaming: need 0.1 <= short_pause_seconds <= pause_seconds <= 5")
     if st.final_after_words < 1 or st.final_after_seconds <= 0 or st.prompt_chars < 0:

@@ -9,20 +9,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from melvin_trio.core import protocol
+from melvin_trio.core import driver, protocol
 from melvin_trio.core.agreement import LocalAgreement
+from melvin_trio.core.driver import Run
 from melvin_trio.core.stream import (
-    DetectRequest,
     SendFinal,
-    SendPartial,
     StreamCore,
     StreamSettings,
     TranscribeRequest,
 )
+from melvin_trio.core.vad import EnergyDetector
 from melvin_trio.core.words import Word, join_text, word_key
 from melvin_trio.engine.fake import FakeEngine
 
 RATE = 16000
+
+
+def core_of(settings: StreamSettings, language: str | None) -> StreamCore:
+    """A core whose speech detector is the level over the noise floor: the synthetic audio here is loud exactly
+    where the words are (the trained detector is tested on real speech in test_field_audio.py)."""
+    return StreamCore(settings, language, EnergyDetector())
 
 
 def W(text: str, start: float, end: float | None = None) -> Word:
@@ -65,18 +71,6 @@ class World:
         return FakeEngine([answer])
 
 
-@dataclass
-class Run:
-    finals: list[list[Word]] = field(default_factory=list)
-    partials: list[str] = field(default_factory=list)
-    requests: list[TranscribeRequest] = field(default_factory=list)
-    final_times: list[float] = field(default_factory=list)  # stream time when each final went out
-
-    @property
-    def words(self) -> list[Word]:
-        return [w for f in self.finals for w in f]
-
-
 def drive(
     core: StreamCore,
     pcm: bytes,
@@ -85,53 +79,15 @@ def drive(
     chunk: int = 8000,
     engine_seconds: float = 0.5,
 ) -> Run:
-    """Feed `pcm` in real time where each engine call takes `engine_seconds` of stream time; eof at the end."""
-    run = Run()
+    """Feed `pcm` in real time where each engine call takes `engine_seconds` of stream time; eof at the end. The
+    engine is told each request's offset (the world answers with the words inside that window)."""
     current = [0.0]
     engine = make_engine(lambda: current[0])
-    fed = 0
-    clock = 0.0
 
-    def feed_until(t: float) -> None:
-        nonlocal fed
-        target = min(len(pcm), int(t * RATE) * 2)
-        while fed < target:
-            step = min(chunk, target - fed)
-            core.feed(pcm[fed : fed + step])
-            fed += step
-
-    def take(events: list[SendFinal | SendPartial]) -> None:
-        for e in events:
-            if isinstance(e, SendFinal):
-                run.finals.append(e.words)
-                run.final_times.append(core.received_seconds)
-            else:
-                run.partials.append(e.text)
-
-    for _ in range(10_000):
-        take(core.poll())
-        if core.finished:
-            return run
-        if not core.pass_due():
-            if fed >= len(pcm):
-                core.end_of_stream()
-            else:
-                clock += 0.25
-                feed_until(clock)
-            continue
-        request = core.next_request()
-        if request is None:
-            continue
-        if isinstance(request, DetectRequest):
-            core.on_language(engine.detect_language(request.audio)[0])
-            continue
-        run.requests.append(request)
+    def note(request: TranscribeRequest) -> None:
         current[0] = request.offset
-        words = engine.transcribe(request.audio, language=request.language, prompt=request.prompt)
-        clock += engine_seconds
-        take(core.on_words(request, words))
-        feed_until(clock)
-    raise AssertionError("the stream did not finish")
+
+    return driver.drive(core, pcm, engine, chunk_bytes=chunk, pass_seconds=engine_seconds, on_request=note)
 
 
 def sentence_world() -> World:
@@ -233,7 +189,7 @@ def test_a_new_window_that_repeats_the_text_before_it_is_not_confirmed_twice() -
 
 def test_finals_on_sentence_ends_hold_every_word_once_in_order() -> None:
     world = sentence_world()
-    core = StreamCore(StreamSettings(final_after_words=50, final_after_seconds=50), "en")
+    core = core_of(StreamSettings(final_after_words=50, final_after_seconds=50), "en")
     run = drive(core, world.pcm(), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     assert [f[-1].text for f in run.finals] == ["home.", "them."]
@@ -242,14 +198,14 @@ def test_finals_on_sentence_ends_hold_every_word_once_in_order() -> None:
 
 def test_a_final_after_six_confirmed_words() -> None:
     world = World([W(f"w{i}", 0.5 + 0.4 * i) for i in range(14)], seconds=7.0)
-    run = drive(StreamCore(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     assert all(len(f) >= 6 for f in run.finals[:-1])
 
 
 def test_a_final_after_the_time_limit() -> None:
     world = World([W("one", 0.5), W("two", 1.0)], seconds=8.0)
-    run = drive(StreamCore(StreamSettings(final_after_seconds=1.5), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(final_after_seconds=1.5), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == ["one", "two"]
     # each went out once it was 1.5 s old, long before the end of the 8 s stream (which would flush it anyway)
     assert all(t - f[0].end < 1.5 + 1.0 for t, f in zip(run.final_times, run.finals, strict=True))
@@ -258,7 +214,7 @@ def test_a_final_after_the_time_limit() -> None:
 
 def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
     world = World([W("alpha", 0.5), W("beta", 1.0), W("gamma", 1.5)], seconds=1.9)
-    run = drive(StreamCore(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == ["alpha", "beta", "gamma"]
     assert run.requests[-1].last
 
@@ -268,14 +224,14 @@ def test_silence_is_never_sent_to_the_engine() -> None:
     noise = (np.random.default_rng(3).standard_normal(30 * RATE) * 0.01 * 32767).astype("<i2").tobytes()
     for audio in (pcm, noise):
         world = World([], seconds=30)
-        run = drive(StreamCore(StreamSettings(), "en"), audio, world.engine)
+        run = drive(core_of(StreamSettings(), "en"), audio, world.engine)
         assert run.requests == []
         assert run.finals == []
 
 
 def test_a_backlog_is_transcribed_in_full_windows_without_losing_words() -> None:
     world = World([W(f"w{i}", 0.3 + 0.5 * i) for i in range(80)], seconds=41.0)
-    core = StreamCore(StreamSettings(window_seconds=10), "en")
+    core = core_of(StreamSettings(window_seconds=10), "en")
     core.feed(world.pcm())  # everything at once: a client that waited for a seat
     core.end_of_stream()
     run = drive(core, b"", world.engine)
@@ -286,7 +242,7 @@ def test_a_backlog_is_transcribed_in_full_windows_without_losing_words() -> None
 def test_word_times_rise_and_stay_inside_the_audio() -> None:
     world = sentence_world()
     world.jitter = 0.15
-    run = drive(StreamCore(StreamSettings(final_after_words=3), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(final_after_words=3), "en"), world.pcm(), world.engine)
     starts = [w.start for w in run.words]
     assert starts == sorted(starts)
     assert all(0 <= w.start <= w.end <= 8.0 for w in run.words)
@@ -295,9 +251,7 @@ def test_word_times_rise_and_stay_inside_the_audio() -> None:
 
 def test_partials_carry_everything_not_yet_final_and_repeat_nothing() -> None:
     world = sentence_world()
-    run = drive(
-        StreamCore(StreamSettings(final_after_words=50, final_after_seconds=50), "en"), world.pcm(), world.engine
-    )
+    run = drive(core_of(StreamSettings(final_after_words=50, final_after_seconds=50), "en"), world.pcm(), world.engine)
     assert all(a != b for a, b in zip(run.partials, run.partials[1:], strict=False))
     assert any(p.startswith(" The two stray") for p in run.partials)
 
@@ -313,7 +267,7 @@ def paused_world(pause: float) -> World:
 def test_a_pause_ends_the_utterance_every_word_goes_out_and_the_window_is_cut_inside_the_pause() -> None:
     world = paused_world(0.8)  # silence from 4.0 to 4.8 s
     settings = StreamSettings(final_after_words=50, final_after_seconds=50)
-    run = drive(StreamCore(settings, "en"), world.pcm(), world.engine)
+    run = drive(core_of(settings, "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     ending = next(r for r in run.requests if r.cut_sample is not None)
     assert ending.complete
@@ -329,7 +283,7 @@ def test_a_pause_ends_the_utterance_every_word_goes_out_and_the_window_is_cut_in
 def test_the_words_before_a_pause_are_final_as_soon_as_the_pause_is_long_enough() -> None:
     world = paused_world(2.0)
     settings = StreamSettings(final_after_words=50, final_after_seconds=50, pause_seconds=0.5)
-    run = drive(StreamCore(settings, "en"), world.pcm(), world.engine, engine_seconds=0.2)
+    run = drive(core_of(settings, "en"), world.pcm(), world.engine, engine_seconds=0.2)
     first_final = run.final_times[0]
     assert run.finals[0][-1].text == "home."
     assert first_final <= 4.0 + 0.5 + 0.25 + 0.2 + 0.05  # pause + polling step + one engine call
@@ -339,14 +293,14 @@ def test_a_short_pause_ends_a_long_utterance_only() -> None:
     short = paused_world(0.3)
     for trim, cut_expected in ((10.0, False), (3.0, True)):
         settings = StreamSettings(trim_seconds=trim, final_after_words=50, final_after_seconds=50)
-        run = drive(StreamCore(settings, "en"), short.pcm(), short.engine)
+        run = drive(core_of(settings, "en"), short.pcm(), short.engine)
         assert [w.text for w in run.words] == [w.text for w in short.words]
         assert any(r.cut_sample is not None and 4.0 < r.cut_sample / RATE < 4.3 for r in run.requests) is cut_expected
 
 
 def test_prompt_is_finalized_text_before_the_window_and_bounded() -> None:
     world = paused_world(0.8)
-    run = drive(StreamCore(StreamSettings(prompt_chars=20), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(prompt_chars=20), "en"), world.pcm(), world.engine)
     prompts = [r.prompt for r in run.requests if r.prompt]
     assert prompts
     assert all(len(p) <= 20 for p in prompts)
@@ -356,14 +310,14 @@ def test_prompt_is_finalized_text_before_the_window_and_bounded() -> None:
 
 def test_speech_without_a_pause_is_cut_at_the_window_limit_without_losing_words() -> None:
     world = World([W(f"w{i}", 0.3 + 0.4 * i) for i in range(60)], seconds=25.0)  # 24 s without a pause
-    run = drive(StreamCore(StreamSettings(window_seconds=8, trim_seconds=6), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(window_seconds=8, trim_seconds=6), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     assert max(r.audio.size for r in run.requests) <= 8 * RATE
 
 
 def test_odd_length_frames_keep_samples_aligned() -> None:
     pcm = (np.arange(1000, dtype="<i2") * 7).tobytes()
-    core = StreamCore(StreamSettings(), "en")
+    core = core_of(StreamSettings(), "en")
     for i in range(0, len(pcm), 3):
         core.feed(pcm[i : i + 3])
     assert core.received_seconds == 1000 / RATE
@@ -374,7 +328,7 @@ def test_odd_length_frames_keep_samples_aligned() -> None:
 
 def test_language_detection_waits_for_speech() -> None:
     world = sentence_world()
-    core = StreamCore(StreamSettings(), None)
+    core = core_of(StreamSettings(), None)
 
     def engine(offset: Callable[[], float]) -> FakeEngine:
         fake = world.engine(offset)
@@ -426,7 +380,7 @@ def test_final_and_partial_format_match_the_original() -> None:
 def test_eof_after_the_last_pass_still_sends_the_unconfirmed_words() -> None:
     """The last pass saw all the audio before eof came: its unconfirmed words must still go out (once)."""
     world = World([W("alpha", 0.5), W("beta", 1.0), W("gamma", 3.5)], seconds=4.0)
-    core = StreamCore(StreamSettings(final_after_seconds=100), "en")
+    core = core_of(StreamSettings(final_after_seconds=100), "en")
     current = [0.0]
     engine = world.engine(lambda: current[0])
     pcm = world.pcm()
@@ -450,7 +404,7 @@ def test_the_last_pass_keeps_words_placed_at_the_end_but_not_loops() -> None:
     """Mid-stream, words whisper puts at the window's very end are dropped (a later pass places them right).
     The last pass has no later pass: they are kept, without the loops whisper falls into there."""
     world = World([W("one", 0.5), W("two", 1.0), W("three", 1.5)], seconds=2.0)
-    core = StreamCore(StreamSettings(), "en")
+    core = core_of(StreamSettings(), "en")
     core.feed(world.pcm())
     core.end_of_stream()
     request = core.next_request()
@@ -465,7 +419,7 @@ def test_the_last_pass_keeps_words_placed_at_the_end_but_not_loops() -> None:
 def test_loops_whisper_falls_into_are_dropped_anywhere_in_a_pass() -> None:
     clause = ["wie", "er", "sich", "darin", "verhalten,", "was", "er", "merk-", "und", "denkwürdiges", "gesehen"]
     looped = [*clause, *clause, *clause, "und", "so", "so", "so", "weiter"]
-    core = StreamCore(StreamSettings(), "de")
+    core = core_of(StreamSettings(), "de")
     core.feed(World([W("speech", 0.5, 11.5)], seconds=12.0).pcm())
     core.end_of_stream()
     request = core.next_request()
@@ -476,7 +430,7 @@ def test_loops_whisper_falls_into_are_dropped_anywhere_in_a_pass() -> None:
 
     # a repeat that is not word for word goes too, and what follows it stays
     again = ["wie", "er", "sich", "darin", "entverhalten,", "was", "er", "merk-", "und", "denkwürdiges", "gesehen"]
-    core = StreamCore(StreamSettings(), "de")
+    core = core_of(StreamSettings(), "de")
     core.feed(World([W("speech", 0.5, 11.5)], seconds=12.0).pcm())
     core.end_of_stream()
     request = core.next_request()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from melvin_trio.core import protocol
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.stream import SendFinal, SendPartial, StreamCore, StreamSettings, TranscribeRequest
+from melvin_trio.core.vad import EnergyDetector
 from melvin_trio.core.words import Word, word_key
 
 KEYS = ("secret-key-1", "zweiter-Schlüssel")
@@ -134,7 +135,7 @@ def test_the_core_finishes_sends_each_word_once_and_in_time_order_whatever_the_f
     """Any framing (odd sizes, empty frames), speech or silence, any engine answer: the stream finishes, final
     word times rise and stay inside the audio, no partial repeats the one before, and the core never asks the
     engine about audio it does not hold."""
-    core = StreamCore(StreamSettings(window_seconds=4, trim_seconds=3), "en")
+    core = StreamCore(StreamSettings(window_seconds=4, trim_seconds=3), "en", EnergyDetector())
     total = sum(chunks)
     k = np.arange(total // 2 + 1)
     speaking = np.array(loud)[(k // 4000) % len(loud)]  # a quarter second at a time, loud or silent

@@ -37,11 +37,12 @@ class LocalAgreement:
         """Words of the latest pass not confirmed yet."""
         return list(self._hypothesis)
 
-    def new_window(self, before: list[Word]) -> None:
+    def new_window(self, before: list[Word], *, repeat_possible: bool = True) -> None:
         """The window was cut after every confirmed word (`before` ends with them): later passes should not repeat
-        them."""
+        them. A cut inside running speech may make whisper say the text before it again (`repeat_possible`); after
+        a pause the speaker starts anew, and words that say the last sentence again were said again: kept."""
         self._confirmed = []
-        self._before = [word_key(w.text) for w in before[-_BEFORE_WORDS:]]
+        self._before = [word_key(w.text) for w in before[-_BEFORE_WORDS:]] if repeat_possible else []
 
     def insert(self, words: list[Word]) -> None:
         """Take a new pass's words (absolute times); call `confirm` next."""

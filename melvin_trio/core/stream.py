@@ -8,7 +8,8 @@ the amount of audio received.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Final
 
@@ -16,16 +17,23 @@ import numpy as np
 import numpy.typing as npt
 
 from melvin_trio.core.agreement import LocalAgreement
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, EnergyVad, VadSettings, frame_energies_db
-from melvin_trio.core.words import Word, join_text, word_key
+from melvin_trio.core.vad import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    SpeechDetector,
+    frame_energies_db,
+    make_detector,
+)
+from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
 
-SAMPLE_RATE: Final = 16000
+__all__ = ["SAMPLE_RATE"]
 _BYTES_PER_SAMPLE: Final = 2
 _DETECT_MAX_SECONDS: Final = 30.0
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
-_QUIET_FRAMES: Final = 5
+_QUIET_FRAMES: Final = 3  # about 100 ms
 _FUZZY_LOOP_WORDS: Final = 4
 _FUZZY_LOOP_SIMILARITY: Final = 0.75
 _SPOKEN_KEPT: Final = 64
@@ -33,6 +41,9 @@ _SPOKEN_KEPT: Final = 64
 
 @dataclass(frozen=True)
 class StreamSettings:
+    """How streams are cut and finalized: the one source of these defaults (config.yml's `streaming:` section is
+    parsed into this class)."""
+
     window_seconds: float = 15.0  # longest audio sent to the engine in one pass
     trim_seconds: float = 10.0  # past this much window, a short pause ends the utterance too
     min_new_audio_seconds: float = 1.0  # a pass runs once this much audio arrived since the last one began
@@ -40,10 +51,13 @@ class StreamSettings:
     final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
     # ...or one of them ends a sentence.
     prompt_chars: int = 200  # the finalized text conditioning the next pass, at most this long
-    detect_after_speech_seconds: float = 2.0  # language detection waits for this much speech
+    detect_after_speech_seconds: float = 3.0  # language detection waits for this much speech
     pause_seconds: float = 0.5  # silence after speech that ends an utterance: all its words become final
     short_pause_seconds: float = 0.2  # the pause that ends an utterance already longer than trim_seconds
-    vad: VadSettings = field(default_factory=VadSettings)
+    vad_detector: str = "silero"  # the speech detector: "silero" (trained) or "energy" (level over the noise floor)
+    vad_speech_threshold: float = 0.5  # a frame whose speech probability reaches this is speech...
+    vad_pause_threshold: float = 0.35  # ...one below this is a pause; frames in between neither count nor end one
+    vad_min_speech_seconds: float = 0.1  # a window needs this much speech to be transcribed ("Yes." holds 0.2 s)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class TranscribeRequest:
     complete: bool  # no later pass will see more audio in this window (backlog, or the last pass)
     last: bool  # the last pass after eof: every word goes out
     cut_sample: int | None = None  # the window ends in a pause: every word goes out, and the window is cut here
+    cut_in_pause: bool = False  # the cut lies in a pause, not inside running speech
 
 
 @dataclass(frozen=True)
@@ -80,17 +95,19 @@ Event = SendPartial | SendFinal
 
 
 class StreamCore:
-    def __init__(self, settings: StreamSettings, language: str | None) -> None:
+    def __init__(self, settings: StreamSettings, language: str | None, detector: SpeechDetector | None = None) -> None:
+        """`detector` is made from `settings.vad_detector` unless given (one per stream: it keeps state)."""
         self.settings = settings
         self.language = language
         self._pcm = bytearray()  # s16le audio from _start (absolute sample index) to the end of what was received
         self._start = 0
         self._total = 0  # samples received
         self._odd = b""  # half a sample, completed by the next frame
-        self._energies: list[float] = []  # per 20 ms frame from _frames_start
+        self._energies: list[float] = []  # level per frame from _frames_start
+        self._speech: list[float] = []  # speech probability per frame from _frames_start
         self._frames_start = 0  # absolute frame index of _energies[0]
         self._vad_tail = np.zeros(0, dtype=np.float32)  # samples not yet making a whole frame
-        self._vad = EnergyVad(settings.vad)
+        self._detector = detector if detector is not None else make_detector(settings.vad_detector)
         self._last_pass_end = 0  # absolute sample where the last pass's window ended
         self._eof = False
         self._agreement = LocalAgreement()
@@ -127,9 +144,9 @@ class StreamCore:
         joined = np.concatenate([self._vad_tail, samples])
         whole = joined.size - joined.size % FRAME_SAMPLES
         if whole:
-            energies = frame_energies_db(joined[:whole])
-            self._vad.observe(energies)
-            self._energies.extend(energies.tolist())
+            frames = joined[:whole].reshape(-1, FRAME_SAMPLES)
+            self._energies.extend(frame_energies_db(frames).tolist())
+            self._speech.extend(self._detector.probabilities(frames).tolist())
         self._vad_tail = joined[whole:]
 
     def end_of_stream(self) -> None:
@@ -152,20 +169,31 @@ class StreamCore:
         last = max(end // FRAME_SAMPLES - self._frames_start, 0)
         return np.asarray(self._energies[first:last], dtype=np.float64)
 
-    def _has_speech(self, begin: int, end: int) -> bool:
-        return self._vad.has_speech(self._energies_between(begin, end))
+    def _speech_between(self, begin: int, end: int) -> npt.NDArray[np.float64]:
+        first = max(begin // FRAME_SAMPLES - self._frames_start, 0)
+        last = max(end // FRAME_SAMPLES - self._frames_start, 0)
+        return np.asarray(self._speech[first:last], dtype=np.float64)
 
-    def _cut(self, sample: int) -> None:
-        """Drop audio before absolute `sample` from the window."""
+    def _speech_seconds(self, begin: int, end: int) -> float:
+        mask = self._speech_between(begin, end) >= self.settings.vad_speech_threshold
+        return float(np.count_nonzero(mask)) * FRAME_SECONDS
+
+    def _has_speech(self, begin: int, end: int) -> bool:
+        return self._speech_seconds(begin, end) >= self.settings.vad_min_speech_seconds
+
+    def _cut(self, sample: int, *, in_pause: bool) -> None:
+        """Drop audio before absolute `sample` from the window. `in_pause`: the cut lies in a pause the detector
+        heard (or in silence), so what follows is new speech; otherwise it split running speech."""
         sample = min(max(sample, self._start), self._total)
         del self._pcm[: (sample - self._start) * _BYTES_PER_SAMPLE]
         self._start = sample
         keep_from = sample // FRAME_SAMPLES
         del self._energies[: max(keep_from - self._frames_start, 0)]
+        del self._speech[: max(keep_from - self._frames_start, 0)]
         self._frames_start = max(self._frames_start, keep_from)
         # Every word confirmed so far lies before the cut: later passes will not see them again.
         self._spoken = self._spoken[-_SPOKEN_KEPT:]
-        self._agreement.new_window(self._spoken)
+        self._agreement.new_window(self._spoken, repeat_possible=not in_pause)
         self._spoken_before_window = len(self._spoken)
 
     def _prompt(self) -> str:
@@ -190,8 +218,7 @@ class StreamCore:
         if self._eof:
             return True
         if self.language is None:
-            speech = self._vad.speech_seconds(self._energies_between(self._start, self._total))
-            return speech >= self.settings.detect_after_speech_seconds
+            return self._speech_seconds(self._start, self._total) >= self.settings.detect_after_speech_seconds
         end = self._window_end()
         if end < self._total or end - self._last_pass_end >= self.settings.min_new_audio_seconds * SAMPLE_RATE:
             return True
@@ -210,29 +237,32 @@ class StreamCore:
         heard the soft onset of the next word in the pause's second half, and that word came out twice.
         """
         first_frame = -(-self._start // FRAME_SAMPLES)  # the first whole frame inside the window
-        energies = self._energies_between(first_frame * FRAME_SAMPLES, end)
-        speech_mask = self._vad.speech_mask(energies)
-        pause_mask = self._vad.pause_mask(energies)
-        min_speech = round(self._vad.settings.min_speech_seconds / FRAME_SECONDS)
+        speech = self._speech_between(first_frame * FRAME_SAMPLES, end)
+        speech_mask = speech >= self.settings.vad_speech_threshold
+        pause_mask = speech < self.settings.vad_pause_threshold
+        min_speech = round(self.settings.vad_min_speech_seconds / FRAME_SECONDS)
         pause = round(self.settings.pause_seconds / FRAME_SECONDS)
         short_pause = round(self.settings.short_pause_seconds / FRAME_SECONDS)
         trim_frame = round(self.settings.trim_seconds / FRAME_SECONDS)
-        speech = 0
+        spoken = 0
         quiet = 0
         for index, (is_speech, is_pause) in enumerate(zip(speech_mask.tolist(), pause_mask.tolist(), strict=True)):
-            speech += is_speech
+            spoken += is_speech
             if not is_pause:
                 quiet = 0
                 continue
             quiet += 1
-            if speech < min_speech:
+            if spoken < min_speech:
                 continue
             pause_start = index + 1 - quiet
             needed = short_pause if pause_start >= trim_frame else pause
             if quiet >= needed:
                 pause_end = (first_frame + index + 1) * FRAME_SAMPLES
                 speech_end = (first_frame + pause_start) * FRAME_SAMPLES
-                return (speech_end + pause_end) // 2
+                # The quietest moment of the pause's middle half: the detector's frames are 32 ms, its decision
+                # lags the speech by a frame or two; the level is exact.
+                quarter = (pause_end - speech_end) // 4
+                return self._quietest_sample(speech_end + quarter, pause_end - quarter)
         return None
 
     def next_request(self) -> Request | None:
@@ -248,13 +278,13 @@ class StreamCore:
                 self._skip_silence(end, complete)
             return None
         if (utterance := self._utterance_end(end)) is not None:
-            return self._request(utterance, complete=True, last=False, cut_sample=utterance)
+            return self._request(utterance, complete=True, last=False, cut_sample=utterance, in_pause=True)
         if end < self._total:
             # A full window without a pause (a backlog, or speech running on past window_seconds): end the
             # utterance at the quietest moment near the window's end, most likely between two words. Whisper's
             # word times cannot choose the cut: they stretch over several words and lost them.
             quiet = self._quietest_sample(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), end)
-            return self._request(quiet, complete=True, last=False, cut_sample=quiet)
+            return self._request(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False)
         last = self._eof
         new_audio = end - self._last_pass_end
         if not last and new_audio < self.settings.min_new_audio_seconds * SAMPLE_RATE:
@@ -268,7 +298,7 @@ class StreamCore:
         if idle and not self._has_speech(self._last_pass_end, end):
             self._skip_silence(end, False)
             return None
-        return self._request(end, complete=last, last=last, cut_sample=None)
+        return self._request(end, complete=last, last=last, cut_sample=None, in_pause=False)
 
     def _quietest_sample(self, begin: int, end: int) -> int:
         """The middle of the quietest 100 ms between `begin` and `end` (absolute samples)."""
@@ -282,7 +312,9 @@ class StreamCore:
         frame = first + power.size - 1 - best + _QUIET_FRAMES // 2
         return min(max(frame * FRAME_SAMPLES, begin), end)
 
-    def _request(self, end: int, *, complete: bool, last: bool, cut_sample: int | None) -> TranscribeRequest:
+    def _request(
+        self, end: int, *, complete: bool, last: bool, cut_sample: int | None, in_pause: bool
+    ) -> TranscribeRequest:
         return TranscribeRequest(
             audio=self._window_audio(end),
             offset=self._start / SAMPLE_RATE,
@@ -292,6 +324,7 @@ class StreamCore:
             complete=complete,
             last=last,
             cut_sample=cut_sample,
+            cut_in_pause=in_pause,
         )
 
     def _skip_silence(self, end: int, complete: bool) -> None:
@@ -302,12 +335,12 @@ class StreamCore:
         elif complete:
             # No later pass will look here again: what the last pass left open goes out as it is.
             self._take(self._agreement.force(len(self._agreement.hypothesis)))
-            self._cut(end)
+            self._cut(end, in_pause=True)
         elif not (self._pending or self._agreement.hypothesis):
-            self._cut(end - int(_SILENCE_TAIL_S * SAMPLE_RATE))
+            self._cut(end - int(_SILENCE_TAIL_S * SAMPLE_RATE), in_pause=True)
 
     def _detection_request(self) -> DetectRequest | None:
-        speech = self._vad.speech_seconds(self._energies_between(self._start, self._total))
+        speech = self._speech_seconds(self._start, self._total)
         if speech >= self.settings.detect_after_speech_seconds or (self._eof and speech > 0):
             end = min(self._total, self._start + int(_DETECT_MAX_SECONDS * SAMPLE_RATE))
             return DetectRequest(self._window_audio(end))
@@ -327,8 +360,9 @@ class StreamCore:
         shifted = _without_loops(
             [
                 Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
-                for w in words
-            ]
+                for w in without_non_speech(words)
+            ],
+            self._paused_between,
         )
         inside = [w for w in shifted if w.start < latest_start]
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
@@ -345,9 +379,22 @@ class StreamCore:
             # The utterance ended in a pause: all its words are as good as they get.
             self._take(self._agreement.force(len(self._agreement.hypothesis)))
             events = self._emit(force=True)
-            self._cut(request.cut_sample)
+            self._cut(request.cut_sample, in_pause=request.cut_in_pause)
             return events
         return self._emit()
+
+    def _paused_between(self, begin: float, end: float) -> bool:
+        """Whether the detector heard a pause of at least `pause_seconds` between two stream times."""
+        quiet = (
+            self._speech_between(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE)) < self.settings.vad_pause_threshold
+        )
+        needed = round(self.settings.pause_seconds / FRAME_SECONDS)
+        run = 0
+        for is_quiet in quiet.tolist():
+            run = run + 1 if is_quiet else 0
+            if run >= needed:
+                return True
+        return False
 
     def _finish_with_hypothesis(self) -> None:
         self._take(self._agreement.force(len(self._agreement.hypothesis)))
@@ -358,7 +405,7 @@ class StreamCore:
         events: list[Event] = []
         if self._pending:
             events.append(self._finalize(len(self._pending)))
-        self._cut(self._total)
+        self._cut(self._total, in_pause=True)
         return events
 
     def _due_count(self, force: bool) -> int:
@@ -394,8 +441,9 @@ class StreamCore:
         return events
 
 
-def _without_loops(words: list[Word], longest: int = 16) -> list[Word]:
-    """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was").
+def _without_loops(words: list[Word], paused_between: Callable[[float, float], bool], longest: int = 16) -> list[Word]:
+    """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was"), unless the speaker paused
+    between the two runs (a lecturer says a sentence again: both copies are real).
 
     Greedy decoding without temperature fallback (too slow here) sometimes loops, repeating a clause of a dozen
     words; speech itself almost never repeats a run of words at once. The repeat need not be exact (base said a
@@ -413,6 +461,8 @@ def _without_loops(words: list[Word], longest: int = 16) -> list[Word]:
             continue
         for n in range(2, min(longest, len(out) // 2) + 1):
             if keys[-n:] == keys[-2 * n : -n] or (n >= _FUZZY_LOOP_WORDS and _similar(keys[-n:], keys[-2 * n : -n])):
+                if paused_between(out[-n - 1].end, out[-n].start):
+                    continue
                 del out[-n:], keys[-n:]
                 break
     return out

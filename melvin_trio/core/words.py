@@ -40,3 +40,31 @@ def word_key(text: str) -> str:
 def join_text(words: list[Word]) -> str:
     """The protocol's text form: every word preceded by a space, as Whisper segments are."""
     return "".join(f" {w.text}" for w in words)
+
+
+_OPENING: Final = {"[": "]", "(": ")", "*": "*"}
+_NOTES: Final = "♪♫♬♩"
+
+
+def without_non_speech(words: list[Word]) -> list[Word]:
+    """Drop what whisper writes for sounds that are not words: music notes ("♪♪"), bracketed or parenthesised
+    descriptions ("[Music]", "(upbeat music)", "[BLANK_AUDIO]", "*laughs*", over several tokens too), and words
+    left without a letter or digit."""
+    out: list[Word] = []
+    closing: str | None = None
+    for word in words:
+        text = word.text.strip()
+        if closing is not None:
+            if closing in text:
+                closing = None
+            continue
+        opener = _OPENING.get(text[:1])
+        if opener is not None:
+            if opener not in text[1:]:
+                closing = opener
+            continue
+        cleaned = text.translate({ord(ch): None for ch in _NOTES}).strip()
+        if not any(ch.isalnum() for ch in cleaned):
+            continue
+        out.append(word if cleaned == text else Word(cleaned, word.start, word.end, word.probability))
+    return out

@@ -23,7 +23,6 @@ from trio_websocket import WebSocketRequest, serve_websocket
 
 from melvin_trio.config import Config
 from melvin_trio.core.stream import StreamSettings
-from melvin_trio.core.vad import VadSettings
 from melvin_trio.engine.base import Engine
 from melvin_trio.server.exports import ExportStore
 from melvin_trio.server.lock import (
@@ -67,23 +66,7 @@ class EngineSection:
 
 
 def stream_settings(config: Config) -> StreamSettings:
-    st = config.streaming
-    return StreamSettings(
-        window_seconds=st.window_seconds,
-        trim_seconds=st.trim_seconds,
-        min_new_audio_seconds=st.min_new_audio_seconds,
-        final_after_words=st.final_after_words,
-        final_after_seconds=st.final_after_seconds,
-        prompt_chars=st.prompt_chars,
-        pause_seconds=st.pause_seconds,
-        short_pause_seconds=st.short_pause_seconds,
-        vad=VadSettings(
-            absolute_floor_db=st.vad_absolute_floor_db,
-            margin_db=st.vad_margin_db,
-            pause_margin_db=st.vad_pause_margin_db,
-            min_speech_seconds=st.vad_min_speech_seconds,
-        ),
-    )
+    return config.streaming
 
 
 def _seats(sections: list[EngineSection]) -> list[Seat]:
