@@ -14,12 +14,16 @@ import argparse
 import difflib
 import statistics
 import time
-from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from bench.common import REPO
 from bench.stream import SETS, build_set
-from melvin_trio.core.stream import DetectRequest, SendFinal, StreamCore, StreamSettings
+from melvin_trio.core.driver import drive
+from melvin_trio.core.stream import Event, SendFinal, StreamCore, StreamSettings, TranscribeRequest
+from melvin_trio.core.words import Word
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, normalise
 
@@ -61,61 +65,55 @@ def main() -> int:
         else engine
     )
     pcm = stream.pcm
-    finals: list[tuple[float, SendFinal]] = []
-    fed = 0
-    clock = 0.0
     passes = 0
     busy = 0.0
+    current: list[TranscribeRequest] = []
 
-    def feed_until(t: float) -> None:
-        nonlocal fed
-        target = min(len(pcm), int(t * 16000) * 2)
-        if target > fed:
-            core.feed(pcm[fed:target])
-            fed = target
+    class Chooser:
+        """The full-context engine for passes that end a window, the fast one for the others."""
 
-    def take(events: Sequence[object]) -> None:
-        for event in events:
-            if isinstance(event, SendFinal):
-                finals.append((clock, event))
-                if args.verbose:
-                    print(f"  FINAL @{clock:.2f}", [(w.text, round(w.start, 2), round(w.end, 2)) for w in event.words])
+        def transcribe(self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "") -> list[Word]:
+            nonlocal passes, busy
+            started = time.perf_counter()
+            chosen = engine if current[-1].complete else fast
+            words = chosen.transcribe(audio, language=language, prompt=prompt)
+            busy += time.perf_counter() - started
+            passes += 1
+            if args.verbose:
+                request = current[-1]
+                end = request.end_sample / 16000
+                print(f"PASS {request.offset:.2f}-{end:.2f} complete={request.complete} ...{request.prompt[-30:]!r}")
+                print(
+                    "   ",
+                    [(w.text, round(w.start + request.offset, 2), round(w.end + request.offset, 2)) for w in words],
+                )
+            return words
 
-    while not core.finished:
-        take(core.poll())
-        if core.finished:
-            break
-        if not core.pass_due():
-            if fed >= len(pcm):
-                core.end_of_stream()
-            else:
-                clock += 0.1
-                feed_until(clock)
-            continue
-        request = core.next_request()
-        if request is None:
-            continue
-        if isinstance(request, DetectRequest):
-            core.on_language(engine.detect_language(request.audio)[0])
-            continue
-        started = time.perf_counter()
-        chosen = engine if request.complete else fast
-        words = chosen.transcribe(request.audio, language=request.language, prompt=request.prompt)
-        busy += time.perf_counter() - started
-        passes += 1
-        if args.verbose:
-            end = request.end_sample / 16000
-            print(f"PASS {request.offset:.2f}-{end:.2f} complete={request.complete} prompt=...{request.prompt[-30:]!r}")
-            offset = request.offset
-            print("   ", [(w.text, round(w.start + offset, 2), round(w.end + offset, 2)) for w in words])
-        clock += args.pass_seconds if chosen is engine else args.fast_pass_seconds
-        take(core.on_words(request, words))
-        feed_until(clock)
+        def detect_language(self, audio: npt.NDArray[np.float32]) -> tuple[str, float]:
+            return engine.detect_language(audio)
 
-    hypothesis = " ".join(w.text for _, f in finals for w in f.words)
+    def cost(request: TranscribeRequest) -> float:
+        return float(args.pass_seconds if request.complete or fast is engine else args.fast_pass_seconds)
+
+    def show(clock: float, event: Event) -> None:
+        if args.verbose and isinstance(event, SendFinal):
+            print(f"  FINAL @{clock:.2f}", [(w.text, round(w.start, 2), round(w.end, 2)) for w in event.words])
+
+    run = drive(
+        core,
+        pcm,
+        Chooser(),
+        step_seconds=0.1,
+        chunk_bytes=len(pcm) + 1,
+        pass_seconds_of=cost,
+        on_event=show,
+        on_request=current.append,
+    )
+    finals = list(zip(run.final_times, run.finals, strict=True))
+    hypothesis = run.text
     errors = count_errors(stream.reference, hypothesis, stream.language)
     audio_seconds = len(pcm) / 32000
-    latencies = [t - w.end for t, f in finals for w in f.words]
+    latencies = [t - w.end for t, f in finals for w in f]
     print(f"set {stream.name}: {audio_seconds:.1f} s of audio, {passes} passes, engine busy {busy:.1f} s")
     print(f"WER {errors.wer:.3f} ({errors.errors}/{errors.reference_words})")
     if latencies:

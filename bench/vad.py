@@ -134,8 +134,8 @@ def music(n: int, seed: int = 3) -> Audio:
 NOISE_MAKERS: dict[str, Callable[[int], Audio]] = {"white": white, "pink": pink, "babble": babble, "music": music}
 
 
-def speech_in_noise(noise: str, snr_db: float) -> Audio:
-    speech = padded(scaled(load(SPEECH_CLIP), SPEECH_LEVEL_DBFS))
+def speech_in_noise(noise: str, snr_db: float, clip: str = SPEECH_CLIP) -> Audio:
+    speech = padded(scaled(load(clip), SPEECH_LEVEL_DBFS))
     inside = slice(int(LEAD_S * RATE), speech.size - int(TAIL_S * RATE))
     noise_audio = NOISE_MAKERS[noise](speech.size)
     level = rms_db(speech[inside]) - snr_db

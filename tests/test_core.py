@@ -13,13 +13,18 @@ from melvin_trio.core import driver, protocol
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.driver import Run
 from melvin_trio.core.stream import (
+    Detected,
+    DetectRequest,
+    Phase,
     SendFinal,
+    StateError,
     StreamCore,
     StreamSettings,
     TranscribeRequest,
+    _spread_collapsed,
 )
 from melvin_trio.core.vad import EnergyDetector
-from melvin_trio.core.words import Word, join_text, word_key
+from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
 from melvin_trio.engine.fake import FakeEngine
 
 RATE = 16000
@@ -322,8 +327,10 @@ def test_odd_length_frames_keep_samples_aligned() -> None:
         core.feed(pcm[i : i + 3])
     assert core.received_seconds == 1000 / RATE
     core.end_of_stream()
-    with pytest.raises(ValueError, match="after eof"):
+    with pytest.raises(StateError, match="after eof"):
         core.feed(b"\0\0")
+    with pytest.raises(StateError, match="END_OF_STREAM is not expected while DRAINING"):
+        core.end_of_stream()
 
 
 def test_language_detection_waits_for_speech() -> None:
@@ -390,7 +397,7 @@ def test_eof_after_the_last_pass_still_sends_the_unconfirmed_words() -> None:
         if core.pass_due() and isinstance(request := core.next_request(), TranscribeRequest):
             current[0] = request.offset
             words = engine.transcribe(request.audio, language="en")
-            finals += [e for e in core.on_words(request, words) if isinstance(e, SendFinal)]
+            finals += [e for e in core.apply(request, words) if isinstance(e, SendFinal)]
     assert not core.pass_due()  # every byte was seen by a pass
     core.end_of_stream()
     assert core.next_request() is None  # no new audio: no pass needed...
@@ -411,7 +418,7 @@ def test_the_last_pass_keeps_words_placed_at_the_end_but_not_loops() -> None:
     assert isinstance(request, TranscribeRequest)
     assert request.last
     at_end = [W("three", 2.0, 2.0), W("it", 2.0, 2.0), W("was", 2.0, 2.0), W("it", 2.0, 2.0), W("was", 2.0, 2.0)]
-    events = core.on_words(request, [W("one", 0.5), W("two", 1.0), *at_end])
+    events = core.apply(request, [W("one", 0.5), W("two", 1.0), *at_end])
     finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
     assert finals == ["one", "two", "three", "it", "was"]
 
@@ -424,7 +431,7 @@ def test_loops_whisper_falls_into_are_dropped_anywhere_in_a_pass() -> None:
     core.end_of_stream()
     request = core.next_request()
     assert isinstance(request, TranscribeRequest)
-    events = core.on_words(request, [W(t, 0.2 * i) for i, t in enumerate(looped)])
+    events = core.apply(request, [W(t, 0.2 * i) for i, t in enumerate(looped)])
     finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
     assert finals == [*clause, "und", "so", "so", "weiter"]  # a word said twice stays: "very, very"
 
@@ -436,6 +443,98 @@ def test_loops_whisper_falls_into_are_dropped_anywhere_in_a_pass() -> None:
     request = core.next_request()
     assert isinstance(request, TranscribeRequest)
     said = [*again, *clause[:-1], "ges", "und", "hin", "und", "wieder"]
-    events = core.on_words(request, [W(t, 0.2 * i) for i, t in enumerate(said)])
+    events = core.apply(request, [W(t, 0.2 * i) for i, t in enumerate(said)])
     finals = [w.text for e in events if isinstance(e, SendFinal) for w in e.words]
     assert finals == [*again, "und", "hin", "und", "wieder"]
+
+
+# --- second generation: non-speech tokens, repeats the speaker made, word times, phases, language --------------
+
+
+def test_sound_descriptions_and_music_notes_never_become_words() -> None:
+    said = ["♪♪", "[Music]", "(upbeat", "music)", "Hello", "[BLANK_AUDIO]", "(applause)", "♪world♪", "-", "*laughs*"]
+    assert [w.text for w in without_non_speech([W(t, 0.3 * i) for i, t in enumerate(said)])] == ["Hello", "world"]
+
+
+def test_a_sentence_said_again_after_a_pause_is_kept_but_a_repeat_across_a_cut_in_speech_is_not() -> None:
+    sentence = ["he", "was", "not", "an", "ill", "disposed", "young", "man."]
+    for repeat_possible, expected in ((False, sentence), (True, [])):
+        agreement = LocalAgreement()
+        agreement.new_window([W(t, 0.3 * i) for i, t in enumerate(sentence)], repeat_possible=repeat_possible)
+        for _ in range(2):
+            agreement.insert([W(t, 4 + 0.3 * i) for i, t in enumerate(sentence)])
+            confirmed = agreement.confirm()
+        assert [w.text for w in confirmed] == expected
+
+
+def test_a_sentence_said_twice_in_one_window_after_a_pause_comes_out_twice() -> None:
+    sentence = ["he", "was", "not", "an", "ill", "disposed", "young", "man."]
+    world = World(
+        [W(t, 0.5 + 0.3 * i, 0.5 + 0.3 * i + 0.25) for i, t in enumerate(sentence)]
+        + [W(t, 4.5 + 0.3 * i, 4.5 + 0.3 * i + 0.25) for i, t in enumerate(sentence)],
+        seconds=8.0,
+    )
+    core = core_of(StreamSettings(pause_seconds=2.0), "en")  # no utterance ends between the two: one window
+    core.feed(world.pcm())
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    events = core.apply(request, world.words)
+    assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == sentence + sentence
+
+
+def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
+    words = [W("so", 1.0, 1.3), W("my", 2.0, 2.0), W("fellow", 2.0, 2.0), W("Americans", 2.0, 2.0)]
+    spread = _spread_collapsed(words, next_start=5.0)
+    assert [(round(w.start, 2), round(w.end, 2)) for w in spread] == [
+        (1.0, 1.3),
+        (1.3, 1.53),
+        (1.53, 1.77),
+        (1.77, 2.0),
+    ]
+    # no room before them: forwards, up to the next word
+    words = [W("a", 1.0, 1.5), W("b", 1.5, 1.5), W("c", 1.5, 1.5), W("d", 1.8, 2.0)]
+    spread = _spread_collapsed(words, next_start=5.0)
+    assert [(round(w.start, 2), round(w.end, 2)) for w in spread[1:3]] == [(1.5, 1.65), (1.65, 1.8)]
+
+
+def test_an_event_the_phase_does_not_expect_is_an_error() -> None:
+    core = core_of(StreamSettings(), "en")
+    assert core.phase.name == "LISTENING"
+    core.feed(World([W("one", 0.5)], seconds=1.5).pcm())
+    core.end_of_stream()
+    assert core.phase is Phase.DRAINING
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    with pytest.raises(StateError, match="previous request"):
+        core.next_request()
+    with pytest.raises(StateError, match="Detected does not answer a TranscribeRequest"):
+        core.apply(request, Detected("en", 1.0))
+    assert core.phase is Phase.DRAINING
+    with pytest.raises(StateError, match="not outstanding"):
+        core.apply(DetectRequest(np.zeros(0, dtype=np.float32)), Detected("en", 1.0))
+
+
+def test_language_is_detected_on_speech_only_and_an_unsure_guess_is_checked_again() -> None:
+    """Long silence first: it is dropped while waiting, and the detection audio holds the speech only."""
+    words = [
+        W(t, 20.5 + 0.4 * i) for i, t in enumerate(["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht"])
+    ]
+    words += [W(t, 26.5 + 0.4 * i) for i, t in enumerate(["neun", "zehn", "elf", "zwölf"])]
+    world = World(words, seconds=30.0)
+    core = core_of(StreamSettings(), None)
+    assert core.phase is Phase.WAITING_FOR_LANGUAGE
+    guesses = iter([("en", 0.4), ("de", 0.9)])
+    fake = world.engine(lambda: 0.0)
+    seen: list[float] = []
+
+    def detect(audio: np.ndarray) -> tuple[str, float]:
+        seen.append(audio.size / RATE)
+        return next(guesses)
+
+    fake.detect_language = detect  # type: ignore[method-assign]
+    run = driver.drive(core, world.pcm(), fake)
+    assert [d.language for d in run.detections] == ["en", "de"]  # the unsure guess was checked after an utterance
+    assert seen[0] < 5.0  # speech only: not the 20 s of silence before it
+    assert core.language == "de"
+    assert core.buffered_seconds < 1.0

@@ -174,5 +174,5 @@ def _run_due(core: StreamCore, words_per_pass: int) -> list[SendFinal | SendPart
             Word(f"w{i}", seconds * i / (words_per_pass + 1), seconds * (i + 1) / (words_per_pass + 1), 0.9)
             for i in range(words_per_pass)
         ]
-        events += core.on_words(request, words)
+        events += core.apply(request, words)
     return events

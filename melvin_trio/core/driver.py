@@ -17,8 +17,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.stream import (
-    SAMPLE_RATE,
+    Detected,
     DetectRequest,
     Event,
     SendFinal,
@@ -48,7 +49,7 @@ class Run:
     final_times: list[float] = field(default_factory=list)  # stream time when each final went out
     partials: list[str] = field(default_factory=list)
     requests: list[TranscribeRequest] = field(default_factory=list)
-    detections: list[tuple[str, float]] = field(default_factory=list)
+    detections: list[Detected] = field(default_factory=list)
 
     @property
     def words(self) -> list[Word]:
@@ -111,15 +112,15 @@ def drive(
         if request is None:
             continue
         if isinstance(request, DetectRequest):
-            detected = engine.detect_language(request.audio)
+            detected = Detected(*engine.detect_language(request.audio))
             run.detections.append(detected)
-            core.on_language(detected[0])
+            take(core.apply(request, detected))
             continue
         run.requests.append(request)
         if on_request is not None:
             on_request(request)
         words = engine.transcribe(request.audio, language=request.language, prompt=request.prompt)
         clock += pass_seconds_of(request) if pass_seconds_of is not None else pass_seconds
-        take(core.on_words(request, words))
+        take(core.apply(request, words))
         feed_until(clock)
     raise AssertionError("the stream did not finish")

@@ -1,9 +1,13 @@
 """The state of one stream: its audio window, what to transcribe next, and when to send partials and finals.
 
-A driver feeds audio as it arrives (`feed`), asks what to do (`poll` for finals that are due by time,
-`next_request` for the next engine call), hands back the engine's answer (`on_words`, `on_language`), and sends the
-events it gets. All times are absolute stream seconds from the first audio byte. No I/O, no clock: stream time is
-the amount of audio received.
+A driver feeds audio as it arrives (`feed`, `end_of_stream`), asks for finals that came due as stream time passed
+(`poll`), asks for the next engine call (`pass_due`, `next_request`), hands back the engine's answer
+(`apply(request, result)`), and sends the events it gets. `melvin_trio.core.driver` is the reference driver. All
+times are absolute stream seconds from the first audio byte. No I/O, no clock: stream time is the amount of audio
+received.
+
+Everything that changes the stream's phase is in `_TRANSITIONS`; everything that decides what to do next is in
+`StreamCore._plan` (pure: it reads the state and changes nothing).
 """
 
 from __future__ import annotations
@@ -11,25 +15,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from enum import Enum, auto
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
-from melvin_trio.core.vad import (
-    FRAME_SAMPLES,
-    FRAME_SECONDS,
-    SAMPLE_RATE,
-    SpeechDetector,
-    frame_energies_db,
-    make_detector,
-)
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, frame_energies_db, make_detector
 from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
 
-__all__ = ["SAMPLE_RATE"]
+__all__ = [
+    "SAMPLE_RATE",
+    "DetectRequest",
+    "Detected",
+    "Event",
+    "Phase",
+    "Request",
+    "Result",
+    "SendFinal",
+    "SendPartial",
+    "StateError",
+    "StreamCore",
+    "StreamSettings",
+    "TranscribeRequest",
+]
+
 _BYTES_PER_SAMPLE: Final = 2
-_DETECT_MAX_SECONDS: Final = 30.0
+_DETECT_MAX_SECONDS: Final = 30.0  # whisper detects the language on at most 30 s
+_SURE_LANGUAGE: Final = 0.8  # a guess less probable than this is checked again after the next utterance...
+_LANGUAGE_CHECKS: Final = 3  # ...at most this many detections in all
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
@@ -37,6 +53,9 @@ _QUIET_FRAMES: Final = 3  # about 100 ms
 _FUZZY_LOOP_WORDS: Final = 4
 _FUZZY_LOOP_SIMILARITY: Final = 0.75
 _SPOKEN_KEPT: Final = 64
+_REPEAT_PAUSE_S: Final = 0.3  # a run of words said again after a pause this long was said again: not a loop
+_MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
+_SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
 
 
 @dataclass(frozen=True)
@@ -51,13 +70,16 @@ class StreamSettings:
     final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
     # ...or one of them ends a sentence.
     prompt_chars: int = 200  # the finalized text conditioning the next pass, at most this long
-    detect_after_speech_seconds: float = 3.0  # language detection waits for this much speech
+    detect_after_speech_seconds: float = 3.0  # language detection waits for this much speech (or an utterance's end)
     pause_seconds: float = 0.5  # silence after speech that ends an utterance: all its words become final
     short_pause_seconds: float = 0.2  # the pause that ends an utterance already longer than trim_seconds
     vad_detector: str = "silero"  # the speech detector: "silero" (trained) or "energy" (level over the noise floor)
     vad_speech_threshold: float = 0.5  # a frame whose speech probability reaches this is speech...
     vad_pause_threshold: float = 0.35  # ...one below this is a pause; frames in between neither count nor end one
     vad_min_speech_seconds: float = 0.1  # a window needs this much speech to be transcribed ("Yes." holds 0.2 s)
+
+
+# --- requests, results and events -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -70,15 +92,29 @@ class TranscribeRequest:
     complete: bool  # no later pass will see more audio in this window (backlog, or the last pass)
     last: bool  # the last pass after eof: every word goes out
     cut_sample: int | None = None  # the window ends in a pause: every word goes out, and the window is cut here
-    cut_in_pause: bool = False  # the cut lies in a pause, not inside running speech
+    cut_in_pause: bool = False  # the cut lies in a pause the detector heard, not inside running speech
+    speech_end: float | None = None  # stream time where the last speech in the window ends
 
 
 @dataclass(frozen=True)
 class DetectRequest:
+    """Detect the language of `audio`: speech only, the silence around and between it left out."""
+
     audio: npt.NDArray[np.float32]
 
 
 Request = TranscribeRequest | DetectRequest
+
+
+@dataclass(frozen=True)
+class Detected:
+    """The answer to a DetectRequest: the most likely language and its probability."""
+
+    language: str
+    probability: float
+
+
+Result = list[Word] | Detected  # the answer to a TranscribeRequest: its words (times relative to its audio)
 
 
 @dataclass(frozen=True)
@@ -94,44 +130,61 @@ class SendFinal:
 Event = SendPartial | SendFinal
 
 
-class StreamCore:
-    def __init__(self, settings: StreamSettings, language: str | None, detector: SpeechDetector | None = None) -> None:
-        """`detector` is made from `settings.vad_detector` unless given (one per stream: it keeps state)."""
-        self.settings = settings
-        self.language = language
-        self._pcm = bytearray()  # s16le audio from _start (absolute sample index) to the end of what was received
-        self._start = 0
-        self._total = 0  # samples received
+# --- the phases --------------------------------------------------------------------------------------------------
+
+
+class Phase(Enum):
+    WAITING_FOR_LANGUAGE = auto()  # audio arrives; nothing is transcribed before the language is known
+    LISTENING = auto()  # utterances are transcribed as they grow, and finalized at their pauses
+    DRAINING = auto()  # eof came: the last passes run (after a detection if the language is still open)
+    FINISHED = auto()  # every word went out (or the stream held no speech)
+
+
+class Signal(Enum):
+    LANGUAGE_CHOSEN = auto()
+    END_OF_STREAM = auto()
+    LAST_WORDS_TAKEN = auto()
+
+
+_TRANSITIONS: Final[dict[tuple[Phase, Signal], Phase]] = {
+    (Phase.WAITING_FOR_LANGUAGE, Signal.LANGUAGE_CHOSEN): Phase.LISTENING,
+    (Phase.WAITING_FOR_LANGUAGE, Signal.END_OF_STREAM): Phase.DRAINING,
+    (Phase.LISTENING, Signal.LANGUAGE_CHOSEN): Phase.LISTENING,  # a revisited guess
+    (Phase.LISTENING, Signal.END_OF_STREAM): Phase.DRAINING,
+    (Phase.DRAINING, Signal.LANGUAGE_CHOSEN): Phase.DRAINING,
+    (Phase.DRAINING, Signal.LAST_WORDS_TAKEN): Phase.FINISHED,
+}
+
+
+class StateError(RuntimeError):
+    """An event the stream's phase does not expect (audio after eof, a second eof, an answer to no request)."""
+
+
+# --- the parts ---------------------------------------------------------------------------------------------------
+
+
+class AudioWindow:
+    """Owns the audio not yet cut away: the s16le samples from `start` to `total` (absolute sample indices), and
+    per 32 ms frame its level and the detector's speech probability. Also keeps up to 30 s of the stream's speech
+    (the frames the detector does not call a pause) for language detection."""
+
+    def __init__(self, detector: SpeechDetector, pause_threshold: float) -> None:
+        self._detector = detector
+        self._pause_threshold = pause_threshold
+        self._pcm = bytearray()
+        self.start = 0
+        self.total = 0  # samples received
         self._odd = b""  # half a sample, completed by the next frame
-        self._energies: list[float] = []  # level per frame from _frames_start
+        self._levels: list[float] = []  # dBFS per frame from _frames_start
         self._speech: list[float] = []  # speech probability per frame from _frames_start
-        self._frames_start = 0  # absolute frame index of _energies[0]
-        self._vad_tail = np.zeros(0, dtype=np.float32)  # samples not yet making a whole frame
-        self._detector = detector if detector is not None else make_detector(settings.vad_detector)
-        self._last_pass_end = 0  # absolute sample where the last pass's window ended
-        self._eof = False
-        self._agreement = LocalAgreement()
-        self._pending: list[Word] = []  # confirmed, not yet sent in a final
-        self._spoken: list[Word] = []  # the latest confirmed words, for the prompt
-        self._spoken_before_window = 0  # how many of them lie before the window
-        self._emitted_until = 0.0  # start of the last word sent in a final
-        self._last_partial = ""
-        self._finished = False
-
-    # --- audio in ----------------------------------------------------------------------------------------------
-
-    @property
-    def received_seconds(self) -> float:
-        return self._total / SAMPLE_RATE
-
-    @property
-    def buffered_seconds(self) -> float:
-        return (self._total - self._start) / SAMPLE_RATE
+        self._frames_start = 0  # absolute frame index of _levels[0]
+        self._tail = np.zeros(0, dtype=np.float32)  # samples not yet making a whole frame
+        self._speech_audio: list[npt.NDArray[np.float32]] = []
+        self._speech_audio_frames = 0
+        self._after_speech = 0  # frames left to keep after a speech frame (the decision lags the sound)
+        self.keep_speech = True  # keep speech for language detection (until the language is sure)
 
     def feed(self, pcm: bytes) -> None:
-        """Append s16le audio of any length; an odd byte waits for the next call, so samples stay aligned."""
-        if self._eof:
-            raise ValueError("audio after eof")
         data = self._odd + pcm
         usable = len(data) - len(data) % _BYTES_PER_SAMPLE
         self._odd = data[usable:]
@@ -139,111 +192,334 @@ class StreamCore:
             return
         chunk = data[:usable]
         self._pcm += chunk
-        self._total += usable // _BYTES_PER_SAMPLE
+        self.total += usable // _BYTES_PER_SAMPLE
         samples = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
-        joined = np.concatenate([self._vad_tail, samples])
+        joined = np.concatenate([self._tail, samples])
         whole = joined.size - joined.size % FRAME_SAMPLES
         if whole:
             frames = joined[:whole].reshape(-1, FRAME_SAMPLES)
-            self._energies.extend(frame_energies_db(frames).tolist())
-            self._speech.extend(self._detector.probabilities(frames).tolist())
-        self._vad_tail = joined[whole:]
+            speech = self._detector.probabilities(frames)
+            self._levels.extend(frame_energies_db(frames).tolist())
+            self._speech.extend(speech.tolist())
+            if self.keep_speech:
+                self._keep_speech(frames, speech)
+        self._tail = joined[whole:]
+
+    def _keep_speech(self, frames: npt.NDArray[np.float32], speech: npt.NDArray[np.float32]) -> None:
+        limit = int(_DETECT_MAX_SECONDS / FRAME_SECONDS)
+        for frame, probability in zip(frames, speech.tolist(), strict=True):
+            if self._speech_audio_frames >= limit:
+                return
+            if probability >= self._pause_threshold:
+                self._after_speech = 3
+            elif self._after_speech:
+                self._after_speech -= 1
+            else:
+                continue
+            self._speech_audio.append(frame)
+            self._speech_audio_frames += 1
+
+    @property
+    def speech_audio_seconds(self) -> float:
+        return self._speech_audio_frames * FRAME_SECONDS
+
+    def speech_audio(self) -> npt.NDArray[np.float32]:
+        if not self._speech_audio:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(self._speech_audio).astype(np.float32)
+
+    def audio(self, end: int) -> npt.NDArray[np.float32]:
+        raw = self._pcm[: (end - self.start) * _BYTES_PER_SAMPLE]
+        return np.frombuffer(bytes(raw), dtype="<i2").astype(np.float32) / 32768.0
+
+    def _slice(self, values: list[float], begin: int, end: int) -> npt.NDArray[np.float64]:
+        first = max(begin // FRAME_SAMPLES - self._frames_start, 0)
+        last = max(end // FRAME_SAMPLES - self._frames_start, 0)
+        return np.asarray(values[first:last], dtype=np.float64)
+
+    def levels(self, begin: int, end: int) -> npt.NDArray[np.float64]:
+        return self._slice(self._levels, begin, end)
+
+    def speech(self, begin: int, end: int) -> npt.NDArray[np.float64]:
+        return self._slice(self._speech, begin, end)
+
+    def cut(self, sample: int) -> None:
+        """Drop the audio before absolute `sample`."""
+        sample = min(max(sample, self.start), self.total)
+        del self._pcm[: (sample - self.start) * _BYTES_PER_SAMPLE]
+        self.start = sample
+        keep_from = sample // FRAME_SAMPLES
+        drop = max(keep_from - self._frames_start, 0)
+        del self._levels[:drop]
+        del self._speech[:drop]
+        self._frames_start = max(self._frames_start, keep_from)
+
+    def quietest_sample(self, begin: int, end: int) -> int:
+        """The middle of the quietest 100 ms between `begin` and `end` (absolute samples): the level is exact here,
+        and a cut there most likely falls between two words."""
+        begin = max(begin, self.start)
+        levels = self.levels(begin, end)
+        if levels.size < _QUIET_FRAMES:
+            return end
+        power = np.convolve(10.0 ** (levels / 10.0), np.ones(_QUIET_FRAMES), mode="valid")
+        first = max(begin // FRAME_SAMPLES, self._frames_start)
+        best = int(np.argmin(power[::-1]))  # the latest of equally quiet places: the longest window
+        frame = first + power.size - 1 - best + _QUIET_FRAMES // 2
+        return min(max(frame * FRAME_SAMPLES, begin), end)
+
+
+class FinalsPolicy:
+    """Owns the words confirmed but not yet sent (`pending`), the recent confirmed text (the next pass's prompt),
+    and what went out: decides when a final is due and makes every final's times rise, stay inside the audio and
+    never collapse to zero length."""
+
+    def __init__(self, settings: StreamSettings) -> None:
+        self._settings = settings
+        self.pending: list[Word] = []
+        self._spoken: list[Word] = []  # the latest confirmed words, for the prompt
+        self._spoken_before_window = 0  # how many of them lie before the window
+        self._emitted_until = 0.0  # start of the last word sent in a final
+        self._last_partial = ""
+
+    def take(self, words: list[Word]) -> None:
+        """Words confirmed (or forced): they wait for their final."""
+        self.pending.extend(words)
+        self._spoken.extend(words)
+
+    def window_cut(self) -> list[Word]:
+        """Every confirmed word now lies before the window; returns them (most recent last)."""
+        self._spoken = self._spoken[-_SPOKEN_KEPT:]
+        self._spoken_before_window = len(self._spoken)
+        return self._spoken
+
+    def prompt(self) -> str:
+        """The confirmed text before the window (text inside it would be transcribed twice), at most prompt_chars.
+        Not chosen by word times: a word whose time collapsed onto the window's start made whisper skip it."""
+        before = self._spoken[: self._spoken_before_window]
+        return join_text(before).strip()[-self._settings.prompt_chars :].lstrip()
+
+    def _due_count(self, now: float, force: bool) -> int:
+        """How many of the pending words the next final should hold (0: none is due)."""
+        for i, word in enumerate(self.pending):
+            if word.ends_sentence:
+                return i + 1
+        age = now - self.pending[0].end
+        settings = self._settings
+        if force or len(self.pending) >= settings.final_after_words or age >= settings.final_after_seconds:
+            return len(self.pending)
+        return 0
+
+    def _finalize(self, count: int, now: float) -> SendFinal:
+        taken, self.pending = self.pending[:count], self.pending[count:]
+        # Word times come from different passes; what goes out rises monotonically and stays inside the audio.
+        words = []
+        for w in _spread_collapsed(taken, self.pending[0].start if self.pending else now):
+            start = min(max(w.start, self._emitted_until), now)
+            words.append(Word(w.text, start, min(max(w.end, start), now), w.probability))
+            self._emitted_until = start
+        return SendFinal(words)
+
+    def events(self, now: float, hypothesis: list[Word], *, force: bool = False, drain: bool = False) -> list[Event]:
+        """The finals due at stream time `now` (every pending word if `force` or `drain`), then the partial if it
+        changed (none when draining: nothing is left open)."""
+        events: list[Event] = []
+        if drain:
+            if self.pending:
+                events.append(self._finalize(len(self.pending), now))
+            return events
+        while self.pending and (count := self._due_count(now, force)):
+            events.append(self._finalize(count, now))
+        text = join_text(self.pending + hypothesis)
+        if text != self._last_partial:
+            self._last_partial = text
+            events.append(SendPartial(text))
+        return events
+
+
+# --- the planner's steps -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """Nothing to do until more audio (or eof) arrives."""
+
+
+@dataclass(frozen=True)
+class _Detect:
+    pass
+
+
+@dataclass(frozen=True)
+class _Transcribe:
+    end: int
+    complete: bool
+    last: bool
+    cut_sample: int | None
+    in_pause: bool
+
+
+@dataclass(frozen=True)
+class _Skip:
+    """No speech up to `end`: move on without an engine call."""
+
+    end: int
+    complete: bool
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """The last pass already saw every sample (or there was no speech): what is left goes out."""
+
+
+@dataclass(frozen=True)
+class _DropSilence:
+    """Waiting for a language with no speech yet: the silence so far is not kept."""
+
+    sample: int
+
+
+_Step = _Wait | _Detect | _Transcribe | _Skip | _Finish | _DropSilence
+
+
+class StreamCore:
+    """One stream: its phase, its language, and the decisions; the audio is in `AudioWindow`, the words waiting
+    to go out in `FinalsPolicy`, the agreement between passes in `LocalAgreement`."""
+
+    def __init__(self, settings: StreamSettings, language: str | None, detector: SpeechDetector | None = None) -> None:
+        """`language` None: detect it on the stream's speech. `detector` is made from `settings.vad_detector`
+        unless given (one per stream: it keeps state)."""
+        self.settings = settings
+        self.language = language
+        self._language_checks = 0
+        self._language_sure = language is not None
+        self._utterances_since_check = 0
+        self.phase = Phase.LISTENING if language is not None else Phase.WAITING_FOR_LANGUAGE
+        self._window = AudioWindow(
+            detector if detector is not None else make_detector(settings.vad_detector), settings.vad_pause_threshold
+        )
+        self._window.keep_speech = not self._language_sure
+        self._last_pass_end = 0  # absolute sample where the last pass's window ended
+        self._agreement = LocalAgreement()
+        self._finals = FinalsPolicy(settings)
+        self._outstanding: Request | None = None
+
+    def _signal(self, signal: Signal) -> None:
+        try:
+            self.phase = _TRANSITIONS[(self.phase, signal)]
+        except KeyError:
+            raise StateError(f"{signal.name} is not expected while {self.phase.name}") from None
+
+    # --- audio in ----------------------------------------------------------------------------------------------
+
+    @property
+    def received_seconds(self) -> float:
+        return self._window.total / SAMPLE_RATE
+
+    @property
+    def buffered_seconds(self) -> float:
+        return (self._window.total - self._window.start) / SAMPLE_RATE
+
+    @property
+    def _eof(self) -> bool:
+        return self.phase in (Phase.DRAINING, Phase.FINISHED)
+
+    def feed(self, pcm: bytes) -> None:
+        """Append s16le audio of any length; an odd byte waits for the next call, so samples stay aligned.
+        Raises StateError after eof."""
+        if self._eof:
+            raise StateError("audio after eof")
+        self._window.feed(pcm)
 
     def end_of_stream(self) -> None:
-        self._eof = True
+        """No more audio will come. Raises StateError if eof came already."""
+        self._signal(Signal.END_OF_STREAM)
 
     @property
     def finished(self) -> bool:
         """Every word went out in a final; nothing more will come. Until `poll` has handed out the last final,
         a stream that ended is not finished."""
-        return self._finished and not self._pending
+        return self.phase is Phase.FINISHED and not self._finals.pending
 
-    # --- decisions ---------------------------------------------------------------------------------------------
+    # --- the planner -------------------------------------------------------------------------------------------
 
-    def _window_audio(self, end: int) -> npt.NDArray[np.float32]:
-        raw = self._pcm[: (end - self._start) * _BYTES_PER_SAMPLE]
-        return np.frombuffer(bytes(raw), dtype="<i2").astype(np.float32) / 32768.0
-
-    def _energies_between(self, begin: int, end: int) -> npt.NDArray[np.float64]:
-        first = max(begin // FRAME_SAMPLES - self._frames_start, 0)
-        last = max(end // FRAME_SAMPLES - self._frames_start, 0)
-        return np.asarray(self._energies[first:last], dtype=np.float64)
-
-    def _speech_between(self, begin: int, end: int) -> npt.NDArray[np.float64]:
-        first = max(begin // FRAME_SAMPLES - self._frames_start, 0)
-        last = max(end // FRAME_SAMPLES - self._frames_start, 0)
-        return np.asarray(self._speech[first:last], dtype=np.float64)
+    def _window_end(self) -> int:
+        return min(self._window.total, self._window.start + int(self.settings.window_seconds * SAMPLE_RATE))
 
     def _speech_seconds(self, begin: int, end: int) -> float:
-        mask = self._speech_between(begin, end) >= self.settings.vad_speech_threshold
+        mask = self._window.speech(begin, end) >= self.settings.vad_speech_threshold
         return float(np.count_nonzero(mask)) * FRAME_SECONDS
 
     def _has_speech(self, begin: int, end: int) -> bool:
         return self._speech_seconds(begin, end) >= self.settings.vad_min_speech_seconds
 
-    def _cut(self, sample: int, *, in_pause: bool) -> None:
-        """Drop audio before absolute `sample` from the window. `in_pause`: the cut lies in a pause the detector
-        heard (or in silence), so what follows is new speech; otherwise it split running speech."""
-        sample = min(max(sample, self._start), self._total)
-        del self._pcm[: (sample - self._start) * _BYTES_PER_SAMPLE]
-        self._start = sample
-        keep_from = sample // FRAME_SAMPLES
-        del self._energies[: max(keep_from - self._frames_start, 0)]
-        del self._speech[: max(keep_from - self._frames_start, 0)]
-        self._frames_start = max(self._frames_start, keep_from)
-        # Every word confirmed so far lies before the cut: later passes will not see them again.
-        self._spoken = self._spoken[-_SPOKEN_KEPT:]
-        self._agreement.new_window(self._spoken, repeat_possible=not in_pause)
-        self._spoken_before_window = len(self._spoken)
-
-    def _prompt(self) -> str:
-        """The confirmed text before the window (text inside it would be transcribed twice), at most prompt_chars.
-        Not chosen by word times: a word whose time collapsed onto the window's start made whisper skip it."""
-        before = self._spoken[: self._spoken_before_window]
-        return join_text(before).strip()[-self.settings.prompt_chars :].lstrip()
-
-    def _take(self, words: list[Word]) -> None:
-        """Words confirmed (or forced): they wait for their final."""
-        self._pending.extend(words)
-        self._spoken.extend(words)
-
-    def poll(self) -> list[Event]:
-        """Finals that became due as stream time passed (the time limit), with the partial that follows them."""
-        return self._emit()
-
-    def pass_due(self) -> bool:
-        """Whether `next_request` may have work: enough new audio, a finished utterance, a backlog, or the end."""
-        if self._finished:
-            return False  # what is left goes out through `poll`
-        if self._eof:
-            return True
+    def _plan(self) -> _Step:
+        """What to do next, from the state alone (this changes nothing): the one answer to both "is a pass due?"
+        and "which request?"."""
+        window, settings = self._window, self.settings
+        if self.phase is Phase.FINISHED:
+            return _Wait()
         if self.language is None:
-            return self._speech_seconds(self._start, self._total) >= self.settings.detect_after_speech_seconds
+            spoken = self._speech_seconds(window.start, window.total)
+            enough = window.speech_audio_seconds >= settings.detect_after_speech_seconds
+            ended = spoken >= settings.vad_min_speech_seconds and self._utterance_end(window.total) is not None
+            if window.speech_audio_seconds > 0 and (enough or ended or self._eof):
+                return _Detect()
+            if self._eof:
+                return _Finish()  # no speech at all: nothing to transcribe
+            if (
+                spoken < settings.vad_min_speech_seconds
+                and window.total - window.start > 2 * _SILENCE_TAIL_S * SAMPLE_RATE
+            ):
+                return _DropSilence(window.total - int(_SILENCE_TAIL_S * SAMPLE_RATE))
+            return _Wait()
+        revisit = self.phase is Phase.LISTENING and not self._language_sure and self._utterances_since_check > 0
+        if revisit and window.speech_audio_seconds > 0:
+            return _Detect()
         end = self._window_end()
-        if end < self._total or end - self._last_pass_end >= self.settings.min_new_audio_seconds * SAMPLE_RATE:
-            return True
-        return self._last_pass_end < end and self._utterance_end(end) is not None
+        new_audio = end - self._last_pass_end
+        enough_new = new_audio >= settings.min_new_audio_seconds * SAMPLE_RATE
+        if not self._has_speech(window.start, end):
+            complete = end < window.total or self._eof
+            return _Skip(end, complete) if complete or enough_new else _Wait()
+        if (utterance := self._utterance_end(end)) is not None:
+            return _Transcribe(utterance, complete=True, last=False, cut_sample=utterance, in_pause=True)
+        if end < window.total:
+            # A full window without a pause (a backlog, or speech running on past window_seconds): end the
+            # utterance at the quietest moment near the window's end, most likely between two words. Whisper's
+            # word times cannot choose the cut: they stretch over several words and lost them.
+            quiet = window.quietest_sample(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), end)
+            return _Transcribe(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False)
+        last = self._eof
+        if not last and not enough_new:
+            return _Wait()
+        if last and new_audio <= 0:
+            return _Finish()  # the previous pass already saw all the audio: its words are the last ones
+        # Nothing new was said and the last pass left nothing open: no need to ask again.
+        if not last and self._finals_policy_idle() and not self._has_speech(self._last_pass_end, end):
+            return _Skip(end, False)
+        return _Transcribe(end, complete=last, last=last, cut_sample=None, in_pause=False)
 
-    def _window_end(self) -> int:
-        return min(self._total, self._start + int(self.settings.window_seconds * SAMPLE_RATE))
+    def _finals_policy_idle(self) -> bool:
+        return not (self._finals.pending or self._agreement.hypothesis)
 
     def _utterance_end(self, end: int) -> int | None:
-        """The middle of the first pause after speech in the window up to `end` (absolute sample), or None.
+        """A cut in the first pause after speech in the window up to `end` (absolute sample), or None.
 
-        A pause is `pause_seconds` of frames near the noise floor (`short_pause_seconds` once the window is longer
-        than `trim_seconds`) after at least the VAD's minimum of speech. Cutting there never splits a word, unlike a cut
-        at whisper's word times, which are imprecise by a few hundred ms; and a window that ends in silence gives
-        whisper its best shot at the utterance's last words. The pass ends where the cut is: a pass reaching past it
-        heard the soft onset of the next word in the pause's second half, and that word came out twice.
+        A pause is `pause_seconds` of frames the detector calls a pause (`short_pause_seconds` once the window is
+        longer than `trim_seconds`) after at least `vad_min_speech_seconds` of speech. Cutting there never splits a
+        word, unlike a cut at whisper's word times, which are imprecise by a few hundred ms; and a window that ends
+        in silence gives whisper its best shot at the utterance's last words. The pass ends where the cut is: a
+        pass reaching past it heard the soft onset of the next word, and that word came out twice.
         """
-        first_frame = -(-self._start // FRAME_SAMPLES)  # the first whole frame inside the window
-        speech = self._speech_between(first_frame * FRAME_SAMPLES, end)
-        speech_mask = speech >= self.settings.vad_speech_threshold
-        pause_mask = speech < self.settings.vad_pause_threshold
-        min_speech = round(self.settings.vad_min_speech_seconds / FRAME_SECONDS)
-        pause = round(self.settings.pause_seconds / FRAME_SECONDS)
-        short_pause = round(self.settings.short_pause_seconds / FRAME_SECONDS)
-        trim_frame = round(self.settings.trim_seconds / FRAME_SECONDS)
+        window, settings = self._window, self.settings
+        first_frame = -(-window.start // FRAME_SAMPLES)  # the first whole frame inside the window
+        speech = window.speech(first_frame * FRAME_SAMPLES, end)
+        speech_mask = speech >= settings.vad_speech_threshold
+        pause_mask = speech < settings.vad_pause_threshold
+        min_speech = max(1, round(settings.vad_min_speech_seconds / FRAME_SECONDS))
+        pause = round(settings.pause_seconds / FRAME_SECONDS)
+        short_pause = round(settings.short_pause_seconds / FRAME_SECONDS)
+        trim_frame = round(settings.trim_seconds / FRAME_SECONDS)
         spoken = 0
         quiet = 0
         for index, (is_speech, is_pause) in enumerate(zip(speech_mask.tolist(), pause_mask.tolist(), strict=True)):
@@ -259,100 +535,115 @@ class StreamCore:
             if quiet >= needed:
                 pause_end = (first_frame + index + 1) * FRAME_SAMPLES
                 speech_end = (first_frame + pause_start) * FRAME_SAMPLES
-                # The quietest moment of the pause's middle half: the detector's frames are 32 ms, its decision
-                # lags the speech by a frame or two; the level is exact.
+                # The quietest moment of the pause's middle half: the detector's decision lags the sound by a
+                # frame or two; the level is exact.
                 quarter = (pause_end - speech_end) // 4
-                return self._quietest_sample(speech_end + quarter, pause_end - quarter)
+                return window.quietest_sample(speech_end + quarter, pause_end - quarter)
         return None
+
+    def _speech_end(self, end: int) -> float:
+        """Stream time where the last frame the detector does not call a pause ends, before `end`."""
+        window = self._window
+        first_frame = window.start // FRAME_SAMPLES
+        speech = window.speech(window.start, end)
+        voiced = np.flatnonzero(speech >= self.settings.vad_pause_threshold)
+        if voiced.size == 0:
+            return end / SAMPLE_RATE
+        return min((first_frame + int(voiced[-1]) + 2) * FRAME_SAMPLES, end) / SAMPLE_RATE
+
+    # --- the driver's calls ------------------------------------------------------------------------------------
+
+    def pass_due(self) -> bool:
+        """Whether `next_request` has something to do (an engine call, or silence to skip)."""
+        return not isinstance(self._plan(), _Wait)
 
     def next_request(self) -> Request | None:
-        """What the engine should do next, or None when nothing is due yet (or the stream is finished)."""
-        if self._finished:
-            return None  # what is left goes out through `poll`
-        if self.language is None:
-            return self._detection_request()
-        end = self._window_end()
-        if not self._has_speech(self._start, end):
-            complete = end < self._total or self._eof
-            if complete or end - self._last_pass_end >= self.settings.min_new_audio_seconds * SAMPLE_RATE:
-                self._skip_silence(end, complete)
+        """What the engine should do next, or None when nothing is due (silence may have been skipped, or the
+        stream may have finished: what is left goes out through `poll`). Raises StateError while a request is
+        outstanding."""
+        if self._outstanding is not None:
+            raise StateError("the previous request has no answer yet")
+        step = self._plan()
+        window = self._window
+        if isinstance(step, _Detect):
+            request: Request = DetectRequest(window.speech_audio())
+        elif isinstance(step, _Transcribe):
+            request = TranscribeRequest(
+                audio=window.audio(step.end),
+                offset=window.start / SAMPLE_RATE,
+                language=self.language or "",
+                prompt=self._finals.prompt(),
+                end_sample=step.end,
+                complete=step.complete,
+                last=step.last,
+                cut_sample=step.cut_sample,
+                cut_in_pause=step.in_pause,
+                speech_end=self._speech_end(step.end),
+            )
+        else:
+            if isinstance(step, _Skip):
+                self._skip_silence(step.end, step.complete)
+            elif isinstance(step, _Finish):
+                self._finish()
+            elif isinstance(step, _DropSilence):
+                window.cut(step.sample)
             return None
-        if (utterance := self._utterance_end(end)) is not None:
-            return self._request(utterance, complete=True, last=False, cut_sample=utterance, in_pause=True)
-        if end < self._total:
-            # A full window without a pause (a backlog, or speech running on past window_seconds): end the
-            # utterance at the quietest moment near the window's end, most likely between two words. Whisper's
-            # word times cannot choose the cut: they stretch over several words and lost them.
-            quiet = self._quietest_sample(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), end)
-            return self._request(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False)
-        last = self._eof
-        new_audio = end - self._last_pass_end
-        if not last and new_audio < self.settings.min_new_audio_seconds * SAMPLE_RATE:
-            return None
-        if last and new_audio <= 0:
-            # The previous pass already saw all the audio: its words are the last ones.
-            self._finish_with_hypothesis()
-            return None
-        # Nothing new was said and the last pass left nothing open: no need to ask again.
-        idle = not (last or self._pending or self._agreement.hypothesis)
-        if idle and not self._has_speech(self._last_pass_end, end):
-            self._skip_silence(end, False)
-            return None
-        return self._request(end, complete=last, last=last, cut_sample=None, in_pause=False)
+        self._outstanding = request
+        return request
 
-    def _quietest_sample(self, begin: int, end: int) -> int:
-        """The middle of the quietest 100 ms between `begin` and `end` (absolute samples)."""
-        begin = max(begin, self._start)
-        energies = self._energies_between(begin, end)
-        if energies.size < _QUIET_FRAMES:
-            return end
-        power = np.convolve(10.0 ** (energies / 10.0), np.ones(_QUIET_FRAMES), mode="valid")
-        first = max(begin // FRAME_SAMPLES, self._frames_start)
-        best = int(np.argmin(power[::-1]))  # the latest of equally quiet places: the longest window
-        frame = first + power.size - 1 - best + _QUIET_FRAMES // 2
-        return min(max(frame * FRAME_SAMPLES, begin), end)
+    def apply(self, request: Request, result: Result) -> list[Event]:
+        """Take the engine's answer to `request` and say what to send. Raises StateError for an answer to another
+        request than the outstanding one, or of the wrong kind."""
+        if request is not self._outstanding:
+            raise StateError("an answer to a request that is not outstanding")
+        self._outstanding = None
+        if isinstance(request, DetectRequest) and isinstance(result, Detected):
+            self._on_language(result)
+            return []
+        if isinstance(request, TranscribeRequest) and isinstance(result, list):
+            return self._on_words(request, result)
+        raise StateError(f"{type(result).__name__} does not answer a {type(request).__name__}")
 
-    def _request(
-        self, end: int, *, complete: bool, last: bool, cut_sample: int | None, in_pause: bool
-    ) -> TranscribeRequest:
-        return TranscribeRequest(
-            audio=self._window_audio(end),
-            offset=self._start / SAMPLE_RATE,
-            language=self.language or "",
-            prompt=self._prompt(),
-            end_sample=end,
-            complete=complete,
-            last=last,
-            cut_sample=cut_sample,
-            cut_in_pause=in_pause,
-        )
+    def poll(self) -> list[Event]:
+        """Finals that became due as stream time passed (the time limit), with the partial that follows them."""
+        return self._emit()
+
+    # --- what the answers change -------------------------------------------------------------------------------
+
+    def _on_language(self, detected: Detected) -> None:
+        self._language_checks += 1
+        self._utterances_since_check = 0
+        if self.language is None or detected.language != self.language:
+            self.language = detected.language
+        self._language_sure = detected.probability >= _SURE_LANGUAGE or self._language_checks >= _LANGUAGE_CHECKS
+        self._window.keep_speech = not self._language_sure
+        self._signal(Signal.LANGUAGE_CHOSEN)
+
+    def _cut(self, sample: int, *, in_pause: bool) -> None:
+        """Drop audio before absolute `sample` from the window. `in_pause`: the cut lies in a pause the detector
+        heard (or in silence), so what follows is new speech; otherwise it split running speech."""
+        self._window.cut(sample)
+        # Every word confirmed so far lies before the cut: later passes will not see them again.
+        self._agreement.new_window(self._finals.window_cut(), repeat_possible=not in_pause)
+        if in_pause:
+            self._utterances_since_check += 1
 
     def _skip_silence(self, end: int, complete: bool) -> None:
-        """Nothing worth transcribing up to `end`: move on without an engine call."""
         self._last_pass_end = end
-        if complete and self._eof and end >= self._total:
-            self._finish_with_hypothesis()
+        if complete and self._eof and end >= self._window.total:
+            self._finish()
         elif complete:
             # No later pass will look here again: what the last pass left open goes out as it is.
-            self._take(self._agreement.force(len(self._agreement.hypothesis)))
+            self._finals.take(self._agreement.force(len(self._agreement.hypothesis)))
             self._cut(end, in_pause=True)
-        elif not (self._pending or self._agreement.hypothesis):
+        elif self._finals_policy_idle():
             self._cut(end - int(_SILENCE_TAIL_S * SAMPLE_RATE), in_pause=True)
 
-    def _detection_request(self) -> DetectRequest | None:
-        speech = self._speech_seconds(self._start, self._total)
-        if speech >= self.settings.detect_after_speech_seconds or (self._eof and speech > 0):
-            end = min(self._total, self._start + int(_DETECT_MAX_SECONDS * SAMPLE_RATE))
-            return DetectRequest(self._window_audio(end))
-        if self._eof:
-            self._finished = True  # no speech at all: nothing to transcribe
-        return None
+    def _finish(self) -> None:
+        self._finals.take(self._agreement.force(len(self._agreement.hypothesis)))
+        self._signal(Signal.LAST_WORDS_TAKEN)
 
-    def on_language(self, language: str) -> None:
-        self.language = language
-
-    def on_words(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
-        """Take the engine's words for `request` (times relative to its audio) and say what to send."""
+    def _on_words(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
         window_end = request.end_sample / SAMPLE_RATE
         # A word cannot begin where the audio ends: whisper.cpp puts the words it invents past the audio (and the
         # loops it falls into) at the very end of the window.
@@ -366,79 +657,80 @@ class StreamCore:
         )
         inside = [w for w in shifted if w.start < latest_start]
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
-        # those words right: keep them (losing real words is worse than odd times).
-        absolute = shifted if request.complete else inside
+        # those words right: keep them (losing real words is worse than odd times), within the speech.
+        absolute = _within_speech(shifted, request.speech_end) if request.complete else inside
         self._last_pass_end = request.end_sample
         self._agreement.insert(absolute)
-        confirmed = self._agreement.confirm()
-        self._take(confirmed)
+        self._finals.take(self._agreement.confirm())
         if request.last:
-            self._finish_with_hypothesis()
-            return self._drain_events()
+            self._finish()
+            return self._emit()
         if request.cut_sample is not None:
-            # The utterance ended in a pause: all its words are as good as they get.
-            self._take(self._agreement.force(len(self._agreement.hypothesis)))
+            # The utterance ended in a pause (or the full window was cut): all its words are as good as they get.
+            self._finals.take(self._agreement.force(len(self._agreement.hypothesis)))
             events = self._emit(force=True)
             self._cut(request.cut_sample, in_pause=request.cut_in_pause)
             return events
         return self._emit()
 
     def _paused_between(self, begin: float, end: float) -> bool:
-        """Whether the detector heard a pause of at least `pause_seconds` between two stream times."""
-        quiet = (
-            self._speech_between(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE)) < self.settings.vad_pause_threshold
-        )
-        needed = round(self.settings.pause_seconds / FRAME_SECONDS)
+        """Whether the detector heard a pause between two stream times (a pause long enough to end the utterance
+        cuts the window there anyway: this sees the shorter ones inside a window)."""
+        speech = self._window.speech(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE))
+        needed = round(_REPEAT_PAUSE_S / FRAME_SECONDS)
         run = 0
-        for is_quiet in quiet.tolist():
+        for is_quiet in (speech < self.settings.vad_pause_threshold).tolist():
             run = run + 1 if is_quiet else 0
             if run >= needed:
                 return True
         return False
 
-    def _finish_with_hypothesis(self) -> None:
-        self._take(self._agreement.force(len(self._agreement.hypothesis)))
-        self._eof = True
-        self._finished = True
-
-    def _drain_events(self) -> list[Event]:
-        events: list[Event] = []
-        if self._pending:
-            events.append(self._finalize(len(self._pending)))
-        self._cut(self._total, in_pause=True)
-        return events
-
-    def _due_count(self, force: bool) -> int:
-        """How many of the pending words the next final should hold (0: none is due)."""
-        for i, word in enumerate(self._pending):
-            if word.ends_sentence:
-                return i + 1
-        age = self.received_seconds - self._pending[0].end
-        if force or len(self._pending) >= self.settings.final_after_words or age >= self.settings.final_after_seconds:
-            return len(self._pending)
-        return 0
-
-    def _finalize(self, count: int) -> SendFinal:
-        taken, self._pending = self._pending[:count], self._pending[count:]
-        # Word times come from different passes; what goes out rises monotonically and stays inside the audio.
-        words = []
-        for w in taken:
-            start = min(max(w.start, self._emitted_until), self.received_seconds)
-            words.append(Word(w.text, start, min(max(w.end, start), self.received_seconds), w.probability))
-            self._emitted_until = start
-        return SendFinal(words)
-
     def _emit(self, force: bool = False) -> list[Event]:
-        events: list[Event] = []
-        if self._finished:
-            return self._drain_events()
-        while self._pending and (count := self._due_count(force)):
-            events.append(self._finalize(count))
-        text = join_text(self._pending + self._agreement.hypothesis)
-        if text != self._last_partial:
-            self._last_partial = text
-            events.append(SendPartial(text))
-        return events
+        now = self.received_seconds
+        if self.phase is Phase.FINISHED:
+            events = self._finals.events(now, [], drain=True)
+            self._window.cut(self._window.total)
+            return events
+        return self._finals.events(now, self._agreement.hypothesis, force=force)
+
+
+def _within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
+    """Words whisper placed after the speech ended (in the silence that ends the window) belong to the speech:
+    move them back to its end, spread over it (`_spread_collapsed` gives each its length)."""
+    if speech_end is None:
+        return words
+    return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
+
+
+def _spread_collapsed(words: list[Word], next_start: float) -> list[Word]:
+    """Give the words whisper collapsed (shorter than 50 ms each: a run of them is typically stacked on one
+    instant) times that mean something: each run is spread backwards from where it ends, `_SPREAD_WORD_S` per word
+    but never over the word before it; with no room there, forwards up to the next word (`next_start` after the
+    last)."""
+    out = list(words)
+    i = 0
+    while i < len(out):
+        if out[i].end - out[i].start >= _MIN_WORD_S:
+            i += 1
+            continue
+        j = i
+        while j < len(out) and out[j].end - out[j].start < _MIN_WORD_S:
+            j += 1
+        n = j - i
+        previous_end = out[i - 1].end if i > 0 else 0.0
+        room_end = out[j].start if j < len(out) else max(next_start, out[j - 1].end)
+        finish = out[j - 1].end
+        begin = max(previous_end, finish - n * _SPREAD_WORD_S)
+        if finish - begin < n * _MIN_WORD_S:
+            begin = max(previous_end, out[i].start)
+            finish = min(room_end, begin + n * _SPREAD_WORD_S)
+        if finish - begin >= n * _MIN_WORD_S:
+            step = (finish - begin) / n
+            for k in range(n):
+                w = out[i + k]
+                out[i + k] = Word(w.text, begin + k * step, begin + (k + 1) * step, w.probability)
+        i = j
+    return out
 
 
 def _without_loops(words: list[Word], paused_between: Callable[[float, float], bool], longest: int = 16) -> list[Word]:

@@ -27,7 +27,8 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE: Final = 16000
+from melvin_trio.core import SAMPLE_RATE
+
 FRAME_SAMPLES: Final = 512  # 32 ms: Silero's window at 16 kHz; the levels use the same frames
 FRAME_SECONDS: Final = FRAME_SAMPLES / SAMPLE_RATE
 _EPS: Final = 1e-10

