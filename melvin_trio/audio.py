@@ -11,7 +11,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE: Final = 16000
+from melvin_trio.core import SAMPLE_RATE as SAMPLE_RATE
+
 SAMPLE_WIDTH: Final = 2  # bytes, s16le on the wire and in exports
 _HALF_TAPS: Final = 16  # windowed-sinc resampler: 32 taps
 _BLOCK: Final = 1 << 18

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,6 +20,42 @@ WAITING_FOR_SEAT: Final = "No transcription workers available. Retrying in 10 se
 CONTROL_UNKNOWN: Final = "control message unknown"
 
 _LANGUAGE_KEYS: Final = ("language", "lang")
+
+
+def language_not_supported(language: str) -> str:
+    return f"Language {language!r} is not supported"
+
+
+def language_not_in_model(language: str) -> str:
+    return f"Language {language!r} is not supported by the English-only model of this server"
+
+
+def storage_error(reason: str) -> str:
+    return f"Server storage error ({reason}): the stream ends here"
+
+
+def transcription_failed(error: object) -> str:
+    return f"Transcription failed: {error}"
+
+
+@dataclass(frozen=True)
+class LanguageRefused:
+    message: str  # the exact text to send before closing
+
+
+def choose_language(
+    asked: str | None, default: str | None, *, english_only: bool, known: Callable[[str], bool]
+) -> str | LanguageRefused | None:
+    """The stream's language: the client's, else the server default; None means detect it on the stream's speech
+    (never on an English-only server: there is nothing to detect). A language the model cannot do is refused."""
+    language = asked or default
+    if language is None:
+        return "en" if english_only else None
+    if not known(language):
+        return LanguageRefused(language_not_supported(language))
+    if english_only and language != "en":
+        return LanguageRefused(language_not_in_model(language))
+    return language
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.core import SAMPLE_RATE as SAMPLE_RATE
 from melvin_trio.core.words import Word
-
-SAMPLE_RATE: Final = 16000
 
 Audio = npt.NDArray[np.float32]
 AbortCheck = Callable[[], bool]

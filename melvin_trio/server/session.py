@@ -63,14 +63,6 @@ class SessionContext:
     metrics: Metrics = field(default_factory=Metrics)
 
 
-def _language_problem(language: str, settings: SessionSettings) -> str | None:
-    if not settings.known_language(language):
-        return f"Language {language!r} is not supported"
-    if settings.english_only and language != "en":
-        return f"Language {language!r} is not supported by the English-only model of this server"
-    return None
-
-
 async def handle_connection(request: WebSocketRequest, ctx: SessionContext) -> None:
     """Serve one client. Never raises (except Cancelled): a failure ends this connection only."""
     ws = await request.accept()
@@ -99,12 +91,12 @@ async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
         ctx.metrics.login_refused(auth.message)
         await ws.send_message(auth.message)
         return
-    language = auth.language or settings.default_language
-    if language is None and settings.english_only:
-        language = "en"  # nothing to detect: every seat could be English-only
-    if language is not None and (problem := _language_problem(language, settings)):
+    language = protocol.choose_language(
+        auth.language, settings.default_language, english_only=settings.english_only, known=settings.known_language
+    )
+    if isinstance(language, protocol.LanguageRefused):
         ctx.metrics.login_refused("language")
-        await ws.send_message(problem)
+        await ws.send_message(language.message)
         return
     await Session(ws, ctx, StreamCore(settings.stream, language)).run()
 
@@ -216,7 +208,7 @@ class Session:
         """The disk refused the audio: end the stream cleanly, keeping what was written."""
         log.error("stream %s: cannot store audio: %s", self.stream_id, error)
         self._error = f"storage error: {error.strerror or error}"
-        await self._outbox_send.send(f"Server storage error ({error.strerror or error}): the stream ends here")
+        await self._outbox_send.send(protocol.storage_error(str(error.strerror or error)))
         self._eof_received = True
         self.core.end_of_stream()
         self._wake()
@@ -314,7 +306,7 @@ class Session:
     async def _fail(self, error: EngineError) -> None:
         log.error("stream %s: transcription failed: %s", self.stream_id, error)
         self._error = str(error)
-        await self._outbox_send.send(f"Transcription failed: {error}")
+        await self._outbox_send.send(protocol.transcription_failed(error))
 
     async def _send_events(self, events: list[Event]) -> None:
         for event in events:
