@@ -44,6 +44,7 @@ __all__ = [
 
 _BYTES_PER_SAMPLE: Final = 2
 _DETECT_MAX_SECONDS: Final = 30.0  # whisper detects the language on at most 30 s
+_DETECT_MIN_SECONDS: Final = 1.0  # an utterance this short ("Ja.") does not settle the language before eof
 _SURE_LANGUAGE: Final = 0.8  # a guess less probable than this is checked again after the next utterance...
 _LANGUAGE_CHECKS: Final = 3  # ...at most this many detections in all
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
@@ -461,7 +462,7 @@ class StreamCore:
         if self.language is None:
             spoken = self._speech_seconds(window.start, window.total)
             enough = window.speech_audio_seconds >= settings.detect_after_speech_seconds
-            ended = spoken >= settings.vad_min_speech_seconds and self._utterance_end(window.total) is not None
+            ended = window.speech_audio_seconds >= _DETECT_MIN_SECONDS and self._utterance_end(window.total) is not None
             if window.speech_audio_seconds > 0 and (enough or ended or self._eof):
                 return _Detect()
             if self._eof:

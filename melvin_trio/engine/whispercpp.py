@@ -101,6 +101,9 @@ class WhisperCppOptions:
     gpu_device: int = 0
     flash_attn: bool = True
     reduce_audio_ctx: bool = False
+    # DTW token times (whisper.cpp's alignment heads of the model; needs flash_attn off): measured by
+    # bench/wordtimes.py against the token timestamps.
+    dtw_token_timestamps: bool = False
 
 
 class WhisperCppEngine:
@@ -115,6 +118,12 @@ class WhisperCppEngine:
         cparams.use_gpu = self._options.use_gpu
         cparams.gpu_device = self._options.gpu_device
         cparams.flash_attn = self._options.flash_attn
+        if self._options.dtw_token_timestamps:
+            cparams.flash_attn = False
+            cparams.dtw_token_timestamps = True
+            cparams.dtw_aheads_preset = _aheads_preset(
+                self._model_info.hparams.n_text_layer, self._model_info.hparams.n_vocab
+            )
         self._ctx: Any = pw.whisper_init_from_file_with_params(str(path), cparams)
         if pw.whisper_model_n_vocab(self._ctx) != self._model_info.hparams.n_vocab:
             raise EngineError(f"whisper.cpp could not load {path}")
@@ -221,6 +230,8 @@ class WhisperCppEngine:
                 raw = pw.whisper_token_to_bytes(self._ctx, data.id)
                 t0 = min(max(data.t0 / _CENTISECONDS, 0.0), seconds)
                 t1 = min(max(data.t1 / _CENTISECONDS, t0), seconds)
+                if self._options.dtw_token_timestamps and data.t_dtw >= 0:
+                    t0 = t1 = min(max(data.t_dtw / _CENTISECONDS, 0.0), seconds)
                 if raw.startswith(b" ") or not pieces:
                     if pieces:
                         flush()
@@ -261,6 +272,21 @@ def _set_decoding(p: Any, decoding: Decoding) -> None:
     p.greedy = {"best_of": 5 if decoding.temperature_inc > 0 else 1}
     p.temperature = decoding.temperature
     p.temperature_inc = decoding.temperature_inc
+
+
+def _aheads_preset(n_text_layer: int, n_vocab: int) -> Any:
+    """whisper.cpp's alignment heads for the model size (by decoder depth; English-only models have 51864 tokens)."""
+    english = n_vocab == 51864
+    presets = {
+        4: ("TINY_EN", "TINY"),
+        6: ("BASE_EN", "BASE"),
+        12: ("SMALL_EN", "SMALL"),
+        24: ("MEDIUM_EN", "MEDIUM"),
+    }
+    names = presets.get(n_text_layer)
+    if names is None:
+        return pw.whisper_alignment_heads_preset.WHISPER_AHEADS_N_TOP_MOST
+    return getattr(pw.whisper_alignment_heads_preset, f"WHISPER_AHEADS_{names[0] if english else names[1]}")
 
 
 def _monotonic(words: list[Word]) -> list[Word]:
