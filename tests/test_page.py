@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from melvin_trio.audio import read_wav, read_wav_pcm16
+from melvin_trio.core import protocol
 from melvin_trio.engine.base import Engine
 from melvin_trio.engine.fake import FakeEngine
 from melvin_trio.engine.whispercpp import is_known_language
@@ -21,7 +22,7 @@ from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.server.app import EngineSection, MelvinServer
 from melvin_trio.server.workers import EngineWorker
 from tests.browser import open_browser, require_browser
-from tests.server_harness import API_KEY, make_config, running_server
+from tests.server_harness import API_KEY, make_config, open_raw_session, running_server, wait_for
 
 LEAD_IN_S = 1.0  # silence before the clip: the fake device starts when the page opens the microphone
 TAIL_S = 3.0  # silence after it, so the last words end in a pause before stop is pressed
@@ -157,3 +158,44 @@ async def test_page_config_names_the_websocket(tmp_path: Path) -> None:
         assert page.status_code == 200
         assert "connect-src 'self' ws: wss:" in page.headers["Content-Security-Policy"]
         assert (await client.get("/web/../config.py")).status_code == 404
+
+
+def _wait_for_notice(driver: Any, url: str) -> str:
+    """Start streaming while every seat is taken: the page shows the waiting notice."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "url").get_attribute("value"))
+    driver.find_element(By.ID, "key").send_keys(API_KEY)
+    driver.find_element(By.ID, "toggle").click()
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "status").get_attribute("class") == "waiting")
+    notice: str = driver.find_element(By.ID, "status").text
+    return notice
+
+
+def _stop_and_wait_for_exports(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.ID, "toggle").click()
+    WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "exports").get_attribute("data-ready") == "true")
+    stream_id: str = driver.find_element(By.ID, "stream-id").text
+    return stream_id
+
+
+async def test_page_shows_the_waiting_notice(clips: list[Clip], tmp_path: Path) -> None:
+    require_browser()
+    clip = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    fake = tmp_path / "microphone.wav"
+    _padded_clip(clip.path, fake)
+    with trio.fail_after(120):
+        async with running_server(FakeEngine(), tmp_path / "data", seats=1) as running:
+            with open_browser(tmp_path / "profile", fake) as driver:
+                async with await open_raw_session(running):  # holds the only seat
+                    await wait_for(lambda: running.server.seats.available == 0)
+                    notice = await trio.to_thread.run_sync(_wait_for_notice, driver, running.rest_url + "/")
+                # The seat is free again: the page's stream is seated, transcribed and exported.
+                stream_id = await trio.to_thread.run_sync(_stop_and_wait_for_exports, driver)
+            assert stream_id in running.export_ids()
+    assert notice.startswith(protocol.WAITING_FOR_SEAT)
