@@ -80,16 +80,66 @@ class PageConfig:
     websocket_url: str | None
 
 
-# Non-JSON answers: (media type, description) per endpoint; quart-schema documents JSON only.
-_RAW: Final[dict[str, tuple[str, str]]] = {
-    "audio": ("audio/wav", "The stream's audio exactly as received (16-bit PCM WAV); byte ranges answered with 206"),
-    "scrape": ("text/plain", "Prometheus text exposition format"),
-    "page": ("text/html", "The live captioning page"),
-    "web_file": ("application/octet-stream", "A file of the page (script, style sheet, worklet, licence)"),
-    "docs": ("text/html", "This documentation (ReDoc, served from this server)"),
-    "openapi": ("application/json", "This OpenAPI document"),
+@dataclass
+class Job:
+    """A file transcription job (the original Melvin ASR's shape; more fields once it is finished)."""
+
+    transcription_id: str
+    status: str
+    start_time: str
+    model: str
+    task: str
+    language: str | None
+    progress: float
+    filename: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class JobSummary:
+    """One job of the list."""
+
+    transcription_id: str
+    status: str
+
+
+@dataclass
+class OpenAIErrorDetail:
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+@dataclass
+class OpenAIError:
+    """An error in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+@dataclass
+class OpenAITranscription:
+    """`response_format=json` (text, srt and vtt are plain text; verbose_json adds segments and words)."""
+
+    text: str
+
+
+_SUBTITLES: Final = ("text/vtt", "application/x-subrip")
+# Non-JSON answers: (description, media types of the 200 answer) per endpoint; quart-schema documents JSON only.
+_RAW: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "audio": ("The stream's audio exactly as received (16-bit PCM WAV); byte ranges answered with 206", ("audio/wav",)),
+    "scrape": ("Prometheus text exposition format", ("text/plain",)),
+    "page": ("The live captioning page", ("text/html",)),
+    "web_file": ("A file of the page (script, style sheet, worklet, licence)", ("application/octet-stream",)),
+    "docs": ("This documentation (ReDoc, served from this server)", ("text/html",)),
+    "openapi": ("This OpenAPI document", ("application/json",)),
+    "stream_subtitles": ("Subtitles of a finished stream", _SUBTITLES),
+    "get_transcription": ("The job (format=json), or its text or subtitles once finished", ("text/plain", *_SUBTITLES)),
+    "openai_transcriptions": ("The transcript in the asked response_format", ("text/plain", *_SUBTITLES)),
+    "openai_translations": ("The English translation in the asked response_format", ("text/plain", *_SUBTITLES)),
 }
-# JSON answers by endpoint: status -> model; and which endpoints need the key.
+# JSON answers by endpoint: status -> model.
 _DOCUMENTED: Final[dict[str, dict[int, type]]] = {
     "health": {200: Health, 503: Health},
     "transcript": {200: FinalMessage, 401: ErrorBody, 404: ErrorBody},
@@ -97,19 +147,75 @@ _DOCUMENTED: Final[dict[str, dict[int, type]]] = {
     "scrape": {401: ErrorBody},
     "web_config": {200: PageConfig},
     "web_file": {404: ErrorBody},
+    # The file API (server/filerest.py).
+    "post_transcription": {200: Job, 400: ErrorBody, 401: ErrorBody, 413: ErrorBody, 418: ErrorBody},
+    "list_transcriptions": {200: JobSummary, 401: ErrorBody},
+    "get_transcription": {200: Job, 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody},
+    "openai_transcriptions": {200: OpenAITranscription, 400: OpenAIError, 401: OpenAIError, 404: OpenAIError},
+    "openai_translations": {200: OpenAITranscription, 400: OpenAIError, 401: OpenAIError, 404: OpenAIError},
+    "stream_subtitles": {400: ErrorBody, 401: ErrorBody, 404: ErrorBody},
 }
-_SECURED: Final = frozenset({"transcript", "audio", "scrape"})
-# Summaries of views without a docstring (rest.py's).
+_ARRAYS: Final = frozenset({"transcript", "list_transcriptions"})  # 200 is a JSON array of the model
+_SECURED: Final = frozenset(
+    {
+        "transcript",
+        "audio",
+        "scrape",
+        "post_transcription",
+        "list_transcriptions",
+        "get_transcription",
+        "openai_transcriptions",
+        "openai_translations",
+        "stream_subtitles",
+    }
+)
+# Summaries of views without a docstring.
 _SUMMARIES: Final = {
     "health": "Liveness and worker seats, for load balancers and operators (no key)",
     "transcript": "The transcript export of a finished stream: its finals as sent",
     "audio": "The audio export of a finished stream (GET, HEAD, byte ranges)",
+    "post_transcription": "Upload an audio file to transcribe (the original Melvin ASR's file API)",
+    "list_transcriptions": "Every file transcription job and its status",
+    "get_transcription": "One job: its status, progress and transcript (format=json, txt, srt or vtt)",
+    "openai_transcriptions": "Transcribe an uploaded file (OpenAI's API; waits for the result)",
+    "openai_translations": "Translate an uploaded file into English text (OpenAI's API; waits for the result)",
+    "stream_subtitles": "Subtitles of a finished stream (format=vtt or srt)",
+}
+_FILE_PART: Final = {"type": "string", "format": "binary", "description": "the audio (any format the server reads)"}
+_STRING: Final = {"type": "string"}
+# Multipart forms: endpoint -> (properties, required).
+_FORMS: Final[dict[str, dict[str, Any]]] = {
+    "post_transcription": {
+        "file": _FILE_PART,
+        "model": _STRING,
+        "language": _STRING,
+        "task": {"type": "string", "enum": ["transcribe", "translate"]},
+        "settings": {"type": "string", "description": "JSON: beam_size, temperature, temperature_inc, initial_prompt"},
+    },
+    **{
+        endpoint: {
+            "file": _FILE_PART,
+            "model": _STRING,
+            "language": _STRING,
+            "prompt": _STRING,
+            "temperature": {"type": "number"},
+            "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+            "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
+        }
+        for endpoint in ("openai_transcriptions", "openai_translations")
+    },
+}
+_QUERY: Final[dict[str, list[dict[str, Any]]]] = {
+    "get_transcription": [
+        {"in": "query", "name": "format", "schema": {"type": "string", "enum": ["json", "txt", "srt", "vtt"]}}
+    ],
+    "stream_subtitles": [{"in": "query", "name": "format", "schema": {"type": "string", "enum": ["vtt", "srt"]}}],
 }
 
 
 class _Provider(OpenAPIProvider):
-    """quart-schema's document, plus the non-JSON answers, the transcript as the array it really is, and the
-    nested models' definitions (quart-schema 0.25 drops them when msgspec builds the schema)."""
+    """quart-schema's document, plus the non-JSON answers, forms, query parameters, arrays, and the nested models'
+    definitions (quart-schema 0.25 drops them when msgspec builds the schema)."""
 
     def schema(self) -> dict[str, Any]:
         document = super().schema()
@@ -128,21 +234,34 @@ class _Provider(OpenAPIProvider):
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
-        raw = _RAW.get(rule.endpoint)
+        endpoint = rule.endpoint
         for operations in paths.values():
             for operation in operations.values():
-                if not operation.get("summary") and rule.endpoint in _SUMMARIES:
-                    operation["summary"] = _SUMMARIES[rule.endpoint]
-                if raw is not None:
-                    media_type, description = raw
-                    operation["responses"] = {
-                        "200": {"description": description, "content": {media_type: {"schema": {}}}},
-                        **operation["responses"],
+                if not operation.get("summary") and endpoint in _SUMMARIES:
+                    operation["summary"] = _SUMMARIES[endpoint]
+                responses = operation["responses"]
+                if endpoint in _ARRAYS:
+                    ok = responses[200]["content"]["application/json"]
+                    if ok["schema"].get("type") != "array":  # operations of one rule share their answers
+                        ok["schema"] = {"type": "array", "items": ok["schema"]}
+                if endpoint in _RAW:
+                    description, media_types = _RAW[endpoint]
+                    answer = responses.setdefault(200, {"description": description, "content": {}})
+                    answer["description"] = description
+                    for media_type in media_types:
+                        answer["content"].setdefault(media_type, {"schema": {}})
+                if endpoint in _FORMS:
+                    operation["requestBody"] = {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {"type": "object", "properties": _FORMS[endpoint], "required": ["file"]}
+                            }
+                        },
                     }
-                if rule.endpoint == "transcript":
-                    ok = operation["responses"][200]["content"]["application/json"]
-                    ok["schema"] = {"type": "array", "items": ok["schema"]}
-                operation["responses"] = {str(k): v for k, v in operation["responses"].items()}
+                if endpoint in _QUERY:
+                    operation["parameters"] = [*operation["parameters"], *_QUERY[endpoint]]
+                operation["responses"] = {str(k): v for k, v in sorted(responses.items(), key=lambda kv: str(kv[0]))}
         return paths, components
 
 
