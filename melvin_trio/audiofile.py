@@ -20,7 +20,7 @@ from melvin_trio.audio import SAMPLE_RATE, AudioFormatError, float_to_pcm16
 # Read in blocks so a long file is down-mixed as it is read (a stereo hour at 48 kHz is 1.4 GB as float32).
 _BLOCK_FRAMES: Final = 1 << 20
 
-__all__ = ["AudioFileInfo", "AudioFormatError", "read_audio", "read_audio_pcm16"]
+__all__ = ["AudioFileInfo", "AudioFormatError", "probe_audio", "read_audio", "read_audio_pcm16"]
 
 
 class AudioFileInfo:
@@ -59,16 +59,31 @@ def read_audio(path: Path, *, label: str | None = None) -> tuple[npt.NDArray[np.
     except FileNotFoundError:
         raise AudioFormatError(f"{name}: file not found") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioFormatError(
-            f"{name}: cannot decode: not a supported audio format, or damaged data (libsndfile: {_reason(exc)}); "
-            "supported: WAV, FLAC, OGG (Vorbis, Opus), MP3"
-        ) from None
+        raise AudioFormatError(_cannot_decode(name, exc)) from None
     if info.sample_rate <= 0 or info.channels <= 0:
         raise AudioFormatError(f"{name}: invalid header (rate {info.sample_rate}, {info.channels} channels)")
     mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     if mono.size == 0:
         raise AudioFormatError(f"{name}: the file holds no audio")
     return resample_to_16k(mono, info.sample_rate), info
+
+
+def probe_audio(path: Path, *, label: str | None = None) -> AudioFileInfo:
+    """The file's format, after decoding its first second (cheap, for checking an upload at once).
+
+    Raises AudioFormatError as `read_audio` does."""
+    name = label or str(path)
+    if not path.is_file():
+        raise AudioFormatError(f"{name}: file not found")
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+            first = f.read(max(f.samplerate, 1), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioFormatError(_cannot_decode(name, exc)) from None
+    if info.sample_rate <= 0 or info.channels <= 0 or first.size == 0:
+        raise AudioFormatError(f"{name}: the file holds no audio")
+    return info
 
 
 def read_audio_pcm16(path: Path) -> bytes:
@@ -91,6 +106,13 @@ def _mono(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return np.ascontiguousarray(block[:, 0])
     mixed: npt.NDArray[np.float32] = block.mean(axis=1, dtype=np.float32)
     return mixed
+
+
+def _cannot_decode(name: str, exc: Exception) -> str:
+    return (
+        f"{name}: cannot decode: not a supported audio format, or damaged data (libsndfile: {_reason(exc)}); "
+        "supported: WAV, FLAC, OGG (Vorbis, Opus), MP3"
+    )
 
 
 def _reason(exc: Exception) -> str:

@@ -86,6 +86,8 @@ class LimitsSection:
     # An engine call (one pass, normally 0.3-3 s) running longer than this is aborted; its stream ends with a
     # message and its export, the seat is returned, and the worker serves the others.
     engine_call_timeout_seconds: float = 60.0
+    # An upload to the file API (POST /transcriptions, /v1/audio/*) larger than this is refused with 413.
+    max_upload_bytes: int = 500 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits.engine_call_timeout_seconds: must be positive")
     if lim.max_backlog_seconds < 30:
         raise ConfigError("limits.max_backlog_seconds: must be at least 30")
+    if lim.max_upload_bytes < 1024:
+        raise ConfigError("limits.max_upload_bytes: must be at least 1024")
     if lim.max_frame_bytes < 1024:
         raise ConfigError("limits.max_frame_bytes: must be at least 1024")
     if stream.cuda.device_index < 0:

@@ -31,8 +31,8 @@ PROMPT_CHARS: Final = 200
 # A window without a 100 ms stretch louder than this holds no speech: whisper would only invent words there.
 SILENCE_DBFS: Final = -50.0
 # A beam + fallback decode may take this long per second of window, plus a constant, before it is redone greedily.
-BUDGET_PER_SECOND: Final = 1.0
-BUDGET_BASE_SECONDS: Final = 10.0
+BUDGET_PER_SECOND: Final = 2.0
+BUDGET_BASE_SECONDS: Final = 20.0
 # Segments: a new one after a sentence end, a pause this long, or this many words.
 SEGMENT_PAUSE_SECONDS: Final = 1.0
 SEGMENT_MAX_WORDS: Final = 40
@@ -148,8 +148,11 @@ class FileTranscription:
         return tail[tail.find(" ") + 1 :] if len(text) > PROMPT_CHARS and " " in tail else tail
 
 
-def decode_window(engine: Engine, request: WindowRequest, abort: AbortCheck | None = None) -> list[Word]:
-    """One window with its decoding, bounded by `window_budget`; past the budget, again greedily.
+def decode_window(
+    engine: Engine, request: WindowRequest, abort: AbortCheck | None = None, budget: float | None = None
+) -> list[Word]:
+    """One window with its decoding, bounded by `budget` seconds (default `window_budget`); past it, again
+    greedily without fallback.
 
     Raises EngineAborted when `abort` asks, or EngineError."""
     seconds = request.audio.size / SAMPLE_RATE
@@ -157,7 +160,7 @@ def decode_window(engine: Engine, request: WindowRequest, abort: AbortCheck | No
         return engine.transcribe(
             request.audio, language=request.language, prompt=request.prompt, abort=abort, decoding=request.decoding
         )
-    deadline = time.monotonic() + window_budget(seconds)
+    deadline = time.monotonic() + (window_budget(seconds) if budget is None else budget)
 
     def over_budget() -> bool:
         return time.monotonic() > deadline or (abort is not None and abort())

@@ -33,6 +33,7 @@ class FakeCall:
     seconds: float
     language: str
     prompt: str
+    decoding: Decoding = GREEDY
 
 
 @dataclass
@@ -66,7 +67,7 @@ class FakeEngine:
         decoding: Decoding = GREEDY,
     ) -> list[Word]:
         check_language(self.info, language)
-        self.calls.append(FakeCall(seconds=audio.size / SAMPLE_RATE, language=language, prompt=prompt))
+        self.calls.append(FakeCall(audio.size / SAMPLE_RATE, language, prompt, decoding))
         entry = self._pending.popleft() if self._pending else self._last
         self._last = entry
         if isinstance(entry, EngineError):

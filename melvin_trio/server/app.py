@@ -25,6 +25,8 @@ from melvin_trio.config import Config
 from melvin_trio.core.stream import StreamSettings
 from melvin_trio.engine.base import Engine
 from melvin_trio.server.exports import ExportStore
+from melvin_trio.server.filerest import register_file_api
+from melvin_trio.server.jobs import JobRunner, JobStore
 from melvin_trio.server.lock import (
     ROLE_RECOVERY,
     ROLE_RELEASED,
@@ -102,6 +104,13 @@ class MelvinServer:
         for section in sections:
             for worker in section.workers:
                 worker.metrics = self.metrics
+        self._known_language = known_language
+        by_model: dict[str, list[EngineWorker]] = {}
+        for section in sections:
+            for worker in section.workers:
+                by_model.setdefault(worker.engine.info.model_name, []).append(worker)
+        self.jobs = JobRunner(JobStore(config.data_dir), self.seats, by_model)
+        self._multilingual = {w[0].engine.info.model_name: w[0].engine.info.multilingual for w in by_model.values()}
         self._environ = environ
         engines: list[Engine] = [w.engine for s in sections for w in s.workers]
         self._draining = trio.Event()
@@ -186,6 +195,7 @@ class MelvinServer:
             agent_addr = None
             if self.config.cluster.agent_port is not None:
                 agent_addr = await root.start(self._serve_agent, host, self.config.cluster.agent_port)
+            await root.start(self.jobs.serve, self.config.keep_data_for_hours)
             for section in self.sections:
                 for worker in section.workers:
                     await root.start(worker.serve, self.config.limits.engine_call_timeout_seconds)
@@ -320,7 +330,9 @@ class MelvinServer:
     def build_rest_app(self, host: str) -> QuartTrio:
         """The REST app: exports and health, the live page, metrics, and the OpenAPI document of them all.
         `host` is the address it will listen on (metrics need the key off loopback unless configured)."""
-        app = create_rest_app(self.exports, self.api_keys, self._seat_counts, self._node_state)
+        app = create_rest_app(
+            self.exports, self.api_keys, self._seat_counts, self._node_state, file_api=self._register_file_api
+        )
         register_web(app, lambda: self._websocket_port, self.config.page_websocket_url)
         require_key = self.config.metrics.require_key
         if require_key is None:
@@ -328,6 +340,18 @@ class MelvinServer:
         register_metrics(app, self.metrics, self.api_keys if require_key else None)
         register_openapi(app)  # last: it documents every route above
         return app
+
+    def _register_file_api(self, app: QuartTrio, authorised: Callable[[], bool]) -> None:
+        register_file_api(
+            app,
+            store=self.jobs.store,
+            runner=self.jobs,
+            exports=self.exports,
+            authorised=authorised,
+            max_upload_bytes=self.config.limits.max_upload_bytes,
+            multilingual=lambda model: self._multilingual.get(model, False),
+            known_language=self._known_language,
+        )
 
     async def _serve_rest(
         self,

@@ -46,6 +46,7 @@ def create_rest_app(
     api_keys: Callable[[], frozenset[str]],
     seats: Callable[[], dict[str, int]] | None = None,
     node: Callable[[], dict[str, object]] | None = None,
+    file_api: Callable[[QuartTrio, Callable[[], bool]], None] | None = None,
 ) -> QuartTrio:
     """`seats` reports the worker seats for /health (total, free, waiting): what a load balancer or an operator
     needs to know, and nothing secret. `node` gives the node's id and whether it drains; a draining node answers
@@ -98,6 +99,9 @@ def create_rest_app(
             attachment_filename=f"{stream_id}.wav",
             conditional=True,
         )
+
+    if file_api is not None:  # /transcriptions, /v1/audio/*, /export/subtitles (server/filerest.py)
+        file_api(app, lambda: _authorised(api_keys()))
 
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Any:

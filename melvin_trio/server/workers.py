@@ -17,26 +17,33 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, Final
 
 import numpy as np
 import trio
 
 from melvin_trio.core.stream import Detected, DetectRequest, Request, TranscribeRequest
-from melvin_trio.engine.base import Engine, EngineError, Word
+from melvin_trio.engine.base import Engine, EngineAborted, EngineError, Word
+from melvin_trio.filetranscribe import WindowRequest, decode_window
 from melvin_trio.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
+# A file job's window (30 s, beam search, its own budget) may take this many times the call timeout.
+BACKGROUND_TIMEOUT_FACTOR: Final = 3.0
 
 Outcome = list[Word] | Detected | EngineError  # words, a detected language, or the failure
 
 
 @dataclass
 class _Job:
-    make_request: Callable[[], Request | None]
-    reply: trio.MemorySendChannel[tuple[Request, Outcome] | None]
+    make_request: Callable[[], Request | WindowRequest | None]
+    reply: trio.MemorySendChannel[tuple[Any, Outcome] | None]
     abort: threading.Event = field(default_factory=threading.Event)
+    # A file window: served after every stream's request, and aborted (preempted) when a stream's request arrives.
+    background: bool = False
+    preempted: bool = False
 
 
 class EngineWorker:
@@ -49,6 +56,7 @@ class EngineWorker:
         self.busy_seconds = 0.0  # time spent in engine calls, for the benchmarks
         self.calls = 0
         self.metrics = Metrics()  # the server puts its own here
+        self._running: _Job | None = None
 
     async def serve(
         self, call_timeout: float | None = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -61,8 +69,8 @@ class EngineWorker:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
                 continue
-            key = next(iter(self._queue))
-            job = self._queue.pop(key)
+            key = next((k for k, j in self._queue.items() if not j.background), None)
+            job = self._queue.pop(next(iter(self._queue)) if key is None else key)
             try:
                 request = job.make_request()
             except Exception as exc:  # a bug in one stream's core must not stop the worker
@@ -74,9 +82,13 @@ class EngineWorker:
                 continue
             started = trio.current_time()
             timed_out = trio.Event()
+            self._running = job
             async with trio.open_nursery() as watchdog:
-                if call_timeout is not None:
-                    watchdog.start_soon(self._abort_after, call_timeout, job.abort, timed_out)
+                limit = call_timeout
+                if limit is not None and job.background:  # a 30 s window with beam search: bounded by its budget
+                    limit *= BACKGROUND_TIMEOUT_FACTOR
+                if limit is not None:
+                    watchdog.start_soon(self._abort_after, limit, job.abort, timed_out)
                 try:
                     outcome: Outcome = await trio.to_thread.run_sync(
                         partial(self._call, request, job.abort), limiter=self._limiter
@@ -87,13 +99,14 @@ class EngineWorker:
                     log.exception("engine call failed")
                     outcome = EngineError(f"{type(exc).__name__}: {exc}")
                 watchdog.cancel_scope.cancel()
+            self._running = None
             if timed_out.is_set():
-                log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, call_timeout)
-                outcome = EngineError(f"the engine took longer than {call_timeout:.0f} s")
+                log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, limit)
+                outcome = EngineError(f"the engine took longer than {limit:.0f} s")
             self.busy_seconds += trio.current_time() - started
             self.metrics.engine_pass(
                 self.engine.info.model_name,
-                "detect" if isinstance(request, DetectRequest) else "transcribe",
+                "detect" if isinstance(request, DetectRequest) else "file" if job.background else "transcribe",
                 trio.current_time() - started,
                 ok=not isinstance(outcome, EngineError),
             )
@@ -106,7 +119,9 @@ class EngineWorker:
         timed_out.set()
         abort.set()  # whisper.cpp checks it between graph steps; the thread returns soon after
 
-    def _call(self, request: Request, abort: threading.Event) -> Outcome:
+    def _call(self, request: Request | WindowRequest, abort: threading.Event) -> Outcome:
+        if isinstance(request, WindowRequest):
+            return decode_window(self.engine, request, abort.is_set)
         if isinstance(request, DetectRequest):
             return Detected(*self.engine.detect_language(request.audio))
         assert isinstance(request, TranscribeRequest)
@@ -115,7 +130,7 @@ class EngineWorker:
         )
 
     @staticmethod
-    def _deliver(job: _Job, value: tuple[Request, Outcome] | None) -> None:
+    def _deliver(job: _Job, value: tuple[Any, Outcome] | None) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # the stream went away
             job.reply.send_nowait(value)
 
@@ -123,19 +138,48 @@ class EngineWorker:
         """Queue a turn for stream `key`; `make_request` is called when the turn comes. Returns the request and
         its outcome, or None if there was nothing to do. Cancelling withdraws the turn, or aborts the running
         call."""
-        send, receive = trio.open_memory_channel[tuple[Request, Outcome] | None](1)
+        send, receive = trio.open_memory_channel[tuple[Any, Outcome] | None](1)
         job = _Job(make_request, send)
         self._queue[key] = job
         self._wakeup.set()
+        running = self._running
+        if running is not None and running.background:  # live streams come first
+            running.preempted = True
+            running.abort.set()
         try:
             async with receive:
-                return await receive.receive()
+                result: tuple[Request, Outcome] | None = await receive.receive()
+                return result
         except trio.EndOfChannel:
             return None
         finally:
             if self._queue.get(key) is job:
                 del self._queue[key]
             job.abort.set()
+
+    async def submit_background(self, key: object, request: WindowRequest | DetectRequest) -> Outcome | None:
+        """Run one window of a file job (or its language detection) when no stream's request is queued. Returns
+        its outcome, or None when a stream's request preempted it (the caller tries again later). Cancelling
+        withdraws it or aborts it."""
+        send, receive = trio.open_memory_channel[tuple[Any, Outcome] | None](1)
+        job = _Job(lambda: request, send, background=True)
+        self._queue[key] = job
+        self._wakeup.set()
+        try:
+            async with receive:
+                reply = await receive.receive()
+        except trio.EndOfChannel:
+            return None
+        finally:
+            if self._queue.get(key) is job:
+                del self._queue[key]
+            job.abort.set()
+        if reply is None:
+            return None
+        outcome = reply[1]
+        if job.preempted and isinstance(outcome, EngineAborted):
+            return None
+        return outcome
 
 
 @dataclass(frozen=True)
@@ -162,6 +206,10 @@ class SeatPool:
     @property
     def waiting(self) -> int:
         return self._limiter.statistics().tasks_waiting
+
+    def idle(self) -> bool:
+        """No live stream holds a seat or waits for one: the engines are free for file jobs."""
+        return self.available == self.total and self.waiting == 0
 
     def try_take(self, borrower: object) -> Seat | None:
         try:

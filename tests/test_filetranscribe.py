@@ -1,0 +1,147 @@
+"""Files in windows (sans-IO plan, with the fake engine), the time bound, and file jobs yielding to live streams."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import trio
+
+from melvin_trio.core.stream import TranscribeRequest
+from melvin_trio.core.words import Word
+from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio
+from melvin_trio.engine.fake import FakeEngine, Hang
+from melvin_trio.filetranscribe import (
+    WINDOW_SECONDS,
+    FileTranscription,
+    WindowRequest,
+    decode_window,
+    plan_windows,
+    segments,
+    transcribe_file,
+    transcript_json,
+)
+from melvin_trio.server.workers import EngineWorker
+from tests.server_harness import wait_for
+
+RATE = 16000
+
+
+def _speech(seconds: float, gaps: tuple[tuple[float, float], ...] = ()) -> Audio:
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+    for start, end in gaps:
+        audio[int(start * RATE) : int(end * RATE)] = 0.0
+    return audio
+
+
+def test_windows_cover_the_file_and_are_cut_in_pauses() -> None:
+    audio = _speech(95.0, gaps=((27.0, 27.6), (55.0, 55.5)))
+    windows = plan_windows(audio.size, audio)
+    assert windows[0][0] == 0
+    assert windows[-1][1] == audio.size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
+    assert all(0 < end - start <= WINDOW_SECONDS * RATE for start, end in windows)
+    assert 27.0 <= windows[0][1] / RATE <= 27.6
+    assert 55.0 <= windows[1][1] / RATE <= 55.5
+
+
+def test_each_window_gets_the_text_before_it_as_prompt_and_progress_rises() -> None:
+    audio = _speech(70.0, gaps=((28.0, 28.5), (40.0, 70.0)))  # the last window is silent
+    texts = iter([["Hello", "world."], ["Second", "window."]])
+
+    def answer(chunk: Audio, prompt: str) -> list[Word]:
+        words = next(texts)
+        return [Word(w, 0.5 + i, 1.0 + i, 0.9) for i, w in enumerate(words)]
+
+    engine = FakeEngine([answer])
+    plan = FileTranscription(audio, "en", FILE_DECODING, initial_prompt="Lecture.")
+    progress = [plan.progress]
+    while (request := plan.next_request()) is not None:
+        plan.add(request, decode_window(engine, request))
+        progress.append(plan.progress)
+    assert plan.finished
+    assert progress == sorted(progress)
+    assert plan.progress == 1.0
+    assert [c.prompt for c in engine.calls] == ["Lecture.", "Hello world."]
+    assert len(engine.calls) == 2  # the silent window never reaches the engine
+    assert all(c.decoding == FILE_DECODING for c in engine.calls)
+    second = plan.windows[1][0] / RATE
+    assert [(w.text, w.start) for w in plan.words] == [
+        ("Hello", 0.5),
+        ("world.", 1.5),
+        ("Second", second + 0.5),
+        ("window.", second + 1.5),
+    ]
+    transcript = transcript_json(plan.words)
+    assert [s["text"] for s in transcript["segments"]] == [" Hello world.", " Second window."]
+    assert transcript["text"] == " Hello world. Second window."
+
+
+def test_a_decode_past_its_budget_is_redone_greedily() -> None:
+    engine = FakeEngine([Hang(), [Word("fine", 0.0, 0.5, 1.0)]])
+    request = WindowRequest(0, _speech(5.0), 0.0, "en", "", FILE_DECODING)
+    words = decode_window(engine, request, budget=0.2)
+    assert [w.text for w in words] == ["fine"]
+    assert [c.decoding for c in engine.calls] == [FILE_DECODING, GREEDY]
+
+
+def test_transcribe_file_returns_rising_words() -> None:
+    engine = FakeEngine([[Word("a", 3.0, 3.5, 1.0), Word("b", 1.0, 1.2, 1.0)]])
+    words = transcribe_file(engine, _speech(40.0), language="en", decoding=GREEDY)
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(0 <= w.start <= w.end <= 40.0 for w in words)
+    assert len(segments(words)) >= 1
+
+
+async def test_a_live_request_preempts_a_file_window() -> None:
+    """A file window (background) that is running is aborted when a stream's request arrives; the stream is
+    served, and the window reports that it was preempted (None) so the job runs it again."""
+    engine = FakeEngine([Hang(), [Word("live", 0.0, 0.5, 1.0)]])
+    worker = EngineWorker(engine, "w")
+    window = WindowRequest(0, _speech(30.0), 0.0, "en", "", GREEDY)
+    results: dict[str, object] = {}
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+
+            async def job() -> None:
+                results["job"] = await worker.submit_background("job", window)
+
+            nursery.start_soon(job)
+            await wait_for(lambda: bool(engine.calls))  # the window is running
+            live = TranscribeRequest(
+                _speech(1.0), offset=0.0, language="en", prompt="", end_sample=RATE, complete=False, last=False
+            )
+            reply = await worker.submit("stream", lambda: live)
+            await wait_for(lambda: "job" in results)
+            nursery.cancel_scope.cancel()
+    assert reply is not None
+    assert [w.text for w in reply[1]] == ["live"]  # type: ignore[union-attr]
+    assert results["job"] is None
+
+
+async def test_stream_requests_go_before_queued_file_windows() -> None:
+    order: list[str] = []
+
+    def answer(audio: Audio, prompt: str) -> list[Word]:
+        order.append(prompt)
+        return []
+
+    engine = FakeEngine([answer])
+    worker = EngineWorker(engine, "w")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            window = WindowRequest(0, _speech(2.0), 0.0, "en", "file", GREEDY)
+            live = TranscribeRequest(
+                _speech(1.0), offset=0.0, language="en", prompt="live", end_sample=RATE, complete=False, last=False
+            )
+            async with trio.open_nursery() as calls:
+                calls.start_soon(worker.submit_background, "job", window)
+                await trio.sleep(0.05)
+                calls.start_soon(worker.submit, "stream", lambda: live)
+                await trio.sleep(0.05)
+                await nursery.start(worker.serve)  # both are queued before the worker starts
+            nursery.cancel_scope.cancel()
+    assert order == ["live", "file"]
