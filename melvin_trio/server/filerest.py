@@ -228,6 +228,7 @@ def register_file_api(
 
     @app.post("/transcriptions")
     async def post_transcription() -> Any:
+        """Queue a file job (multipart: file, language, model, task, settings); answers at once with the job."""
         if not api.authorised():
             return _error(401, "missing or invalid API key")
         try:
@@ -238,12 +239,14 @@ def register_file_api(
 
     @app.get("/transcriptions")
     async def list_transcriptions() -> Any:
+        """Every file job and its status."""
         if not api.authorised():
             return _error(401, "missing or invalid API key")
         return jsonify([{"transcription_id": j["transcription_id"], "status": j["status"]} for j in store.all()])
 
     @app.get("/transcriptions/<job_id>")
     async def get_transcription(job_id: str) -> Any:
+        """A file job, with its transcript once finished (format=json|txt|srt|vtt)."""
         if not api.authorised():
             return _error(401, "missing or invalid API key")
         job = store.get(job_id)
@@ -296,14 +299,17 @@ def register_file_api(
 
     @app.post("/v1/audio/transcriptions")
     async def openai_transcriptions() -> Any:
+        """OpenAI-compatible transcription of an uploaded file (synchronous)."""
         return await openai("transcribe")
 
     @app.post("/v1/audio/translations")
     async def openai_translations() -> Any:
+        """OpenAI-compatible translation into English of an uploaded file (synchronous)."""
         return await openai("translate")
 
     @app.get("/export/subtitles/<stream_id>")
     async def stream_subtitles(stream_id: str) -> Any:
+        """A finished stream's transcript as subtitles (format=srt|vtt)."""
         if not api.authorised():
             return _error(401, "missing or invalid API key")
         fmt = request.args.get("format", "vtt")
