@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
@@ -90,9 +91,12 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
         header += bytes([0x80 | n])
-    else:
+    elif n < 1 << 16:
         header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    else:
+        header += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
+    return header + mask + masked
 
 
 async def open_raw_session(running: Running) -> trio.SocketStream:

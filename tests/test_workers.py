@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import numpy as np
 import pytest
 import trio
@@ -105,57 +108,142 @@ def _pool() -> SeatPool:
 
 async def test_gpu_seats_are_handed_out_first() -> None:
     pool = _pool()
-    a, b = object(), object()
-    first = pool.try_take(a)
-    assert first is not None
-    assert first.kind == "cuda"
-    second = pool.try_take(b)
-    assert second is not None
-    assert second.kind == "cpu"
-    pool.give_back(a, first)
-    again = pool.try_take(a)
-    assert again is not None
-    assert again.kind == "cuda"
+    async with pool.open_seat() as first:
+        assert first.kind == "cuda"
+        async with pool.open_seat() as second:
+            assert second.kind == "cpu"
+            assert second.index == 0
+    async with pool.open_seat() as again:
+        assert again.kind == "cuda"
+    assert pool.available == 3
 
 
 async def test_waiting_clients_are_seated_in_arrival_order() -> None:
     worker = EngineWorker(FakeEngine(), "w")
     pool = SeatPool([Seat("cpu", 0, worker)])
-    holder = object()
-    seat = pool.try_take(holder)
-    assert seat is not None
     seated: list[int] = []
+    notices: list[int] = []
+    release = trio.Event()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
 
-            async def wait(n: int) -> None:
-                me = object()
-                got = await pool.take(me)
-                seated.append(n)
-                await trio.sleep(0.01)
-                pool.give_back(me, got)
+            async def holder() -> None:
+                async with pool.open_seat():
+                    await release.wait()
 
+            async def wait(n: int) -> None:
+                async def notice() -> None:
+                    notices.append(n)
+                    await trio.sleep_forever()
+
+                async with pool.open_seat(notice):
+                    seated.append(n)
+                    await trio.sleep(0.01)
+
+            nursery.start_soon(holder)
+            await trio.testing.wait_all_tasks_blocked()
             for n in range(5):
                 nursery.start_soon(wait, n)
                 await trio.testing.wait_all_tasks_blocked()
             assert pool.waiting == 5
-            assert pool.try_take(object()) is None  # a newcomer does not jump the line
-            pool.give_back(holder, seat)
+            assert pool.must_wait  # a newcomer does not jump the line
+            release.set()
     assert seated == [0, 1, 2, 3, 4]
-    assert pool.available == 1
+    assert notices == [0, 1, 2, 3, 4]
+    assert (pool.available, pool.waiting) == (1, 0)
 
 
 async def test_a_waiting_client_that_leaves_gives_up_its_place() -> None:
     worker = EngineWorker(FakeEngine(), "w")
     pool = SeatPool([Seat("cpu", 0, worker)])
-    holder = object()
-    seat = pool.try_take(holder)
-    assert seat is not None
-    with trio.move_on_after(0.1):
-        await pool.take(object())
-    assert pool.waiting == 0
-    pool.give_back(holder, seat)
+    async with pool.open_seat():
+        with trio.move_on_after(0.1):
+            async with pool.open_seat():
+                raise AssertionError("seated while the only seat is taken")
+        assert pool.waiting == 0
     assert pool.available == 1
+
+
+@pytest.mark.parametrize("cancel_first", [True, False])
+async def test_a_waiter_cancelled_as_the_seat_is_handed_to_it_passes_it_on(cancel_first: bool) -> None:
+    """The seat is freed and the first waiter cancelled in the same step, in either order: the seat goes to the
+    next waiter, never nowhere."""
+    worker = EngineWorker(FakeEngine(), "w")
+    pool = SeatPool([Seat("cpu", 0, worker)])
+    release = trio.Event()
+    seated: list[str] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def holder() -> None:
+                async with pool.open_seat():
+                    await release.wait()
+
+            first_scope = trio.CancelScope()
+
+            async def first() -> None:
+                with first_scope:
+                    async with pool.open_seat():
+                        seated.append("first")
+
+            async def second() -> None:
+                async with pool.open_seat():
+                    seated.append("second")
+
+            for task in (holder, first, second):
+                nursery.start_soon(task)
+                await trio.testing.wait_all_tasks_blocked()
+            assert pool.waiting == 2
+            if cancel_first:
+                first_scope.cancel()
+                release.set()
+            else:
+                release.set()
+                first_scope.cancel()
+    assert seated == ["second"]
+    assert (pool.available, pool.waiting) == (1, 0)
+
+
+async def test_a_holder_cancelled_or_failing_gives_its_seat_back() -> None:
+    pool = _pool()
+    with trio.CancelScope() as scope:
+        async with pool.open_seat():
+            scope.cancel()
+            await trio.sleep(1)
+    with pytest.raises(RuntimeError, match="first pass"):
+        async with pool.open_seat():
+            raise RuntimeError("the first pass failed")
+    assert pool.available == 3
+
+
+async def test_random_arrivals_and_cancellations_leave_every_seat_free(autojump_clock: trio.testing.MockClock) -> None:
+    """Many borrowers arrive, wait, hold and are cancelled at random moments (whole seconds on a mock clock, so
+    hand-overs and cancellations often fall on the same step); whatever the order, all seats come back."""
+    rng = random.Random(8)
+    pool = _pool()
+    holding = 0
+    most = 0
+    for _ in range(20):
+        async with trio.open_nursery() as nursery:
+
+            async def borrower(arrive: int, hold: int, cancel_at: int | None) -> None:
+                nonlocal holding, most
+                await trio.sleep(arrive)
+                with trio.move_on_after(cancel_at if cancel_at is not None else math.inf):
+                    async with pool.open_seat(trio.sleep_forever):
+                        holding += 1
+                        most = max(most, holding)
+                        try:
+                            await trio.sleep(hold)
+                        finally:
+                            holding -= 1
+
+            for _ in range(rng.randrange(1, 12)):
+                nursery.start_soon(borrower, rng.randrange(4), rng.randrange(4), rng.choice([None, *range(6)]))
+        assert (pool.available, pool.waiting, holding) == (pool.total, 0, 0)
+    assert most == pool.total  # the storm did fill the pool
+    async with pool.open_seat() as seat:  # and the next borrower is seated at once
+        assert seat.kind == "cuda"
 
 
 def test_a_pool_needs_seats() -> None:

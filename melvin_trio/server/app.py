@@ -322,6 +322,9 @@ class MelvinServer:
                         self.tls,
                         handler_nursery=sessions,
                         max_message_size=self.config.limits.max_frame_bytes,
+                        # A connection that never completes its handshake (closed or reset half-way) would
+                        # otherwise be held for trio-websocket's default of 60 s.
+                        connect_timeout=self.config.limits.auth_timeout_seconds,
                     )
                 )
                 self._websocket_port = ws_server.port

@@ -257,51 +257,44 @@ class Session:
 
     # --- transcriber -------------------------------------------------------------------------------------------
 
-    async def _send_waiting_notices(self, seated: trio.Event) -> None:
-        interval = self.ctx.settings.waiting_notice_interval
-        while not seated.is_set():
+    async def _send_waiting_notices(self) -> None:
+        """Runs while the stream waits for a seat; cancelled once it is seated."""
+        log.info("stream %s waits for a seat (%d waiting)", self.stream_id, self.ctx.seats.waiting)
+        while True:
             await self._outbox_send.send(protocol.WAITING_FOR_SEAT)
-            with trio.move_on_after(interval):
-                await seated.wait()
+            await trio.sleep(self.ctx.settings.waiting_notice_interval)
 
     async def _transcribe(self) -> None:
-        seats = self.ctx.seats
-        seated = trio.Event()
-        async with trio.open_nursery() as waiting:
-            seat = seats.try_take(self)
-            if seat is None:
-                log.info("stream %s waits for a seat (%d waiting)", self.stream_id, seats.waiting + 1)
-                waiting.start_soon(self._send_waiting_notices, seated)
-                seat = await seats.take(self)
-            seated.set()
-        try:
+        async with self.ctx.seats.open_seat(self._send_waiting_notices) as seat:
             log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
             self.ctx.metrics.seat_taken(seat.kind)
-            while True:
-                await self._send_events(self.core.poll())
-                if self.core.finished:
-                    break
-                if not self.core.pass_due():
-                    await self._wait_for_audio()
-                    continue
-                result = await seat.worker.submit(self, self.core.next_request)
-                if result is None:
-                    self._progress.set()  # silence may have been dropped
-                    continue
-                request, outcome = result
-                if isinstance(outcome, EngineError):
-                    await self._fail(outcome)
-                    return
-                if isinstance(outcome, Detected):
-                    log.info("stream %s: language %s (p=%.2f)", self.stream_id, outcome.language, outcome.probability)
-                elif isinstance(request, TranscribeRequest):
-                    self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
-                    self._covered_until = max(self._covered_until, request.end_sample)
-                await self._send_events(self.core.apply(request, outcome))
-                self._progress.set()
-        finally:
-            self.ctx.metrics.seat_returned(seat.kind)
-            seats.give_back(self, seat)
+            try:
+                while True:
+                    await self._send_events(self.core.poll())
+                    if self.core.finished:
+                        break
+                    if not self.core.pass_due():
+                        await self._wait_for_audio()
+                        continue
+                    result = await seat.worker.submit(self, self.core.next_request)
+                    if result is None:
+                        self._progress.set()  # silence may have been dropped
+                        continue
+                    request, outcome = result
+                    if isinstance(outcome, EngineError):
+                        await self._fail(outcome)
+                        return
+                    if isinstance(outcome, Detected):
+                        log.info(
+                            "stream %s: language %s (p=%.2f)", self.stream_id, outcome.language, outcome.probability
+                        )
+                    elif isinstance(request, TranscribeRequest):
+                        self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
+                        self._covered_until = max(self._covered_until, request.end_sample)
+                    await self._send_events(self.core.apply(request, outcome))
+                    self._progress.set()
+            finally:
+                self.ctx.metrics.seat_returned(seat.kind)
 
     async def _fail(self, error: EngineError) -> None:
         log.error("stream %s: transcription failed: %s", self.stream_id, error)

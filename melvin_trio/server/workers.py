@@ -5,16 +5,18 @@ Each whisper context belongs to one `EngineWorker`. Its only way in is `trio.to_
 only when the thread really finishes. Streams sharing a worker are served in turn, each with at most one request
 waiting; the request is built when its turn comes, so it holds the newest audio rather than a stale window.
 
-Seats bound how many streams transcribe at once: one `CapacityLimiter` over all seats hands them out first come,
-first served, a GPU seat first when one is free.
+Seats bound how many streams transcribe at once: `SeatPool.open_seat()` hands them out first come, first served, a
+GPU seat first when one is free, and takes each back however its holder ends.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -189,14 +191,27 @@ class Seat:
     worker: EngineWorker
 
 
+@dataclass(eq=False)
+class _Waiter:
+    chosen: trio.Event = field(default_factory=trio.Event)
+    seat: Seat | None = None  # set by the hand-over, before `chosen`
+
+
 class SeatPool:
+    """Worker seats, handed out first come, first served, a GPU seat first when one is free.
+
+    The only way to hold a seat is `open_seat()`, an async context manager that gives the seat back however its
+    block ends. A seat freed while clients wait is handed to the first of them directly; a waiter that is cancelled
+    after it was chosen passes the seat on, so no seat is ever lost between owners.
+    """
+
     def __init__(self, seats: list[Seat]) -> None:
         if not seats:
             raise ValueError("no worker seats")
         # GPU seats first: a free GPU seat is always taken before a CPU seat.
         self._free = sorted(seats, key=lambda s: (s.kind != "cuda", s.index))
         self._order = {id(s): n for n, s in enumerate(self._free)}
-        self._limiter = trio.CapacityLimiter(len(seats))
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self.total = len(seats)
 
     @property
@@ -205,25 +220,56 @@ class SeatPool:
 
     @property
     def waiting(self) -> int:
-        return self._limiter.statistics().tasks_waiting
+        return len(self._waiters)
 
     def idle(self) -> bool:
         """No live stream holds a seat or waits for one: the engines are free for file jobs."""
         return self.available == self.total and self.waiting == 0
 
-    def try_take(self, borrower: object) -> Seat | None:
+    @property
+    def must_wait(self) -> bool:
+        """A client asking now would wait (no free seat, or others are in line before it)."""
+        return not self._free or bool(self._waiters)
+
+    @asynccontextmanager
+    async def open_seat(self, while_waiting: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[Seat]:
+        """Hold a seat for the duration of the block. If none is free, wait in line, running `while_waiting`
+        (e.g. notices to the client) until seated. Cancelling while waiting gives up the place in the line;
+        the seat is given back whenever the block ends, by an exception or cancellation included."""
+        seat: Seat | None = None
         try:
-            self._limiter.acquire_on_behalf_of_nowait(borrower)
-        except trio.WouldBlock:
-            return None
-        return self._free.pop(0)
+            if not self.must_wait:
+                seat = self._free.pop(0)
+            else:
+                async with trio.open_nursery() as nursery:
+                    if while_waiting is not None:
+                        nursery.start_soon(while_waiting)
+                    seat = await self._wait_in_line()
+                    nursery.cancel_scope.cancel()
+            yield seat
+        finally:
+            if seat is not None:
+                self._give_back(seat)
 
-    async def take(self, borrower: object) -> Seat:
-        """Wait for a seat, first come first served. Cancelling gives up the place in the line."""
-        await self._limiter.acquire_on_behalf_of(borrower)
-        return self._free.pop(0)
+    async def _wait_in_line(self) -> Seat:
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        try:
+            await waiter.chosen.wait()
+        except BaseException:
+            if waiter.seat is not None:
+                self._give_back(waiter.seat)  # chosen, but cancelled before it could take the seat: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+        assert waiter.seat is not None
+        return waiter.seat
 
-    def give_back(self, borrower: object, seat: Seat) -> None:
+    def _give_back(self, seat: Seat) -> None:
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.seat = seat
+            waiter.chosen.set()
+            return
         self._free.append(seat)
         self._free.sort(key=lambda s: self._order[id(s)])
-        self._limiter.release_on_behalf_of(borrower)
