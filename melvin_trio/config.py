@@ -21,12 +21,13 @@ import yaml
 
 from melvin_trio.core.stream import StreamSettings
 from melvin_trio.core.vad import SPEECH_DETECTORS
+from melvin_trio.errors import MelvinError
 
 API_KEYS_ENV: Final = "MELVIN_API_KEYS"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigError(ValueError):
+class ConfigError(MelvinError, ValueError):
     """The configuration is invalid; the message names the key and says what is wrong."""
 
 

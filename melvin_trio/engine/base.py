@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE as SAMPLE_RATE
 from melvin_trio.core.words import Word
+from melvin_trio.errors import MelvinError
 
 Audio = npt.NDArray[np.float32]
 AbortCheck = Callable[[], bool]
@@ -59,7 +60,7 @@ GREEDY: Final = Decoding()
 FILE_DECODING: Final = Decoding(beam_size=5, temperature_inc=0.2)
 
 
-class EngineError(RuntimeError):
+class EngineError(MelvinError, RuntimeError):
     """A transcription failed; the engine stays usable for the next call."""
 
 

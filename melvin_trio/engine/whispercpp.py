@@ -38,6 +38,7 @@ from melvin_trio.engine.base import (
     EngineAborted,
     EngineError,
     EngineInfo,
+    UnsupportedLanguage,
     Word,
     check_language,
 )
@@ -191,6 +192,8 @@ class WhisperCppEngine:
         decoding: Decoding = GREEDY,
     ) -> list[Word]:
         check_language(self._info, language)
+        if not is_known_language(language):  # whisper.cpp would only log it and go on in English
+            raise UnsupportedLanguage(f"language {language!r} is not one Whisper knows (use an ISO 639-1 code)")
         samples = np.ascontiguousarray(audio, dtype=np.float32)
         seconds = samples.size / SAMPLE_RATE
         if not self._busy.acquire(blocking=False):
@@ -301,5 +304,9 @@ def _monotonic(words: list[Word]) -> list[Word]:
     return out
 
 
+_LANGUAGE_CODES: Final = frozenset(pw.whisper_lang_str(i) for i in range(pw.whisper_lang_max_id() + 1))
+
+
 def is_known_language(code: str) -> bool:
-    return bool(pw.whisper_lang_id(code) >= 0)
+    """Whether Whisper knows this ISO 639-1 code (asked without whisper_lang_id, which logs an error for a no)."""
+    return code in _LANGUAGE_CODES

@@ -22,6 +22,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.errors import MelvinError
 from melvin_trio.models.ct2 import CT2FormatError, CT2Model, read_model
 from melvin_trio.models.ggml import HParams, expected_tensors, inspect_model, write_model
 from melvin_trio.models.mel import mel_filterbank
@@ -37,7 +38,7 @@ _KEY_BIAS_TOLERANCE: Final = 1e-3
 Array = npt.NDArray[np.floating]
 
 
-class ConversionError(ValueError):
+class ConversionError(MelvinError, ValueError):
     """The directory does not hold a Whisper model this converter understands (the message says why)."""
 
 

@@ -23,6 +23,8 @@ from typing import BinaryIO, Final
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.errors import MelvinError
+
 # CTranslate2's DataType enum, as found in the files.
 DTYPES: Final[Mapping[int, np.dtype[np.generic]]] = {
     0: np.dtype("<f4"),
@@ -35,7 +37,7 @@ SUPPORTED_FORMAT_VERSIONS: Final = frozenset({5, 6})
 _MAX_RANK: Final = 8
 
 
-class CT2FormatError(ValueError):
+class CT2FormatError(MelvinError, ValueError):
     """The file is not a CTranslate2 model this reader understands (the message says where and why)."""
 
 

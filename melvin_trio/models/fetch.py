@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from melvin_trio.config import model_path
+from melvin_trio.errors import MelvinError
 from melvin_trio.models.ggml import ModelFileError, inspect_model
 
 OFFICIAL_BASE_URL: Final = "https://huggingface.co/ggerganov/whisper.cpp/resolve/main"
@@ -42,7 +43,7 @@ _TIMEOUT_S: Final = 30.0
 Progress = Callable[[int, int | None], None]
 
 
-class FetchError(RuntimeError):
+class FetchError(MelvinError, RuntimeError):
     """The download failed or did not match the official checksum; nothing was installed."""
 
 

@@ -31,6 +31,7 @@ from typing import BinaryIO, Final
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.errors import MelvinError
 from melvin_trio.models.quant import GGML_QNT_VERSION_FACTOR, QuantType, quantize
 
 MAGIC: Final = 0x67676D6C
@@ -111,7 +112,7 @@ MULTILINGUAL_MIN_VOCAB: Final = 51865
 _SIZE_NAMES: Final = {4: "tiny", 6: "base", 12: "small", 24: "medium", 32: "large"}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(MelvinError, ValueError):
     """A whisper.cpp model file is missing, truncated or malformed; the message says which and where."""
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+from melvin_trio.errors import MelvinError
+
 END_OF_TEXT = "<|endoftext|>"
 
 
-class VocabularyError(ValueError):
+class VocabularyError(MelvinError, ValueError):
     """The vocabulary file is missing, malformed or does not fit the model."""
 
 

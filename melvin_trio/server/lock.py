@@ -31,13 +31,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from melvin_trio.errors import MelvinError
+
 RECORD_BYTES: Final = 512  # one pwrite of a fixed size: a reader never sees a record cut short by a shorter one
 ROLE_SERVE: Final = "serve"
 ROLE_RECOVERY: Final = "recovery"
 ROLE_RELEASED: Final = "released"
 
 
-class NodeLockError(RuntimeError):
+class NodeLockError(MelvinError, RuntimeError):
     """The node's lock cannot be taken or was lost; the message says whose it is."""
 
 

