@@ -12,8 +12,10 @@ from typing import Any
 
 from quart import Response, jsonify, request, send_file
 from quart_trio import QuartTrio
+from quart_trio.wrappers.response import TrioFileBody
 
 from melvin_trio.server.exports import ExportStore
+from melvin_trio.server.ranges import Unsatisfiable, requested_range
 
 
 def _presented_key(header: str | None) -> str | None:
@@ -35,6 +37,13 @@ def _authorised(keys: frozenset[str]) -> bool:
     for key in keys:  # constant time per key, and every key is tried
         found |= hmac.compare_digest(encoded, key.encode("utf-8", errors="surrogatepass"))
     return found
+
+
+def _private(response: Response) -> Response:
+    """Exports are one client's recordings: no shared cache may keep or hand them on."""
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers.pop("Expires", None)
+    return response
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -70,7 +79,7 @@ def create_rest_app(
         path = store.transcript_path(stream_id)
         if path is None:
             return _error(404, "unknown id")
-        return await send_file(path, mimetype="application/json")
+        return _private(await send_file(path, mimetype="application/json"))
 
     @app.route("/export/audio/<stream_id>", methods=["GET", "HEAD"])
     async def audio(stream_id: str) -> Any:
@@ -79,26 +88,31 @@ def create_rest_app(
         path = store.audio_path(stream_id)
         if path is None:
             return _error(404, "unknown id")
+        size = path.stat().st_size
+        wanted = requested_range(request.headers.get("Range"), size)
+        if isinstance(wanted, Unsatisfiable):
+            refused = Response(b"", status=416, headers={"Content-Range": wanted.content_range(size)})
+            refused.headers["Accept-Ranges"] = "bytes"
+            return _private(refused)
         if request.method == "HEAD":
-            # Answered without opening the file: under Hypercorn a HEAD response's body is never read, and the
-            # file send_file opened would stay open.
-            head = Response(
-                b"",
-                headers={
-                    "Content-Type": "audio/wav",
-                    "Content-Disposition": f"attachment; filename={stream_id}.wav",
-                    "Accept-Ranges": "bytes",
-                },
-            )
-            head.content_length = path.stat().st_size  # what a GET would send
-            return head
-        return await send_file(
-            path,
-            mimetype="audio/wav",
-            as_attachment=True,
-            attachment_filename=f"{stream_id}.wav",
-            conditional=True,
-        )
+            # Answered without a file body: under Hypercorn a HEAD response's body is never read, and a file
+            # opened for it would stay open.
+            response = Response(b"", headers={"Content-Type": "audio/wav"})
+            response.content_length = size
+        else:
+            response = await send_file(path, mimetype="audio/wav", add_etags=True)
+        response.headers["Content-Disposition"] = f"attachment; filename={stream_id}.wav"
+        response.headers["Accept-Ranges"] = "bytes"
+        if_range = request.headers.get("If-Range")
+        if wanted is not None and (if_range is None or if_range == response.headers.get("ETag")):
+            response.status_code = 206
+            response.headers["Content-Range"] = wanted.content_range(size)
+            if request.method != "HEAD":
+                body = response.response
+                assert isinstance(body, TrioFileBody)  # what QuartTrio's send_file makes
+                body.begin, body.end = wanted.first, wanted.last + 1
+            response.content_length = wanted.length
+        return _private(response)
 
     if file_api is not None:  # /transcriptions, /v1/audio/*, /export/subtitles (server/filerest.py)
         file_api(app, lambda: _authorised(api_keys()))
