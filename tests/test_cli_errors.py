@@ -109,11 +109,11 @@ async def test_stream_without_a_server(clips: list[Clip]) -> None:
     assert "Connection refused" in line
 
 
-@pytest.mark.parametrize("name", ["missing.wav", "not-a-wav.wav"])
-async def test_stream_with_a_missing_or_non_wav_file(tmp_path: Path, name: str) -> None:
-    (tmp_path / "not-a-wav.wav").write_text("hello", encoding="utf-8")
+@pytest.mark.parametrize("name", ["missing.wav", "not-audio.wav"])
+async def test_stream_with_a_missing_or_non_audio_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / "not-audio.wav").write_text("hello", encoding="utf-8")
     line = one_error_line(await cli("stream", str(tmp_path / name), "--key", "k"))
-    expected = "file not found" if name == "missing.wav" else "not a PCM WAV file"
+    expected = "file not found" if name == "missing.wav" else "cannot decode: not a supported audio format"
     assert line.startswith(f"error: {tmp_path / name}: {expected}")
 
 
