@@ -115,16 +115,21 @@ async def stream_pcm(
     language: str | None = None,
     on_message: Callable[[str, Any], None] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    sample_rate: int = SAMPLE_RATE,
 ) -> StreamResult:
-    """Send `pcm` (16 kHz mono s16le) paced at `speed` x real time (0: as fast as possible), then eof; collect
-    what the server answers until it sends the id and closes. A server that closes early (a refused key or
+    """Send `pcm` (mono s16le at `sample_rate`, declared in the first message when not 16 kHz) paced at `speed`
+    x real time (0: as fast as possible), then eof; collect what the server answers until it sends the id and
+    closes. A server that closes early (a refused key or
     language) ends the sending quietly: the result then has no id, and its notices say why.
     Raises ClientError if the server cannot be reached or gives no id in time."""
     result = StreamResult()
-    chunk = max(2, int(SAMPLE_RATE * SAMPLE_WIDTH * chunk_ms / 1000) // 2 * 2)
+    bytes_per_second = sample_rate * SAMPLE_WIDTH
+    chunk = max(2, int(bytes_per_second * chunk_ms / 1000) // 2 * 2)
     first: dict[str, Any] = {"Authorization": key}
     if language:
         first["language"] = language
+    if sample_rate != SAMPLE_RATE:
+        first["config"] = {"sample_rate": str(sample_rate)}  # as BigBlueButton sends it
 
     def note(kind: str, value: Any) -> None:
         if on_message is not None:
@@ -140,7 +145,7 @@ async def stream_pcm(
                 for offset in range(0, len(pcm), chunk):
                     await ws.send_message(pcm[offset : offset + chunk])
                     if speed > 0:
-                        due = start + (offset + chunk) / (SAMPLE_RATE * SAMPLE_WIDTH) / speed
+                        due = start + (offset + chunk) / bytes_per_second / speed
                         await trio.sleep_until(due)
                 await ws.send_message(json.dumps({"eof": 1}))
 
@@ -172,7 +177,7 @@ async def stream_pcm(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_audio)
-            limit = len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH) / max(speed, 1e-9) + ID_TIMEOUT_S
+            limit = len(pcm) / bytes_per_second / max(speed, 1e-9) + ID_TIMEOUT_S
             with trio.move_on_after(limit) as waited:
                 await receive()
             nursery.cancel_scope.cancel()

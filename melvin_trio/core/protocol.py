@@ -5,12 +5,14 @@ Texts the original server sent as plain frames are kept to the letter: clients m
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from melvin_trio.core.stream import SAMPLE_RATE
 from melvin_trio.core.words import Word, join_text
 
 AUTH_NOT_TEXT: Final = "Initial message was not text and therefore did not match the expected auth format"
@@ -61,6 +63,7 @@ def choose_language(
 @dataclass(frozen=True)
 class AuthOk:
     language: str | None  # None: the client did not ask; the server default applies
+    sample_rate: int = SAMPLE_RATE  # of the client's audio, from config.sample_rate
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,40 @@ def parse_auth(message: str | bytes, keys: Iterable[str]) -> AuthOk | AuthFailed
     key = data.get("Authorization")
     if not isinstance(key, str) or not _key_matches(key, keys):
         return AuthFailed(AUTH_INVALID_KEY)
+    rate = declared_sample_rate(data)
+    if isinstance(rate, AuthFailed):
+        return rate
     for name in _LANGUAGE_KEYS:
         value = data.get(name)
         if isinstance(value, str) and value.strip():
-            return AuthOk(language=value.strip().lower())
-    return AuthOk(language=None)
+            return AuthOk(language=value.strip().lower(), sample_rate=rate)
+    return AuthOk(language=None, sample_rate=rate)
+
+
+MIN_SAMPLE_RATE: Final = 8000
+MAX_SAMPLE_RATE: Final = 48000
+
+
+def declared_sample_rate(first: Mapping[str, object]) -> int | AuthFailed:
+    """The audio's rate as vosk-style and BigBlueButton clients declare it: `"config": {"sample_rate": R}`, a
+    number or a string of one; absent means 16 kHz. Anything else, or a rate outside 8-48 kHz, is refused."""
+    config = first.get("config")
+    value = config.get("sample_rate") if isinstance(config, dict) else None
+    if value is None:
+        return SAMPLE_RATE
+    rate: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            rate = float(value.strip())
+    if rate is None or not rate.is_integer() or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        shown = json.dumps(value, ensure_ascii=False)[:40]
+        return AuthFailed(
+            f"Unsupported sample rate {shown}: config.sample_rate must be a whole number of Hz "
+            f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"
+        )
+    return int(rate)
 
 
 def is_eof(text: str) -> bool:

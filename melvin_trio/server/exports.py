@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
@@ -35,13 +35,13 @@ def is_stream_id(value: str) -> bool:
     return STREAM_ID.fullmatch(value) is not None
 
 
-def wav_header(data_bytes: int) -> bytes:
-    """The 44-byte header of a 16 kHz mono 16-bit PCM WAV file with `data_bytes` of samples."""
+def wav_header(data_bytes: int, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """The 44-byte header of a mono 16-bit PCM WAV file with `data_bytes` of samples at `sample_rate`."""
     return (
         b"RIFF"
         + struct.pack("<I", 36 + data_bytes)
         + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE * SAMPLE_WIDTH, SAMPLE_WIDTH, 16)
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * SAMPLE_WIDTH, SAMPLE_WIDTH, 16)
         + b"data"
         + struct.pack("<I", data_bytes)
     )
@@ -127,8 +127,9 @@ class ExportStore:
                 if size < _HEADER_BYTES:
                     f.truncate(0)
                     size = _HEADER_BYTES
+                rate = _spool_sample_rate(f)
                 f.seek(0)
-                f.write(wav_header(size - _HEADER_BYTES))
+                f.write(wav_header(size - _HEADER_BYTES, rate))
                 f.flush()
                 os.fsync(f.fileno())
             self._publish(stream_id, claimed, finals)
@@ -165,23 +166,33 @@ class ExportStore:
                     path.unlink()
         return sorted(purged)
 
-    def open_recording(self, stream_id: str) -> Recording:
+    def open_recording(self, stream_id: str, sample_rate: int = SAMPLE_RATE) -> Recording:
         if not is_stream_id(stream_id):
             raise ValueError(f"not a stream id: {stream_id!r}")
         self.prepare()
-        return Recording(self, stream_id)
+        return Recording(self, stream_id, sample_rate)
+
+
+def _spool_sample_rate(f: BinaryIO) -> int:
+    """The rate a spool's header was written with when its stream began (the client's declared rate)."""
+    f.seek(24)
+    field = f.read(4)
+    rate = struct.unpack("<I", field)[0] if len(field) == 4 else 0
+    return rate if rate > 0 else SAMPLE_RATE
 
 
 class Recording:
-    """One stream's spool: audio appended as received, finals appended as sent."""
+    """One stream's spool: audio appended as received (at the client's declared rate, which the WAV header
+    carries from the start, so a recovered spool keeps it), finals appended as sent."""
 
-    def __init__(self, store: ExportStore, stream_id: str) -> None:
+    def __init__(self, store: ExportStore, stream_id: str, sample_rate: int = SAMPLE_RATE) -> None:
         self.store = store
         self.stream_id = stream_id
+        self.sample_rate = sample_rate
         self._audio_path = store.spool_dir / f"{stream_id}.wav"
         self._finals_path = store.spool_dir / f"{stream_id}.finals.jsonl"
         self._audio = self._audio_path.open("wb")
-        self._audio.write(wav_header(0))
+        self._audio.write(wav_header(0, sample_rate))
         self._finals = self._finals_path.open("w", encoding="utf-8")
         self._finals_list: list[dict[str, Any]] = []
         self.audio_bytes = 0
@@ -216,7 +227,7 @@ class Recording:
         self.closed = True
         self._audio.flush()
         self._audio.seek(0)
-        self._audio.write(wav_header(self.audio_bytes))
+        self._audio.write(wav_header(self.audio_bytes, self.sample_rate))
         self._audio.flush()
         os.fsync(self._audio.fileno())
         self._audio.close()

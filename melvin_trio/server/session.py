@@ -17,7 +17,7 @@ from typing import Final
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH, StreamResampler
 from melvin_trio.core import protocol
 from melvin_trio.core.stream import (
     Detected,
@@ -98,16 +98,20 @@ async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
         ctx.metrics.login_refused("language")
         await ws.send_message(language.message)
         return
-    await Session(ws, ctx, StreamCore(settings.stream, language)).run()
+    await Session(ws, ctx, StreamCore(settings.stream, language), sample_rate=auth.sample_rate).run()
 
 
 class Session:
-    def __init__(self, ws: WebSocketConnection, ctx: SessionContext, core: StreamCore) -> None:
+    def __init__(
+        self, ws: WebSocketConnection, ctx: SessionContext, core: StreamCore, *, sample_rate: int = SAMPLE_RATE
+    ) -> None:
         self.ws = ws
         self.ctx = ctx
         self.core = core
         self.stream_id = uuid.uuid4().hex
-        self.recording: Recording = ctx.exports.open_recording(self.stream_id)
+        # The export keeps the bytes as received, at the declared rate; the core hears them at 16 kHz.
+        self.recording: Recording = ctx.exports.open_recording(self.stream_id, sample_rate)
+        self._resampler = StreamResampler(sample_rate) if sample_rate != SAMPLE_RATE else None
         self._audio_arrived = trio.Event()
         self._eof_received = False
         self._client_gone = False
@@ -118,7 +122,7 @@ class Session:
         self._covered_until = 0  # sample up to which engine passes have seen the audio (for the metrics)
 
     async def run(self) -> None:
-        log.info("stream %s started", self.stream_id)
+        log.info("stream %s started (%d Hz audio)", self.stream_id, self.recording.sample_rate)
         self.ctx.metrics.stream_started()
         try:
             async with trio.open_nursery() as nursery:
@@ -179,14 +183,11 @@ class Session:
                         except OSError as exc:
                             await self._storage_failed(exc)
                             return
-                        self.core.feed(message)
-                        self.ctx.metrics.audio_in(len(message) / (SAMPLE_RATE * SAMPLE_WIDTH))
+                        self.core.feed(self._resampler.feed(message) if self._resampler else message)
+                        self.ctx.metrics.audio_in(len(message) / (self.recording.sample_rate * SAMPLE_WIDTH))
                         self._wake()
                 elif protocol.is_eof(message):
-                    if not self._eof_received:
-                        self._eof_received = True
-                        self.core.end_of_stream()
-                        self._wake()
+                    self._end_input()
                 else:
                     await self._outbox_send.send(protocol.CONTROL_UNKNOWN)
         except ConnectionClosed:
@@ -209,7 +210,16 @@ class Session:
         log.error("stream %s: cannot store audio: %s", self.stream_id, error)
         self._error = f"storage error: {error.strerror or error}"
         await self._outbox_send.send(protocol.storage_error(str(error.strerror or error)))
+        self._end_input()
+
+    def _end_input(self) -> None:
+        """No more audio (eof, the server draining, a storage failure): the core gets what the resampler still
+        holds, then the end of the stream. Idempotent."""
+        if self._eof_received:
+            return
         self._eof_received = True
+        if self._resampler is not None:
+            self.core.feed(self._resampler.flush())
         self.core.end_of_stream()
         self._wake()
 
@@ -237,9 +247,7 @@ class Session:
         await self.ctx.draining.wait()
         if not self._eof_received:
             log.info("stream %s: server shutting down, finishing the stream", self.stream_id)
-            self._eof_received = True
-            self.core.end_of_stream()
-            self._wake()
+            self._end_input()
 
     # --- writer ------------------------------------------------------------------------------------------------
 
