@@ -77,8 +77,8 @@ class LimitsSection:
     drain_seconds: float = 30.0  # on SIGTERM/SIGINT, open streams get this long to send their last final
     waiting_notice_seconds: float = 10.0  # the waiting text repeats this often
     # Audio received but not yet transcribed, held in memory per stream (a client sending faster than real time,
-    # or waiting for a seat). Past it the server stops reading that client until the backlog shrinks
-    # (TCP back-pressure): memory stays bounded and no audio is dropped.
+    # or waiting for a seat). Past it the client is still read and the rest waits in its spool on disk, read back
+    # as the transcriber makes room: memory stays bounded, no audio is dropped, pings are still answered.
     max_backlog_seconds: float = 300.0
     # Every ping_interval_seconds the server pings each client; one that does not answer within
     # ping_timeout_seconds is gone (a dead network path holds no seat).

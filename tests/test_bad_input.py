@@ -159,8 +159,8 @@ async def never_answers_pings(running: Running, pcm: bytes) -> None:
 
 
 async def much_faster_than_real_time(running: Running, pcm: bytes) -> None:
-    """Five times the clip as fast as the socket takes it: read as fast as the backlog limit allows (TCP
-    back-pressure, tested on its own in test_server_faults), nothing lost, transcribed in full."""
+    """Five times the clip as fast as the socket takes it: what exceeds the in-memory backlog waits in the spool
+    (tested on its own in test_server_faults), nothing lost, transcribed in full."""
     flood = pcm * 5
     async with open_websocket_url(running.ws_url) as ws:
         await _authenticated(ws)

@@ -16,10 +16,12 @@ from trio_websocket import ConnectionClosed
 
 from melvin_trio.audio import float_to_pcm16, read_wav_pcm16
 from melvin_trio.client import StreamResult, open_connection, stream_pcm
+from melvin_trio.core.stream import StreamCore
 from melvin_trio.engine.base import EngineError, Word
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import Recording, is_stream_id
+from melvin_trio.server.session import SPOOL_READ_BYTES
 from tests.server_harness import (
     API_KEY,
     client_frame,
@@ -151,15 +153,30 @@ async def test_a_client_that_never_answers_pings_is_dropped_and_exported(tmp_pat
     assert running.exported_pcm(stream_id) == _loud(1, 0.3)[:100]
 
 
-async def test_a_flood_of_audio_is_back_pressured_not_buffered_or_lost(tmp_path: Path) -> None:
+async def test_a_flood_of_audio_waits_in_the_spool_not_in_memory_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """90 s of audio sent as fast as possible while the only seat is taken: the server reads all of it (so the
+    client stays answerable), holds at most max_backlog_seconds in memory (plus one read-back step), keeps the
+    rest in the spool, and transcribes and exports every byte once seated."""
     engine = FakeEngine([_fragile])
-    flood = _loud(90, 0.3)  # 90 s of audio, sent as fast as the server takes it
+    flood = _loud(90, 0.3)
     limits = {"max_backlog_seconds": 30.0}
+    most_in_memory = 0.0
+    real_feed = StreamCore.feed
+
+    def feed(self: StreamCore, pcm: bytes) -> None:
+        nonlocal most_in_memory
+        real_feed(self, pcm)
+        most_in_memory = max(most_in_memory, self.buffered_seconds)
+
+    monkeypatch.setattr(StreamCore, "feed", feed)
     with trio.fail_after(60):
         async with running_server(engine, tmp_path, limits=limits) as running:
             async with open_connection(running.ws_url) as holder:  # takes the only seat
                 await holder.send_message(json.dumps({"Authorization": API_KEY}))
                 results: list[list[str | bytes]] = []
+                sent = trio.Event()
 
                 async def flooder() -> None:
                     async with open_connection(running.ws_url) as ws:
@@ -167,18 +184,21 @@ async def test_a_flood_of_audio_is_back_pressured_not_buffered_or_lost(tmp_path:
                         for offset in range(0, len(flood), 32000):
                             await ws.send_message(flood[offset : offset + 32000])
                         await ws.send_message("eof")
+                        sent.set()
                         results.append(await read_until_closed(ws))
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(flooder)
                     spool = tmp_path / "spool"
-                    await wait_for(lambda: _spooled_bytes(spool) >= 30 * 32000)
-                    await trio.sleep(1.0)  # the flooder keeps trying; the server does not read it
-                    assert _spooled_bytes(spool) <= 31 * 32000 + 44 + 16000
-                    await holder.send_message("eof")  # the seat frees; the backlog drains
+                    await sent.wait()
+                    await wait_for(lambda: _spooled_bytes(spool) == 44 + len(flood))  # all read while waiting
+                    assert most_in_memory <= 30.0 + SPOOL_READ_BYTES / 32000
+                    await holder.send_message("eof")  # the seat frees; the backlog is read back from the spool
     messages = results[0]
     assert isinstance(messages[-1], str)
     assert running.exported_pcm(messages[-1]) == flood
+    finals = [json.loads(m) for m in messages if isinstance(m, str) and m.startswith('{"result"')]
+    assert max(w["end"] for f in finals for w in f["result"]) > 80  # transcribed to the end
 
 
 def _spooled_bytes(spool: Path) -> int:

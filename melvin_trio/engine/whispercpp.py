@@ -71,10 +71,20 @@ def token_limit(seconds: float) -> int:
     return min(math.ceil(_TOKENS_PER_SECOND * min(seconds, 30.0)) + _TOKENS_BASE, _MAX_TOKENS)
 
 
+# Per thread: whether the call running in it was aborted on purpose (its client left, or it timed out).
+_call_state = threading.local()
+
+
 def _forward_log(level: int, text: str) -> None:
     message = text.rstrip()
-    if message:
-        log.log(_LOG_LEVELS.get(level, logging.DEBUG), "whisper.cpp: %s", message)
+    if not message:
+        return
+    python_level = _LOG_LEVELS.get(level, logging.DEBUG)
+    if python_level >= logging.ERROR and getattr(_call_state, "aborted", False):
+        # whisper_full reports an abort it was asked for as "failed to encode/decode": not an error here.
+        log.debug("whisper.cpp (aborted pass): %s", message)
+        return
+    log.log(python_level, "whisper.cpp: %s", message)
 
 
 _log_hook_lock = threading.Lock()
@@ -202,10 +212,21 @@ class WhisperCppEngine:
             if self._ctx is None:
                 raise EngineError("engine is closed")
             self._set_params(seconds, language, prompt, decoding)
-            pw.assign_abort_callback(self._params, abort)
-            status = pw.whisper_full(self._ctx, self._params, samples, samples.size)
-            pw.assign_abort_callback(self._params, None)
-            if abort is not None and abort():
+            _call_state.aborted = False
+
+            def aborting() -> bool:
+                if abort is not None and abort():
+                    _call_state.aborted = True
+                    return True
+                return False
+
+            pw.assign_abort_callback(self._params, aborting if abort is not None else None)
+            try:
+                status = pw.whisper_full(self._ctx, self._params, samples, samples.size)
+            finally:
+                pw.assign_abort_callback(self._params, None)
+                aborted, _call_state.aborted = _call_state.aborted, False
+            if aborted or (abort is not None and abort()):
                 raise EngineAborted("transcription aborted")
             if status != 0:
                 raise EngineError(f"whisper.cpp failed to transcribe (status {status})")

@@ -24,6 +24,7 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from melvin_trio.config import Config
 from melvin_trio.core.stream import StreamSettings
 from melvin_trio.engine.base import Engine
+from melvin_trio.server import logcontext
 from melvin_trio.server.exports import ExportStore
 from melvin_trio.server.filerest import register_file_api
 from melvin_trio.server.jobs import JobRunner, JobStore
@@ -93,6 +94,7 @@ class MelvinServer:
         releases it when it returns, either way."""
         self.config = config
         self.sections = sections
+        logcontext.install()
         self.exports = ExportStore(config.data_dir, exports_dir=config.exports_dir, node_id=config.node)
         self.node_lock = node_lock or NodeLock(
             config.data_dir, config.node, stale_after=config.cluster.stale_after_seconds

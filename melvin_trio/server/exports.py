@@ -193,6 +193,7 @@ class Recording:
         self._finals_path = store.spool_dir / f"{stream_id}.finals.jsonl"
         self._audio = self._audio_path.open("wb")
         self._audio.write(wav_header(0, sample_rate))
+        self._reader: BinaryIO | None = None  # opened when audio must be read back (see read_audio)
         self._finals = self._finals_path.open("w", encoding="utf-8")
         self._finals_list: list[dict[str, Any]] = []
         self.audio_bytes = 0
@@ -214,9 +215,22 @@ class Recording:
     def finals(self) -> list[dict[str, Any]]:
         return list(self._finals_list)
 
+    def read_audio(self, offset: int, size: int) -> bytes:
+        """Up to `size` bytes of the audio received so far, from byte `offset` of the stream (not of the file).
+        Raises OSError."""
+        if self._reader is None:
+            self._reader = self._audio_path.open("rb")
+        return os.pread(self._reader.fileno(), min(size, self.audio_bytes - offset), _HEADER_BYTES + offset)
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def abandon(self) -> None:
         """Close the spool files without exporting; `ExportStore.recover` turns them into an export later."""
         self.closed = True
+        self._close_reader()
         self._audio.close()
         self._finals.close()
 
@@ -225,6 +239,7 @@ class Recording:
         if self.closed:
             return
         self.closed = True
+        self._close_reader()
         self._audio.flush()
         self._audio.seek(0)
         self._audio.write(wav_header(self.audio_bytes, self.sample_rate))

@@ -29,12 +29,14 @@ from melvin_trio.core.stream import (
     TranscribeRequest,
 )
 from melvin_trio.engine.base import EngineError
+from melvin_trio.server import logcontext
 from melvin_trio.server.exports import ExportStore, Recording
 from melvin_trio.server.metrics import Metrics
 from melvin_trio.server.workers import SeatPool
 
 log = logging.getLogger(__name__)
 
+SPOOL_READ_BYTES: Final = 1 << 16  # audio read back from the spool per step when the core catches up
 OUTBOX_SIZE: Final = 16  # messages waiting for a slow client; beyond it the transcriber waits (back-pressure)
 EXPORT_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 5.0
@@ -65,6 +67,7 @@ class SessionContext:
 
 async def handle_connection(request: WebSocketRequest, ctx: SessionContext) -> None:
     """Serve one client. Never raises (except Cancelled): a failure ends this connection only."""
+    logcontext.set_client(logcontext.client_address(request))
     ws = await request.accept()
     try:
         await _serve(ws, ctx)
@@ -89,6 +92,7 @@ async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
     auth = protocol.parse_auth(first, ctx.api_keys())
     if isinstance(auth, protocol.AuthFailed):
         ctx.metrics.login_refused(auth.message)
+        log.warning("connection refused: %s", auth.message)  # the reason, never the key
         await ws.send_message(auth.message)
         return
     language = protocol.choose_language(
@@ -96,6 +100,7 @@ async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
     )
     if isinstance(language, protocol.LanguageRefused):
         ctx.metrics.login_refused("language")
+        log.info("connection refused: %s", language.message)
         await ws.send_message(language.message)
         return
     await Session(ws, ctx, StreamCore(settings.stream, language), sample_rate=auth.sample_rate).run()
@@ -109,9 +114,12 @@ class Session:
         self.ctx = ctx
         self.core = core
         self.stream_id = uuid.uuid4().hex
+        logcontext.set_stream(self.stream_id)
         # The export keeps the bytes as received, at the declared rate; the core hears them at 16 kHz.
         self.recording: Recording = ctx.exports.open_recording(self.stream_id, sample_rate)
         self._resampler = StreamResampler(sample_rate) if sample_rate != SAMPLE_RATE else None
+        self._fed_bytes = 0  # bytes of the received audio handed to the core; the rest waits in the spool
+        self._input_ended = False  # the core was told the stream ended
         self._audio_arrived = trio.Event()
         self._eof_received = False
         self._client_gone = False
@@ -130,6 +138,7 @@ class Session:
                 nursery.start_soon(self._read, nursery.cancel_scope)
                 nursery.start_soon(self._watch_drain)
                 nursery.start_soon(self._keep_alive, nursery.cancel_scope)
+                nursery.start_soon(self._catch_up_on_progress)
                 await self._transcribe()
                 # The transcriber is done: every final is in the outbox. Let the writer send them, then stop.
                 await self._outbox_send.aclose()
@@ -143,7 +152,7 @@ class Session:
                 if not self._client_gone:
                     await self._send_id()
                 elif self._client_gone:
-                    log.info("stream %s: client left without eof; exported as %s", self.stream_id, self.stream_id)
+                    log.info("stream %s: the client disconnected without eof; exported", self.stream_id)
 
     def _export(self) -> None:
         try:
@@ -177,15 +186,13 @@ class Session:
                     if self._eof_received:
                         continue  # audio after eof is not part of the stream
                     if message:
-                        await self._wait_for_room()
                         try:
                             self.recording.write_audio(message)
+                            self._catch_up()
                         except OSError as exc:
                             await self._storage_failed(exc)
                             return
-                        self.core.feed(self._resampler.feed(message) if self._resampler else message)
                         self.ctx.metrics.audio_in(len(message) / (self.recording.sample_rate * SAMPLE_WIDTH))
-                        self._wake()
                 elif protocol.is_eof(message):
                     self._end_input()
                 else:
@@ -199,25 +206,56 @@ class Session:
     def _wake(self) -> None:
         self._audio_arrived.set()
 
-    async def _wait_for_room(self) -> None:
-        """Stop reading (TCP back-pressure on the client) while too much audio waits to be transcribed."""
-        while self.core.buffered_seconds > self.ctx.settings.max_backlog_seconds and not self.core.finished:
+    def _catch_up(self) -> None:
+        """Hand the core the received audio it has not had yet, as far as its in-memory backlog allows
+        (`max_backlog_seconds`). Past that the audio waits in the spool, which holds every byte anyway, and is read
+        back as the transcriber makes room: the client is always read (so it always answers pings), memory stays
+        bounded and nothing is dropped. Raises OSError (reading the spool back)."""
+        limit = self.ctx.settings.max_backlog_seconds
+        while self._fed_bytes < self.recording.audio_bytes and self.core.buffered_seconds <= limit:
+            pcm = self.recording.read_audio(self._fed_bytes, SPOOL_READ_BYTES)
+            if not pcm:
+                break
+            self.core.feed(self._resampler.feed(pcm) if self._resampler else pcm)
+            self._fed_bytes += len(pcm)
+            self._wake()
+        self._end_core_input_if_fed()
+
+    async def _catch_up_on_progress(self) -> None:
+        while True:
             await self._progress.wait()
             self._progress = trio.Event()
+            try:
+                self._catch_up()
+            except OSError as exc:
+                await self._storage_failed(exc)
+                return
 
     async def _storage_failed(self, error: OSError) -> None:
-        """The disk refused the audio: end the stream cleanly, keeping what was written."""
+        """The disk refused the audio (or reading it back): end the stream cleanly, keeping what was written; the
+        core ends with what it has had."""
         log.error("stream %s: cannot store audio: %s", self.stream_id, error)
         self._error = f"storage error: {error.strerror or error}"
-        await self._outbox_send.send(protocol.storage_error(str(error.strerror or error)))
+        if self._fed_bytes < self.recording.audio_bytes:
+            log.error(
+                "stream %s: %d bytes of audio in the spool will not be transcribed",
+                self.stream_id,
+                self.recording.audio_bytes - self._fed_bytes,
+            )
+            self._fed_bytes = self.recording.audio_bytes
         self._end_input()
+        await self._outbox_send.send(protocol.storage_error(str(error.strerror or error)))
 
     def _end_input(self) -> None:
-        """No more audio (eof, the server draining, a storage failure): the core gets what the resampler still
-        holds, then the end of the stream. Idempotent."""
-        if self._eof_received:
-            return
+        """No more audio (eof, the server draining, a storage failure). The core hears of it once it has had all
+        the audio (some may still wait in the spool). Idempotent."""
         self._eof_received = True
+        self._end_core_input_if_fed()
+
+    def _end_core_input_if_fed(self) -> None:
+        if self._input_ended or not self._eof_received or self._fed_bytes < self.recording.audio_bytes:
+            return
+        self._input_ended = True
         if self._resampler is not None:
             self.core.feed(self._resampler.flush())
         self.core.end_of_stream()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,6 +47,8 @@ class _Job:
     # A file window: served after every stream's request, and aborted (preempted) when a stream's request arrives.
     background: bool = False
     preempted: bool = False
+    # The submitter's context: its pass runs in it, so what the engine logs names the stream.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class EngineWorker:
@@ -93,7 +96,7 @@ class EngineWorker:
                     watchdog.start_soon(self._abort_after, limit, job.abort, timed_out)
                 try:
                     outcome: Outcome = await trio.to_thread.run_sync(
-                        partial(self._call, request, job.abort), limiter=self._limiter
+                        partial(job.context.run, self._call, request, job.abort), limiter=self._limiter
                     )
                 except EngineError as exc:
                     outcome = exc
@@ -102,6 +105,9 @@ class EngineWorker:
                     outcome = EngineError(f"{type(exc).__name__}: {exc}")
                 watchdog.cancel_scope.cancel()
             self._running = None
+            if isinstance(outcome, EngineAborted) and not timed_out.is_set() and not job.preempted:
+                # Its stream ended mid-pass (the client left, or the server stops): logged with that stream.
+                job.context.run(log.info, "%s: pass aborted: its stream ended", self.name)
             if timed_out.is_set():
                 log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, limit)
                 outcome = EngineError(f"the engine took longer than {limit:.0f} s")
