@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from melvin_trio.core.stream import SAMPLE_RATE
+from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.words import Word, join_text
 
 AUTH_NOT_TEXT: Final = "Initial message was not text and therefore did not match the expected auth format"
