@@ -278,16 +278,14 @@ async def test_a_job_survives_a_restart(tiny_en_engine: Engine, clips: list[Clip
     with trio.fail_after(300):
         async with running_server(tiny_en_engine, tmp_path) as running:
             # Hold the engines with a "live stream" so the job cannot start before the server stops.
-            seat = running.server.seats.try_take("live")
-            assert seat is not None
-            status, job = await post_job(running, {"language": "en"}, ("jfk.flac", jfk.path.read_bytes()))
-            assert status == 200
-            job_id = job["transcription_id"]
-            await trio.sleep(0.5)
-            _, waiting = await get_json(running, f"/transcriptions/{job_id}")
-            assert waiting["status"] in ("in_query", "in_progress")  # read, waiting for the engines
-            assert waiting["progress"] == 0.0
-            running.server.seats.give_back("live", seat)
+            async with running.server.seats.open_seat():
+                status, job = await post_job(running, {"language": "en"}, ("jfk.flac", jfk.path.read_bytes()))
+                assert status == 200
+                job_id = job["transcription_id"]
+                await trio.sleep(0.5)
+                _, waiting = await get_json(running, f"/transcriptions/{job_id}")
+                assert waiting["status"] in ("in_query", "in_progress")  # read, waiting for the engines
+                assert waiting["progress"] == 0.0
             running.server.request_stop()
         async with running_server(tiny_en_engine, tmp_path) as running:
             finished = await wait_finished(running, job_id)
