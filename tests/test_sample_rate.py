@@ -81,9 +81,11 @@ def _export(data_dir: Path, stream_id: str) -> tuple[int, bytes]:
         return wav.getframerate(), wav.readframes(wav.getnframes())
 
 
-@pytest.mark.parametrize("rate", [8000, 44100])
+# tiny.en on this stream at speed 0: 16 kHz 0.091 (2 of 22 words), 44.1 kHz 0.091, 8 kHz 0.136 (telephone band:
+# "Americans" heard as "America"); on 06ffd04, which ignored the declared rate, 8 kHz gave 0.55.
+@pytest.mark.parametrize(("rate", "max_wer"), [(8000, 0.15), (44100, 0.10)])
 async def test_audio_at_a_declared_rate_is_transcribed_and_exported_as_received(
-    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path, rate: int
+    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path, rate: int, max_wer: float
 ) -> None:
     jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
     pcm = _at_rate(jfk, rate)
@@ -92,7 +94,7 @@ async def test_audio_at_a_declared_rate_is_transcribed_and_exported_as_received(
             result = await stream_pcm(running.ws_url, API_KEY, pcm, speed=0, chunk_ms=170, sample_rate=rate)
     assert result.stream_id is not None
     text = " ".join(f["text"] for f in result.finals)
-    assert count_errors(jfk.text, text, "en").wer <= 0.10, text
+    assert count_errors(jfk.text, text, "en").wer <= max_wer, text
     header_rate, exported = _export(tmp_path, result.stream_id)
     assert (header_rate, exported) == (rate, pcm)
     words = [w for f in result.finals for w in f["result"]]
