@@ -1,28 +1,38 @@
 """Streaming benchmark: WER against offline, final latency, partial cadence, capacity, CPU and memory.
 
-    .venv/bin/python -m bench.stream [--sets en-long de-long] [--clients 1 2 3] [--seconds S] [--stagger 2]
-                                     [--url ws://HOST:PORT --key K]  [--set-config streaming.final_after_words=4]
+    .venv/bin/python -m bench.stream [--sets en-long de-long] [--clients 1 2 3 4] [--speed 1 2 4] [--cpu-hog]
+                                     [--seconds S] [--clip batman] [--stagger 2] [--rounds 3]
+                                     [--variant NAME KEY=VALUE ...] [--set-config streaming.final_after_words=4]
+                                     [--url ws://HOST:PORT --key K]
 
 Unless --url is given, each run starts `melvin-trio serve` on free ports with a config made for the run (the set's
-model, as many CPU seats as clients, one shared whisper context), so CPU time and peak RSS are the server's own.
-Clients replay the audio in real time (100 ms chunks) and time every message. Results: a markdown table on
-stdout, JSON in bench/results/stream.json, PNG plots in bench/results/ (latency per N, capacity curve).
+model, as many CPU seats as clients, one shared whisper context, then --set-config, then the variant's settings),
+so CPU time and peak RSS are the server's own. Clients send the audio at --speed times real time (100 ms chunks)
+and time every message. A run is one (variant, clients, speed, hog) combination; with --cpu-hog every run is
+repeated with `stress-ng --cpu 1` (a busy loop if stress-ng is missing) beside the server. --rounds repeats all
+runs in turn (round 1 of every run, then round 2, ...), so that on a shared machine every configuration meets the
+same load, and prints the medians over the rounds. Results: markdown tables on stdout, JSON in
+bench/results/<output>.json, PNG plots in bench/results/ (latency per run, capacity curve).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import itertools
 import json
 import os
 import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -84,13 +94,15 @@ class ClientRecord:
     finals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     partials: list[tuple[float, str]] = field(default_factory=list)
     stream_id: str | None = None
+    eof_at: float | None = None
+    id_at: float | None = None
 
     def sent_at(self, stream_seconds: float) -> float:
         index = min(int(stream_seconds / CHUNK_SECONDS), len(self.send_times) - 1)
         return self.send_times[max(index, 0)]
 
 
-async def run_client(url: str, key: str, pcm: bytes, language: str | None) -> ClientRecord:
+async def run_client(url: str, key: str, pcm: bytes, language: str | None, speed: float = 1.0) -> ClientRecord:
     record = ClientRecord()
     chunk = int(CHUNK_SECONDS * BYTES_PER_SECOND)
     async with open_connection(url) as ws:
@@ -104,8 +116,9 @@ async def run_client(url: str, key: str, pcm: bytes, language: str | None) -> Cl
             for i, offset in enumerate(range(0, len(pcm), chunk)):
                 await ws.send_message(pcm[offset : offset + chunk])
                 record.send_times.append(time.monotonic())
-                await trio.sleep(max(0.0, start + (i + 1) * CHUNK_SECONDS - time.monotonic()))
+                await trio.sleep(max(0.0, start + (i + 1) * CHUNK_SECONDS / speed - time.monotonic()))
             await ws.send_message('{"eof": 1}')
+            record.eof_at = time.monotonic()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send)
@@ -116,6 +129,7 @@ async def run_client(url: str, key: str, pcm: bytes, language: str | None) -> Cl
                     continue
                 if is_stream_id(message):
                     record.stream_id = message
+                    record.id_at = now
                     break
                 try:
                     data = json.loads(message)
@@ -167,6 +181,7 @@ def client_metrics(record: ClientRecord, stream: StreamSet, offline: Offline) ->
             first_partials.append(later[0] - sent)
     arrivals = [t for t, _ in record.partials]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    id_after_eof = record.id_at - record.eof_at if record.id_at is not None and record.eof_at is not None else None
     return {
         "wer": errors.wer,
         "errors": errors.errors,
@@ -175,6 +190,7 @@ def client_metrics(record: ClientRecord, stream: StreamSet, offline: Offline) ->
         "timed_words": len(latencies),
         "first_partial_s": statistics.median(first_partials) if first_partials else float("nan"),
         "partial_gap_s": statistics.median(gaps) if gaps else float("nan"),
+        "id_after_eof_s": float("nan") if id_after_eof is None else id_after_eof,
         "hypothesis": hypothesis,
     }
 
@@ -274,39 +290,95 @@ def start_server(model: str, seats: int, overrides: dict[str, Any], workdir: Pat
     raise RuntimeError(f"server did not start:\n{log.read_text(encoding='utf-8')}")
 
 
-async def run_clients(url: str, key: str, stream: StreamSet, n: int, stagger: float) -> list[ClientRecord]:
+@dataclass(frozen=True)
+class Run:
+    """One configuration to measure: server settings (a named variant), clients, their speed, a CPU hog or not."""
+
+    variant: str
+    overrides: dict[str, Any]
+    clients: int
+    speed: float
+    hog: bool
+
+    @property
+    def label(self) -> str:
+        parts = [f"N={self.clients}"]
+        if self.speed != 1:
+            parts.append(f"{self.speed:g}x")
+        if self.hog:
+            parts.append("hog")
+        if self.variant != "default":
+            parts.append(self.variant)
+        return " ".join(parts)
+
+
+@contextlib.contextmanager
+def cpu_hog(active: bool) -> Iterator[None]:
+    """A process keeping one core busy (`stress-ng --cpu 1`, else a Python busy loop) while the block runs."""
+    if not active:
+        yield
+        return
+    command = (
+        ["stress-ng", "--cpu", "1", "--cpu-load", "100", "--quiet"]
+        if shutil.which("stress-ng")
+        else [sys.executable, "-c", "while True: pass"]
+    )
+    hog = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(0.5)  # let it start spinning before the server is measured
+        yield
+    finally:
+        os.killpg(hog.pid, signal.SIGTERM)  # stress-ng's workers are its children: end the group it leads
+        try:
+            hog.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(hog.pid, signal.SIGKILL)
+            hog.wait()
+
+
+async def run_clients(
+    url: str, key: str, stream: StreamSet, n: int, stagger: float, speed: float
+) -> list[ClientRecord]:
     records: list[ClientRecord] = [ClientRecord() for _ in range(n)]
     async with trio.open_nursery() as nursery:
         for i in range(n):
 
             async def one(i: int = i) -> None:
-                records[i] = await run_client(url, key, stream.pcm, stream.language)
+                records[i] = await run_client(url, key, stream.pcm, stream.language, speed)
 
             nursery.start_soon(one)
-            await trio.sleep(stagger)
+            await trio.sleep(stagger / speed)
     return records
 
 
-def measure(
-    stream: StreamSet, offline: Offline, n: int, args: argparse.Namespace, overrides: dict[str, Any]
-) -> dict[str, Any]:
+def measure(stream: StreamSet, offline: Offline, run: Run, args: argparse.Namespace) -> dict[str, Any]:
     server = None
-    with tempfile.TemporaryDirectory(prefix="melvin-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="melvin-bench-") as tmp, cpu_hog(run.hog):
         if args.url:
             url, key = args.url, args.key
         else:
-            server = start_server(stream.model, n, overrides, Path(tmp))
+            server = start_server(stream.model, run.clients, run.overrides, Path(tmp))
             url, key = server.url, KEY
         cpu_before = server.cpu_seconds() if server else 0.0
         t0 = time.monotonic()
-        records = trio.run(run_clients, url, key, stream, n, args.stagger)
+        records = trio.run(run_clients, url, key, stream, run.clients, args.stagger, run.speed)
         wall = time.monotonic() - t0
-        result: dict[str, Any] = {"set": stream.name, "model": stream.model, "clients": n, "wall_s": round(wall, 1)}
+        result: dict[str, Any] = {
+            "set": stream.name,
+            "model": run.overrides.get("websocket_stream.cpu.model", stream.model),
+            "variant": run.variant,
+            "overrides": run.overrides,
+            "clients": run.clients,
+            "speed": run.speed,
+            "hog": run.hog,
+            "label": run.label,
+            "wall_s": round(wall, 1),
+        }
         if server:
             result["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 1)
             result["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
             engine = server.stop()
-            result["engine_busy_per_audio_s"] = round(engine["engine_busy_s"] / (stream.seconds * n), 3)
+            result["engine_busy_per_audio_s"] = round(engine["engine_busy_s"] / (stream.seconds * run.clients), 3)
             result["engine_calls"] = engine["engine_calls"]
     per_client = [client_metrics(r, stream, offline) for r in records]
     latencies = [x for m in per_client for x in m["latencies"]]
@@ -318,6 +390,8 @@ def measure(
             "latency_max_s": round(max(latencies) if latencies else float("nan"), 2),
             "first_partial_s": round(float(np.nanmedian([m["first_partial_s"] for m in per_client])), 2),
             "partial_gap_s": round(float(np.nanmedian([m["partial_gap_s"] for m in per_client])), 2),
+            # the slowest client's: every stream must get its id soon after its eof
+            "id_after_eof_s": round(float(np.max([m["id_after_eof_s"] for m in per_client])), 2),
             "latencies": [round(x, 3) for x in latencies],
             "timed_words": sum(m["timed_words"] for m in per_client),
             # the first client's finals, to see which words a change lost or won
@@ -327,7 +401,54 @@ def measure(
     return result
 
 
-def plot(results: list[dict[str, Any]]) -> list[Path]:
+METRICS: Final = (
+    "wer",
+    "wer_ratio",
+    "latency_p50_s",
+    "latency_p90_s",
+    "latency_max_s",
+    "first_partial_s",
+    "id_after_eof_s",
+    "partial_gap_s",
+    "server_cpu_s",
+    "peak_rss_mb",
+    "engine_busy_per_audio_s",
+)
+
+
+def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (set, run) with the median of each metric over the rounds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["set"], r["label"]), []).append(r)
+    rows = []
+    for group in groups.values():
+        row = {k: v for k, v in group[0].items() if k not in METRICS}
+        row["rounds"] = len(group)
+        for metric in METRICS:
+            values = [r[metric] for r in group if isinstance(r.get(metric), int | float)]
+            row[metric] = round(float(np.nanmedian(values)), 3) if values else "-"
+        row["latencies"] = [x for r in group for x in r["latencies"]]
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "| set | model | run | streams | WER | offline WER | ratio | final p50 s | p90 s | max s | first partial s "
+        "| id after eof s | partial gap s | server CPU s | peak RSS MB | engine busy / audio s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['set']} | {r['model']} | {r['label']} | {r['clients']} | {r['wer']:.3f} | {r['offline_wer']:.3f} "
+            f"| {r['wer_ratio']} | {r['latency_p50_s']} | {r['latency_p90_s']} | {r['latency_max_s']} "
+            f"| {r['first_partial_s']} | {r['id_after_eof_s']} | {r['partial_gap_s']} | {r.get('server_cpu_s', '-')} "
+            f"| {r.get('peak_rss_mb', '-')} | {r.get('engine_busy_per_audio_s', '-')} |"
+        )
+
+
+def plot(results: list[dict[str, Any]], output: str) -> list[Path]:
     try:
         import matplotlib
 
@@ -336,36 +457,39 @@ def plot(results: list[dict[str, Any]]) -> list[Path]:
     except ImportError:
         print("(matplotlib not installed: pip install 'melvin-trio[bench]' for plots)", file=sys.stderr)
         return []
+    suffix = "" if output == "stream" else f"-{output.removeprefix('stream-')}"
     paths = []
     for name in sorted({r["set"] for r in results}):
         rows = [r for r in results if r["set"] == name]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.boxplot([r["latencies"] for r in rows], tick_labels=[str(r["clients"]) for r in rows], showfliers=True)
+        fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(rows)), 4))
+        ax.boxplot([r["latencies"] or [np.nan] for r in rows], tick_labels=[r["label"] for r in rows])
         ax.axhline(LATENCY_P90_LIMIT_S, color="red", linestyle="--", label="p90 limit for capacity")
-        ax.set_xlabel("concurrent streams")
+        ax.set_xlabel("run (concurrent streams, speed, CPU hog, variant)")
         ax.set_ylabel("final latency per word (s)")
         ax.set_title(f"{name} ({rows[0]['model']}): final latency")
+        ax.tick_params(axis="x", labelrotation=30)
         ax.legend()
-        path = RESULTS / f"stream-latency-{name}.png"
+        path = RESULTS / f"stream-latency-{name}{suffix}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ns = [r["clients"] for r in rows]
-        ax.plot(ns, [r["latency_p90_s"] for r in rows], marker="o", label="p90 final latency (s)")
-        ax.plot(
-            ns,
-            [r["wer"] / r["offline_wer"] if r.get("offline_wer") else np.nan for r in rows],
-            marker="s",
-            label="WER / offline WER",
+        plain = sorted(
+            (r for r in rows if r["speed"] == 1 and not r["hog"] and r["variant"] == "default"),
+            key=lambda r: r["clients"],
         )
+        if len(plain) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ns = [r["clients"] for r in plain]
+        ax.plot(ns, [r["latency_p90_s"] for r in plain], marker="o", label="p90 final latency (s)")
+        ax.plot(ns, [r["wer_ratio"] for r in plain], marker="s", label="WER / offline WER")
         ax.axhline(LATENCY_P90_LIMIT_S, color="red", linestyle="--", linewidth=0.8)
         ax.axhline(WER_RATIO_LIMIT, color="orange", linestyle="--", linewidth=0.8)
         ax.set_xlabel("concurrent streams")
-        ax.set_title(f"{name} ({rows[0]['model']}): capacity")
+        ax.set_title(f"{name} ({plain[0]['model']}): capacity")
         ax.legend()
-        path = RESULTS / f"stream-capacity-{name}.png"
+        path = RESULTS / f"stream-capacity-{name}{suffix}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -373,12 +497,28 @@ def plot(results: list[dict[str, Any]]) -> list[Path]:
     return paths
 
 
+def parse_variants(items: list[list[str]], common: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """`--variant NAME KEY=VALUE ...` (YAML values) into (name, overrides); none given: one called default."""
+    if not items:
+        return [("default", dict(common))]
+    variants = []
+    for name, *settings in items:
+        overrides = dict(common)
+        overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in settings)})
+        variants.append((name, overrides))
+    return variants
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    parser.add_argument("--clients", nargs="+", type=int, default=[1])
+    parser.add_argument("--clients", nargs="+", type=int, default=[1], help="concurrent streams, one run each")
+    parser.add_argument("--speed", nargs="+", type=float, default=[1.0], help="x real time the clients send at")
+    parser.add_argument("--cpu-hog", action="store_true", help="also run each with one core kept busy beside it")
     parser.add_argument("--seconds", type=float, help="cut each long-form stream after the clip passing this")
-    parser.add_argument("--stagger", type=float, default=2.0, help="seconds between client starts")
+    parser.add_argument("--clip", help="only the clips whose file name holds one of these (comma-separated)")
+    parser.add_argument("--stagger", type=float, default=2.0, help="seconds of audio between client starts")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every run this often, interleaved")
     parser.add_argument("--url", help="benchmark a running server instead of starting one")
     parser.add_argument("--key", default=KEY)
     parser.add_argument(
@@ -388,49 +528,68 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override a config value for the started server (YAML value), e.g. streaming.final_after_words=4",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="NAME KEY=VALUE",
+        help="a named server configuration to compare (repeatable), e.g. --variant 2x1 "
+        "websocket_stream.cpu.workers=2 websocket_stream.cpu.cpu_threads=1",
+    )
     parser.add_argument("--output", default="stream", help="results file name under bench/results/")
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set_config)}
-    results = []
+    common = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set_config)}
+    runs = [
+        Run(name, overrides, n, speed, hog)
+        for name, overrides in parse_variants(args.variant, common)
+        for n in args.clients
+        for speed in args.speed
+        for hog in ([False, True] if args.cpu_hog else [False])
+    ]
+    streams = []
     for name in args.sets:
-        stream = build_set(name, args.seconds)
+        stream = build_set(name, args.seconds, args.clip)
         offline = transcribe_offline(stream)
-        baseline = offline.wer
-        print(f"{name}: {stream.seconds:.0f} s of audio, offline WER {baseline:.3f}", file=sys.stderr)
-        for n in args.clients:
-            row = measure(stream, offline, n, args, overrides)
-            row["offline_wer"] = round(baseline, 4)
-            row["wer_ratio"] = round(row["wer"] / baseline, 2) if baseline else float("nan")
-            row["audio_s"] = round(stream.seconds, 1)
-            results.append(row)
+        streams.append((stream, offline))
+        print(f"{name}: {stream.seconds:.0f} s of audio, offline WER {offline.wer:.3f}", file=sys.stderr)
+    results = []
+    for round_index in range(args.rounds):
+        for stream, offline in streams:
+            for run in runs:
+                row = measure(stream, offline, run, args)
+                row["round"] = round_index + 1
+                row["offline_wer"] = round(offline.wer, 4)
+                row["wer_ratio"] = round(row["wer"] / offline.wer, 2) if offline.wer else float("nan")
+                row["audio_s"] = round(stream.seconds, 1)
+                results.append(row)
+                print(
+                    f"  round {round_index + 1} {stream.name} {run.label}: WER {row['wer']:.3f}, "
+                    f"p50 {row['latency_p50_s']} s, p90 {row['latency_p90_s']} s, "
+                    f"id after eof {row['id_after_eof_s']} s",
+                    file=sys.stderr,
+                )
+    print_table(results)
+    table = results
+    if args.rounds > 1:
+        table = medians(results)
+        print(f"\nmedians over {args.rounds} rounds:\n")
+        print_table(table)
+    for name in sorted({r["set"] for r in table}):
+        plain = [r for r in table if r["set"] == name and r["speed"] == 1 and not r["hog"]]
+        for variant in dict.fromkeys(r["variant"] for r in plain):
+            mine = [r for r in plain if r["variant"] == variant]
+            ok = [
+                r["clients"]
+                for r in mine
+                if r["latency_p90_s"] <= LATENCY_P90_LIMIT_S and r["wer_ratio"] <= WER_RATIO_LIMIT
+            ]
             print(
-                f"  {n} client(s): WER {row['wer']:.3f}, p50 {row['latency_p50_s']} s, p90 {row['latency_p90_s']} s",
-                file=sys.stderr,
+                f"\ncapacity {name} ({variant}): {max(ok) if ok else 0} stream(s) (p90 <= {LATENCY_P90_LIMIT_S} s, "
+                f"WER <= {WER_RATIO_LIMIT} x offline) among N = {[r['clients'] for r in mine]}"
             )
-    print(
-        "| set | model | N | audio s | WER | offline | ratio | p50 s | p90 s | max s | 1st partial s | partial gap s "
-        "| server CPU s | peak RSS MB | engine busy / audio s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['set']} | {r['model']} | {r['clients']} | {r['audio_s']} | {r['wer']:.3f} | {r['offline_wer']:.3f} "
-            f"| {r['wer_ratio']} | {r['latency_p50_s']} | {r['latency_p90_s']} | {r['latency_max_s']} "
-            f"| {r['first_partial_s']} | {r['partial_gap_s']} | {r.get('server_cpu_s', '-')} "
-            f"| {r.get('peak_rss_mb', '-')} | {r.get('engine_busy_per_audio_s', '-')} |"
-        )
-    for name in sorted({r["set"] for r in results}):
-        ok = [
-            r["clients"]
-            for r in results
-            if r["set"] == name and r["latency_p90_s"] <= LATENCY_P90_LIMIT_S and r["wer_ratio"] <= WER_RATIO_LIMIT
-        ]
-        print(
-            f"\ncapacity {name}: {max(ok) if ok else 0} stream(s) (p90 <= {LATENCY_P90_LIMIT_S} s, "
-            f"WER <= {WER_RATIO_LIMIT} x offline) among N = {[r['clients'] for r in results if r['set'] == name]}"
-        )
-    path = save(args.output, {"machine": machine(), "overrides": overrides, "results": results})
-    for png in plot(results):
+    path = save(args.output, {"machine": machine(), "args": vars(args), "results": results, "medians": table})
+    for png in plot(table, args.output):
         print(f"plot: {png.relative_to(REPO)}")
     print(f"results: {path.relative_to(REPO)}")
     return 0

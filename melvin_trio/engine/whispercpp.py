@@ -115,6 +115,8 @@ class WhisperCppOptions:
     # DTW token times (whisper.cpp's alignment heads of the model; needs flash_attn off): measured by
     # bench/wordtimes.py against the token timestamps.
     dtw_token_timestamps: bool = False
+    # A fixed encoder context in 20 ms frames for every call (benchmarks); 0: the full context, or the reduced rule.
+    audio_ctx: int = 0
 
 
 class WhisperCppEngine:
@@ -177,6 +179,8 @@ class WhisperCppEngine:
         p.max_tokens = token_limit(seconds)
         use_reduced = self._options.reduce_audio_ctx and seconds <= _MAX_REDUCED_SECONDS
         p.audio_ctx = reduced_audio_ctx(seconds) if use_reduced else 0
+        if self._options.audio_ctx:
+            p.audio_ctx = min(self._options.audio_ctx, FULL_AUDIO_CTX)
         p.tdrz_enable = False
         p.initial_prompt = prompt
         p.carry_initial_prompt = False
