@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from bench.common import REPO, clips, long_form, machine, peak_rss_mb, save
 from melvin_trio.engine.base import SAMPLE_RATE, Word
@@ -88,17 +89,86 @@ def measure_speed(model: str, formats: list[str], repeat: int, threads: int) -> 
     for engine in engines.values():
         engine.transcribe(stream[:SAMPLE_RATE], language=language)  # warm-up: the first call allocates
     times: dict[str, dict[str, list[float]]] = {fmt: {str(s): [] for s in WINDOWS} for fmt in formats}
+    cpu: dict[str, dict[str, list[float]]] = {fmt: {str(s): [] for s in WINDOWS} for fmt in formats}
     for seconds in WINDOWS:
         n = int(seconds * SAMPLE_RATE)
         for i in range(repeat):
             start = (i * n) % max(1, stream.size - n)
             for fmt, engine in engines.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 engine.transcribe(stream[start : start + n], language=language)
                 times[fmt][str(seconds)].append(time.perf_counter() - t0)
+                cpu[fmt][str(seconds)].append(time.process_time() - c0)
+            last = ", ".join(
+                f"{fmt} {times[fmt][str(seconds)][-1]:.2f} s ({cpu[fmt][str(seconds)][-1]:.2f} CPU s)"
+                for fmt in formats
+            )
+            print(f"    {model} {seconds:.0f} s window {i + 1}/{repeat}: {last}", file=sys.stderr)
     return {
-        fmt: {s: round(statistics.median(values), 3) for s, values in per_window.items()}
-        for fmt, per_window in times.items()
+        fmt: {
+            "wall": {s: round(statistics.median(values), 3) for s, values in times[fmt].items()},
+            "cpu": {s: round(statistics.median(values), 3) for s, values in cpu[fmt].items()},
+        }
+        for fmt in formats
+    }
+
+
+def measure_workers(model: str, fmt: str, streams: int, seconds: float, repeat: int) -> dict[str, Any]:
+    """One context with two threads against two contexts with one thread each, serving `streams` passes a cycle.
+
+    A cycle gives each of `streams` streams one pass over its own `seconds` window: the 1x2 context runs them one
+    after another, the 2x1 contexts two at a time (seats alternate between them, as the server assigns them). The
+    two set-ups alternate cycle by cycle, so a busy machine slows both alike; reported: the medians of the cycle
+    time (until every stream has had its pass) and of the time from a cycle's start to each pass's end.
+    """
+    import threading
+
+    language = LANGUAGE.get(model, "en")
+    stream = long_form(clips(language))
+    n = int(seconds * SAMPLE_RATE)
+    path = model_file(model, fmt)
+    one = WhisperCppEngine(path, WhisperCppOptions(n_threads=2))
+    two = [WhisperCppEngine(path, WhisperCppOptions(n_threads=1)) for _ in range(2)]
+    for engine in (one, *two):
+        engine.transcribe(stream[:SAMPLE_RATE], language=language)
+    results: dict[str, dict[str, list[float]]] = {k: {"cycle": [], "pass": []} for k in ("1x2", "2x1")}
+    for cycle in range(repeat):
+        windows = [stream[((cycle * streams + i) * n) % (stream.size - n) :][:n] for i in range(streams)]
+        t0 = time.perf_counter()
+        for window in windows:
+            one.transcribe(window, language=language)
+            results["1x2"]["pass"].append(time.perf_counter() - t0)
+        results["1x2"]["cycle"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ends: list[float] = []
+
+        def serve(engine: WhisperCppEngine, mine: list[npt.NDArray[np.float32]], ends: list[float], t0: float) -> None:
+            for window in mine:
+                engine.transcribe(window, language=language)
+                ends.append(time.perf_counter() - t0)
+
+        threads = [
+            threading.Thread(target=serve, args=(engine, windows[k :: len(two)], ends, t0))
+            for k, engine in enumerate(two)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        results["2x1"]["pass"] += ends
+        results["2x1"]["cycle"].append(max(ends))
+        print(
+            f"    cycle {cycle + 1}/{repeat}: 1x2 {results['1x2']['cycle'][-1]:.2f} s, "
+            f"2x1 {results['2x1']['cycle'][-1]:.2f} s",
+            file=sys.stderr,
+        )
+    return {
+        "model": model,
+        "format": fmt,
+        "streams": streams,
+        "window_s": seconds,
+        "cycles": repeat,
+        **{setup: {k: round(statistics.median(v), 3) for k, v in values.items()} for setup, values in results.items()},
     }
 
 
@@ -123,10 +193,15 @@ def _edge_words(full: list[Word], other: list[Word], seconds: float, language: s
     return len(edge), len(edge) - found
 
 
-def measure_ctx(model: str, fmt: str, ctxs: list[int], threads: int) -> list[dict[str, Any]]:
+def measure_ctx(model: str, fmt: str, ctxs: list[int], threads: int, max_seconds: float | None) -> list[dict[str, Any]]:
     """For each window length and audio_ctx: WER, time per call, and the word times against the full context."""
     language = LANGUAGE.get(model, "en")
-    selected = clips(language)
+    selected, total = [], 0.0
+    for clip in clips(language):
+        if max_seconds is not None and total >= max_seconds:
+            break
+        selected.append(clip)
+        total += clip.seconds + 1.5
     stream = long_form(selected)
     reference = " ".join(c.text for c in selected)
     rows: list[dict[str, Any]] = []
@@ -138,12 +213,14 @@ def measure_ctx(model: str, fmt: str, ctxs: list[int], threads: int) -> list[dic
             options = WhisperCppOptions(n_threads=threads, audio_ctx=0 if ctx >= FULL_AUDIO_CTX else ctx)
             engine = WhisperCppEngine(model_file(model, fmt), options)
             engine.transcribe(stream[:SAMPLE_RATE], language=language)  # warm-up: the first call allocates
-            words, took = [], []
+            words, took, cpu = [], [], []
             for window in windows:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 words.append(engine.transcribe(window, language=language))
                 took.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             engine.close()
+            print(f"    {model} {fmt} {seconds:.0f} s windows, audio_ctx {ctx}: done", file=sys.stderr)
             if ctx == FULL_AUDIO_CTX:
                 full_words = words
             wer = count_errors(reference, " ".join(_text(w) for w in words), language).wer
@@ -166,6 +243,7 @@ def measure_ctx(model: str, fmt: str, ctxs: list[int], threads: int) -> list[dic
                     "windows": len(windows),
                     "wer": round(wer, 4),
                     "s_per_call": round(statistics.median(took), 3),
+                    "cpu_s_per_call": round(statistics.median(cpu), 3),
                     "end_shift_median_s": round(statistics.median(shifts), 3) if shifts else None,
                     "end_shift_p90_s": round(float(np.percentile(shifts, 90)), 3) if shifts else None,
                     "collapsed_share": round(collapsed / len(shifts), 3) if shifts else None,
@@ -182,10 +260,10 @@ def measure_ctx(model: str, fmt: str, ctxs: list[int], threads: int) -> list[dic
 
 def _child(args: list[str]) -> Any:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.engine", *args], cwd=REPO, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "bench.engine", *args], cwd=REPO, stdout=subprocess.PIPE, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"bench.engine {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"bench.engine {' '.join(args)} failed (exit status {done.returncode})")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -195,9 +273,15 @@ def main() -> int:
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--wer-threads", type=int, help="threads for the WER and RSS runs (default: --threads)")
     parser.add_argument("--sweep-formats", nargs="+", default=["f16"], choices=FORMATS)
     parser.add_argument("--ctx", nargs="+", type=int, default=list(CTX_CANDIDATES))
+    parser.add_argument("--sweep-seconds", type=float, help="sweep only the clips up to about this much audio")
     parser.add_argument("--no-formats", action="store_true", help="skip the format comparison")
+    parser.add_argument(
+        "--workers-check", type=int, metavar="STREAMS", help="compare 1 context x 2 threads with 2 x 1 for STREAMS"
+    )
+    parser.add_argument("--workers-window", type=float, default=5.0, help="seconds of audio per pass (workers check)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the audio_ctx sweep")
     parser.add_argument("--output", default="engine")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -205,16 +289,28 @@ def main() -> int:
     if args.child:
         kind, model, *rest = args.child
         if kind == "format":
-            print(json.dumps(measure_format(model, rest[0], args.threads)))
+            print(json.dumps(measure_format(model, rest[0], args.wer_threads or args.threads)))
+        elif kind == "workers":
+            print(json.dumps(measure_workers(model, rest[0], args.workers_check, args.workers_window, args.repeat)))
         elif kind == "speed":
             print(json.dumps(measure_speed(model, rest, args.repeat, args.threads)))
         else:
-            print(json.dumps(measure_ctx(model, rest[0], args.ctx, args.threads)))
+            print(json.dumps(measure_ctx(model, rest[0], args.ctx, args.threads, args.sweep_seconds)))
         return 0
     common = ["--threads", str(args.threads), "--repeat", str(args.repeat), "--ctx", *map(str, args.ctx)]
+    if args.workers_check:
+        common += ["--workers-check", str(args.workers_check), "--workers-window", str(args.workers_window)]
+    if args.wer_threads:
+        common += ["--wer-threads", str(args.wer_threads)]
+    if args.sweep_seconds:
+        common += ["--sweep-seconds", str(args.sweep_seconds)]
     formats: list[dict[str, Any]] = []
     sweep: list[dict[str, Any]] = []
+    workers: list[dict[str, Any]] = []
     for model in args.models:
+        if args.workers_check:
+            for fmt in args.sweep_formats:
+                workers.append(_child(["--child", "workers", model, fmt, *common]))
         present = [fmt for fmt in args.formats if model_file(model, fmt).is_file()]
         missing = sorted(set(args.formats) - set(present))
         if missing:
@@ -227,36 +323,38 @@ def main() -> int:
                 row = _child(["--child", "format", model, fmt, *common])
                 row["s_per_call"] = speed[fmt]
                 formats.append(row)
-                print(f"  {model} {fmt}: WER {row['wer']:.3f}, {speed[fmt]}", file=sys.stderr)
+                print(f"  {model} {fmt}: WER {row['wer']:.3f}, {speed[fmt]}", file=sys.stderr, flush=True)
         if not args.no_sweep:
             for fmt in args.sweep_formats:
                 if model_file(model, fmt).is_file():
                     sweep += _child(["--child", "ctx", model, fmt, *common])
     if formats:
         print(
-            "| model | format | file MB | 5 s | 10 s | 15 s | vs f16 (15 s) | WER | words | offline RTF | peak RSS MB |"
+            "| model | format | file MB | wall s/call 5 / 10 / 15 s | CPU s/call 5 / 10 / 15 s | CPU vs f16 (mean) "
+            "| WER | words | offline RTF | peak RSS MB |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in formats:
-            base = next((f for f in formats if f["model"] == r["model"] and f["format"] == "f16"), None)
-            s = r["s_per_call"]
-            ratio = f"{s['15.0'] / base['s_per_call']['15.0']:.2f}" if base else "-"
+            f16 = next((f for f in formats if f["model"] == r["model"] and f["format"] == "f16"), None)
+            wall, cpu = r["s_per_call"]["wall"], r["s_per_call"]["cpu"]
+            ratio = f"{statistics.mean(cpu[w] / f16['s_per_call']['cpu'][w] for w in cpu):.2f}" if f16 else "-"
             print(
-                f"| {r['model']} | {r['format']} | {r['file_mb']} | {s['5.0']:.3f} | {s['10.0']:.3f} | {s['15.0']:.3f} "
-                f"| {ratio} | {r['wer']:.3f} | {r['wer_words']} | {r['offline_rtf']:.3f} | {r['peak_rss_mb']:.0f} |"
+                f"| {r['model']} | {r['format']} | {r['file_mb']} | {' / '.join(f'{wall[w]:.2f}' for w in wall)} "
+                f"| {' / '.join(f'{cpu[w]:.2f}' for w in cpu)} | {ratio} | {r['wer']:.3f} | {r['wer_words']} "
+                f"| {r['offline_rtf']:.3f} | {r['peak_rss_mb']:.0f} |"
             )
         print()
     if sweep:
         print(
-            "| model | format | window s | audio_ctx | headroom s | WER | vs full | s/call | end shift p50 / p90 s "
-            "| collapsed | edge words dropped |"
+            "| model | format | window s | audio_ctx | headroom s | WER | vs full | s/call | CPU s/call "
+            "| end shift p50 / p90 s | collapsed | edge words dropped |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in sweep:
             mark = " (rule)" if r["rule"] else ""
             print(
                 f"| {r['model']} | {r['format']} | {r['window_s']:.0f} | {r['audio_ctx']}{mark} | {r['headroom_s']} "
-                f"| {r['wer']:.3f} | {r['wer_ratio']} | {r['s_per_call']:.3f} "
+                f"| {r['wer']:.3f} | {r['wer_ratio']} | {r['s_per_call']:.3f} | {r['cpu_s_per_call']:.3f} "
                 f"| {r['end_shift_median_s']} / {r['end_shift_p90_s']} | {r['collapsed_share']} "
                 f"| {r['edge_dropped']}/{r['edge_words']} |"
             )
@@ -275,7 +373,21 @@ def main() -> int:
                         f"{model} {fmt} {seconds:.0f} s: smallest audio_ctx within {WER_RATIO_LIMIT}x of full WER: "
                         f"{min(ok) if ok else '-'}"
                     )
-    path = save(args.output, {"machine": machine(), "threads": args.threads, "formats": formats, "ctx_sweep": sweep})
+    if workers:
+        print(
+            "| model | format | streams | window s | cycles | cycle s 1x2 / 2x1 | ratio | pass end s 1x2 / 2x1 "
+            + "| ratio |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in workers:
+            a, b = r["1x2"], r["2x1"]
+            print(
+                f"| {r['model']} | {r['format']} | {r['streams']} | {r['window_s']:.0f} | {r['cycles']} "
+                f"| {a['cycle']:.2f} / {b['cycle']:.2f} | {b['cycle'] / a['cycle']:.2f} "
+                f"| {a['pass']:.2f} / {b['pass']:.2f} | {b['pass'] / a['pass']:.2f} |"
+            )
+    payload = {"machine": machine(), "args": vars(args), "formats": formats, "ctx_sweep": sweep, "workers": workers}
+    path = save(args.output, payload)
     print(f"\nwritten to {path.relative_to(REPO)}")
     return 0
 
