@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from melvin_trio.audio import float_to_pcm16, read_wav_pcm16
+from melvin_trio.audio import float_to_pcm16, pcm16_to_float, read_wav_pcm16
 from melvin_trio.client import StreamResult, open_connection, stream_pcm
 from melvin_trio.core.stream import StreamCore
 from melvin_trio.engine.base import EngineError, Word
@@ -22,6 +22,7 @@ from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import Recording, is_stream_id
 from melvin_trio.server.session import SPOOL_READ_BYTES
+from tests.conftest import SHARED_AUDIO
 from tests.server_harness import (
     API_KEY,
     client_frame,
@@ -34,11 +35,12 @@ from tests.server_harness import (
 
 
 def _loud(seconds: float, amplitude: float) -> bytes:
-    """Bursts of noise (0.3 s on, 0.2 s off): to the VAD it is speech, unlike steady noise."""
-    rng = np.random.default_rng(5)
-    samples = (rng.uniform(-1, 1, int(seconds * 16000)) * amplitude).astype(np.float32)
-    on = (np.arange(samples.size) % 8000) < 4800
-    return float_to_pcm16(samples * on)
+    """`seconds` of real speech (melvin_jfk, repeated) with its peak at `amplitude` (full scale 1.0).
+
+    Speech, not synthetic noise bursts: the trained speech detector sends only speech to the engine."""
+    speech = pcm16_to_float(read_wav_pcm16(SHARED_AUDIO / "en" / "melvin_jfk.wav"))
+    samples = np.resize(speech, int(seconds * 16000))
+    return float_to_pcm16(samples * (amplitude / float(np.abs(samples).max())))
 
 
 def _fragile(audio: np.ndarray, prompt: str) -> list[Word]:
