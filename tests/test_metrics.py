@@ -12,7 +12,7 @@ from melvin_trio.audio import read_wav_pcm16
 from melvin_trio.client import open_connection, stream_pcm
 from melvin_trio.engine.base import Engine
 from melvin_trio.evaluation import Clip
-from melvin_trio.server.metrics import Metrics, is_loopback
+from melvin_trio.server.metrics import REFUSAL_REASONS, Metrics, is_loopback
 from tests.server_harness import API_KEY, Running, read_until_closed, running_server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -47,6 +47,10 @@ async def test_metrics_move_during_a_stream(tiny_en_engine: Engine, clips: list[
             async with open_connection(running.ws_url) as ws:  # a wrong key is refused and counted
                 await ws.send_message(json.dumps({"Authorization": "wrong"}))
                 await read_until_closed(ws)
+            for rate in ("abc", 96000, "x" * 200):  # refused rates: counted under one label, never the client's text
+                async with open_connection(running.ws_url) as ws:
+                    await ws.send_message(json.dumps({"Authorization": API_KEY, "config": {"sample_rate": rate}}))
+                    await read_until_closed(ws)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lambda: stream_pcm(running.ws_url, API_KEY, pcm))  # real time: 11 s
@@ -64,6 +68,9 @@ async def test_metrics_move_during_a_stream(tiny_en_engine: Engine, clips: list[
     assert _value(after, "melvin_seats_free", kind="cpu") == 1
     assert _value(after, "melvin_streams_total") == 1
     assert _value(after, "melvin_logins_refused_total", reason="invalid_key") == 1
+    assert _value(after, "melvin_logins_refused_total", reason="sample_rate") == 3
+    refusal_labels = {dict(labels)["reason"] for name, labels in after if name == "melvin_logins_refused_total"}
+    assert refusal_labels <= set(REFUSAL_REASONS)
     assert abs(_value(after, "melvin_audio_received_seconds_total") - len(pcm) / 32000) < 1e-6
     transcribed = _value(after, "melvin_audio_transcribed_seconds_total")
     assert 0 < transcribed <= len(pcm) / 32000 + 1e-6

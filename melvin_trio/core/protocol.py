@@ -9,7 +9,7 @@ import contextlib
 import hmac
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from melvin_trio.core import SAMPLE_RATE
@@ -69,6 +69,12 @@ class AuthOk:
 @dataclass(frozen=True)
 class AuthFailed:
     message: str  # the exact text to send before closing
+    # A fixed label for logs and metrics (one of AUTH_REASONS), never the client's own text: a label that echoed
+    # the client would let each client mint a new metrics series.
+    reason: str = field(default="invalid_key", compare=False)
+
+
+AUTH_REASONS: Final = ("not_text", "invalid_json", "invalid_key", "sample_rate")
 
 
 def _key_matches(candidate: str, keys: Iterable[str]) -> bool:
@@ -84,16 +90,16 @@ def parse_auth(message: str | bytes, keys: Iterable[str]) -> AuthOk | AuthFailed
     """Check the first message: `{"Authorization": "<key>", ...}`; extra keys are allowed (BigBlueButton sends
     `"config": {...}`), and `"language": "de"` chooses the stream's language."""
     if not isinstance(message, str):
-        return AuthFailed(AUTH_NOT_TEXT)
+        return AuthFailed(AUTH_NOT_TEXT, reason="not_text")
     try:
         data = json.loads(message)
     except (json.JSONDecodeError, RecursionError):
-        return AuthFailed(AUTH_INVALID_JSON)
+        return AuthFailed(AUTH_INVALID_JSON, reason="invalid_json")
     if not isinstance(data, dict):
-        return AuthFailed(AUTH_INVALID_JSON)
+        return AuthFailed(AUTH_INVALID_JSON, reason="invalid_json")
     key = data.get("Authorization")
     if not isinstance(key, str) or not _key_matches(key, keys):
-        return AuthFailed(AUTH_INVALID_KEY)
+        return AuthFailed(AUTH_INVALID_KEY, reason="invalid_key")
     rate = declared_sample_rate(data)
     if isinstance(rate, AuthFailed):
         return rate
@@ -125,7 +131,8 @@ def declared_sample_rate(first: Mapping[str, object]) -> int | AuthFailed:
         shown = json.dumps(value, ensure_ascii=False)[:40]
         return AuthFailed(
             f"Unsupported sample rate {shown}: config.sample_rate must be a whole number of Hz "
-            f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"
+            f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}",
+            reason="sample_rate",
         )
     return int(rate)
 

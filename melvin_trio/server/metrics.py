@@ -27,11 +27,8 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 PASS_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 LATENCY_BUCKETS: Final = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
 
-_REASONS: Final = {
-    protocol.AUTH_INVALID_KEY: "invalid_key",
-    protocol.AUTH_INVALID_JSON: "invalid_json",
-    protocol.AUTH_NOT_TEXT: "not_text",
-}
+# Every label value refused logins can carry: a closed set, so no client can add a series.
+REFUSAL_REASONS: Final = (*protocol.AUTH_REASONS, "language", "timeout")
 
 
 def _version(distribution: str) -> str:
@@ -116,8 +113,11 @@ class Metrics:
         self._seats.taken[kind] = self._seats.taken.get(kind, 0) - 1
 
     def login_refused(self, reason: str) -> None:
-        """`reason`: the text sent to the client (protocol.AUTH_*), or language / timeout."""
-        self.refused.labels(_REASONS.get(reason, reason)).inc()
+        """`reason`: one of REFUSAL_REASONS (protocol.AuthFailed.reason, language, timeout). Raises ValueError
+        for another value rather than let a free text become a label."""
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        self.refused.labels(reason).inc()
 
     def stream_started(self) -> None:
         self.streams.inc()

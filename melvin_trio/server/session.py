@@ -91,7 +91,7 @@ async def _serve(ws: WebSocketConnection, ctx: SessionContext) -> None:
         return
     auth = protocol.parse_auth(first, ctx.api_keys())
     if isinstance(auth, protocol.AuthFailed):
-        ctx.metrics.login_refused(auth.message)
+        ctx.metrics.login_refused(auth.reason)
         log.warning("connection refused: %s", auth.message)  # the reason, never the key
         await ws.send_message(auth.message)
         return
