@@ -18,28 +18,32 @@ def _spec() -> JobSpec:
     return JobSpec("fake", "en", "transcribe", {}, GREEDY, "", "a.wav")
 
 
-def _runner(store: JobStore) -> JobRunner:
+def _runner(store: JobStore, node: str = "n1") -> JobRunner:
     worker = EngineWorker(FakeEngine(), "w")
-    return JobRunner(store, SeatPool([Seat("cpu", 0, worker)]), {"fake": [worker]})
+    return JobRunner(store, SeatPool([Seat("cpu", 0, worker)]), {"fake": [worker]}, node)
+
+
+def _queued(runner: JobRunner) -> list[str]:
+    queued = []
+    while True:
+        try:
+            queued.append(runner._queue_receive.receive_nowait())
+        except trio.WouldBlock:
+            return queued
 
 
 def test_a_restart_requeues_unfinished_jobs_and_fails_those_without_upload(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
     waiting, running, orphan, done = (new_job_id() for _ in range(4))
     for job_id, status in ((waiting, Status.IN_QUERY), (running, Status.IN_PROGRESS), (orphan, Status.IN_PROGRESS)):
-        store.put({**job_object(job_id, _spec()), "status": status})
-    store.put({**job_object(done, _spec()), "status": Status.FINISHED, "transcript": {"text": "", "segments": []}})
+        store.put({**job_object(job_id, _spec(), "n1"), "status": status})
+    finished = {"status": Status.FINISHED, "transcript": {"text": "", "segments": []}}
+    store.put({**job_object(done, _spec(), "n1"), **finished})
     store.upload_path(waiting).write_bytes(b"x")
     store.upload_path(running).write_bytes(b"x")
     runner = _runner(store)
     runner.recover()
-    queued = []
-    while True:
-        try:
-            queued.append(runner._queue_receive.receive_nowait())
-        except trio.WouldBlock:
-            break
-    assert sorted(queued) == sorted([waiting, running])
+    assert sorted(_queued(runner)) == sorted([waiting, running])
     assert store.get(running)["status"] == Status.IN_QUERY  # type: ignore[index]
     orphaned = store.get(orphan)
     assert orphaned is not None
@@ -51,9 +55,9 @@ def test_a_restart_requeues_unfinished_jobs_and_fails_those_without_upload(tmp_p
 def test_ended_jobs_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
     old, fresh, unfinished = new_job_id(), new_job_id(), new_job_id()
-    store.put({**job_object(old, _spec()), "status": Status.FINISHED})
-    store.put({**job_object(fresh, _spec()), "status": Status.ERROR, "message": "x"})
-    store.put({**job_object(unfinished, _spec()), "status": Status.IN_QUERY})
+    store.put({**job_object(old, _spec(), "n1"), "status": Status.FINISHED})
+    store.put({**job_object(fresh, _spec(), "n1"), "status": Status.ERROR, "message": "x"})
+    store.put({**job_object(unfinished, _spec(), "n1"), "status": Status.IN_QUERY})
     past = time.time() - 5 * 3600
     for job_id in (old, unfinished):
         os.utime(store.dir / f"{job_id}.json", (past, past))
@@ -68,3 +72,26 @@ def test_malformed_ids_never_touch_the_disk(tmp_path: Path) -> None:
     (tmp_path / "secret.json").write_text('{"transcription_id": "x"}', encoding="utf-8")
     for bad in ("../secret", "..%2fsecret", "/etc/passwd", "", "x" * 36):
         assert store.get(bad) is None
+
+
+def test_a_node_runs_only_its_own_jobs_again_and_adopts_a_dead_nodes(tmp_path: Path) -> None:
+    """Nodes share the job folder: a starting node must not run the jobs another live node is running (they would
+    run twice); the node that holds a dead node's lock adopts them, and they then stay its own."""
+    store = JobStore(tmp_path)
+    mine, theirs = new_job_id(), new_job_id()
+    store.put({**job_object(mine, _spec(), "n1"), "status": Status.IN_PROGRESS})
+    store.put({**job_object(theirs, _spec(), "n2"), "status": Status.IN_PROGRESS})
+    for job_id in (mine, theirs):
+        store.upload_path(job_id).write_bytes(b"x")
+    n1 = _runner(store, "n1")
+    n1.recover()
+    assert _queued(n1) == [mine]
+    assert store.get(theirs)["status"] == Status.IN_PROGRESS  # type: ignore[index]  # untouched: n2's
+    assert n1.has_unfinished("n2")
+    assert n1.adopt("n2") == [theirs]  # n2 died: n1 holds its lock
+    assert _queued(n1) == []  # adopt queues nothing itself (it runs in a thread): the caller submits
+    assert store.get(theirs)["node"] == "n1"  # type: ignore[index]
+    assert not n1.has_unfinished("n2")
+    n2 = _runner(store, "n2")  # n2 restarts: nothing of its is left to run twice
+    n2.recover()
+    assert _queued(n2) == []

@@ -111,7 +111,7 @@ class MelvinServer:
         for section in sections:
             for worker in section.workers:
                 by_model.setdefault(worker.engine.info.model_name, []).append(worker)
-        self.jobs = JobRunner(JobStore(config.data_dir), self.seats, by_model)
+        self.jobs = JobRunner(JobStore(config.data_dir), self.seats, by_model, config.node)
         self._multilingual = {w[0].engine.info.model_name: w[0].engine.info.multilingual for w in by_model.values()}
         self._environ = environ
         engines: list[Engine] = [w.engine for s in sections for w in s.workers]
@@ -237,16 +237,18 @@ class MelvinServer:
                 log.warning("could not write the heartbeat to %s: %s", self.node_lock.path, exc)
             if cluster.recover_dead_nodes:
                 try:
-                    await trio.to_thread.run_sync(self._recover_dead_nodes)
+                    for job_id in await trio.to_thread.run_sync(self._recover_dead_nodes):
+                        self.jobs.submit(job_id)
                 except OSError:
                     log.exception("recovering dead nodes' spools failed")
             await trio.sleep(cluster.heartbeat_seconds)
 
-    def _recover_dead_nodes(self) -> None:
+    def _recover_dead_nodes(self) -> list[str]:
         """Turn the spools of every node whose lock can be taken (its process is gone, its heartbeat stale) into
-        exports. The lock is taken first, so a live owner's spools and a node another survivor is recovering
-        are never touched."""
+        exports, and adopt its unfinished file jobs (returned: the caller queues them). The lock is taken first, so
+        a live owner's spools and jobs and a node another survivor is recovering are never touched."""
         config = self.config
+        adopted: list[str] = []
         for other in other_node_ids(config.data_dir, config.node):
             # Cheapest look first (one small read): an owner on another host with a fresh heartbeat is alive.
             record = read_record(config.data_dir / "nodes" / f"{other}.lock")
@@ -257,7 +259,7 @@ class MelvinServer:
                 and record.age() < config.cluster.stale_after_seconds
             ):
                 continue
-            if not self.exports.has_spools(other):
+            if not self.exports.has_spools(other) and not self.jobs.has_unfinished(other):
                 continue
             lock = NodeLock(config.data_dir, other, stale_after=config.cluster.stale_after_seconds, role=ROLE_RECOVERY)
             try:
@@ -266,11 +268,13 @@ class MelvinServer:
                 continue  # alive, or being recovered by another node
             try:
                 recovered = self.exports.recover_node(other)
+                adopted += self.jobs.adopt(other)
             finally:
                 lock.release()
             how = f"dead: {previous.describe()}" if previous else "stopped"
             for stream_id in recovered:
                 log.warning("recovered the interrupted stream %s of node %s (%s) from its spool", stream_id, other, how)
+        return adopted
 
     async def _serve_agent(
         self, host: str, port: int, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED

@@ -192,7 +192,7 @@ async def _create_job(api: FileApi, *, model_status: int, fields_hook: Callable[
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    api.store.put(job_object(job_id, spec))
+    api.store.put(job_object(job_id, spec, api.runner.node))
     api.runner.submit(job_id)
     log.info("job %s queued: %s, model %s, task %s", job_id, filename, spec.model, spec.task)
     return job_id

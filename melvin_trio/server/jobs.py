@@ -1,9 +1,12 @@
 """File jobs: the original Melvin ASR's `/transcriptions`, run on the engine workers the live streams use.
 
 Each job is `data_dir/jobs/<id>.json` (the job object the API shows, rewritten atomically on every change) and,
-until it ends, `data_dir/jobs/<id>.upload` (the uploaded file). A restart finds every job that had not ended and
-runs it again from the start (its upload is still there), so status and result survive; a job whose upload is gone
-is marked `error`. Finished jobs are deleted after `keep_data_for_hours`.
+until it ends, `data_dir/jobs/<id>.upload` (the uploaded file). The folder is shared by every node on the data_dir, so
+any node answers for any job; each job names the node that runs it (`node`). A restart finds every job of its own
+node that had not ended and runs it again from the start (its upload is still there), so status and result survive;
+a job whose upload is gone is marked `error`. Another node's jobs are left to it, unless that node is dead: the node
+that takes the dead node's lock adopts its unfinished jobs (`JobRunner.adopt`), so no job runs twice. Finished jobs
+are deleted after `keep_data_for_hours`.
 
 Live streams come first: a job's windows run only while no stream holds a seat or waits for one
 (`SeatPool.idle`), one window per engine call, and a stream's request that arrives meanwhile aborts the window
@@ -141,8 +144,9 @@ class JobStore:
         return purged
 
 
-def job_object(job_id: str, spec: JobSpec) -> dict[str, Any]:
-    """A new job as the original answers it, with this server's additions (`progress`, `filename`)."""
+def job_object(job_id: str, spec: JobSpec, node: str) -> dict[str, Any]:
+    """A new job as the original answers it, with this server's additions (`progress`, `filename`, and `node`,
+    the node that runs it)."""
     return {
         "transcription_id": job_id,
         "status": Status.IN_QUERY,
@@ -153,6 +157,7 @@ def job_object(job_id: str, spec: JobSpec) -> dict[str, Any]:
         "language": spec.language,
         "progress": 0.0,
         "filename": spec.filename,
+        "node": node,
     }
 
 
@@ -184,8 +189,9 @@ def decoding_of(settings: dict[str, Any], task: str) -> Decoding:
 class JobRunner:
     """Runs queued jobs one at a time, in the order they came, on the workers of the requested model."""
 
-    def __init__(self, store: JobStore, seats: SeatPool, workers: dict[str, list[EngineWorker]]) -> None:
+    def __init__(self, store: JobStore, seats: SeatPool, workers: dict[str, list[EngineWorker]], node: str) -> None:
         self.store = store
+        self.node = node  # this server's node_id: the jobs it queues and re-runs carry it
         self.seats = seats
         self.workers = workers  # model name -> its workers
         self._queue_send, self._queue_receive = trio.open_memory_channel[str](float("inf"))
@@ -211,19 +217,45 @@ class JobRunner:
             return
         await event.wait()
 
+    def _unfinished(self, node: str) -> list[dict[str, Any]]:
+        """Jobs of `node` that had not ended (a job without `node` predates nodes: it is this server's)."""
+        return [
+            job
+            for job in self.store.all()
+            if job["status"] in (Status.IN_QUERY, Status.IN_PROGRESS) and job.get("node", self.node) == node
+        ]
+
     def recover(self) -> None:
-        """Queue every job a previous run left unfinished; mark those whose upload is gone as errors."""
-        for job in self.store.all():
-            if job["status"] in (Status.IN_QUERY, Status.IN_PROGRESS):
-                job_id = job["transcription_id"]
-                if self.store.upload_path(job_id).is_file() and job.get("model") in self.workers:
-                    log.warning("job %s was interrupted by a restart: it runs again", job_id)
-                    job.update(status=Status.IN_QUERY, progress=0.0)
-                    self.store.put(job)
-                    self.submit(job_id)
-                else:
-                    job.update(status=Status.ERROR, message="the server restarted and the upload is gone")
-                    self.store.put(job)
+        """Queue every job this node left unfinished; mark those whose upload is gone as errors. Jobs of other
+        nodes sharing the data_dir are theirs (they may be running them now)."""
+        for job in self._unfinished(self.node):
+            self._requeue(job, "was interrupted by a restart: it runs again")
+
+    def has_unfinished(self, node: str) -> bool:
+        return bool(self._unfinished(node))
+
+    def adopt(self, node: str) -> list[str]:
+        """Take over the unfinished jobs of dead `node` (call only while holding its lock): they become this
+        node's and run again. Returns their ids; thread-safe (it queues nothing: the caller calls `submit`)."""
+        adopted = []
+        for job in self._unfinished(node):
+            job["node"] = self.node
+            if self._requeue(job, f"of dead node {node} is adopted: it runs again here", submit=False):
+                adopted.append(job["transcription_id"])
+        return adopted
+
+    def _requeue(self, job: dict[str, Any], why: str, *, submit: bool = True) -> bool:
+        job_id = job["transcription_id"]
+        if self.store.upload_path(job_id).is_file() and job.get("model") in self.workers:
+            log.warning("job %s %s", job_id, why)
+            job.update(status=Status.IN_QUERY, progress=0.0)
+            self.store.put(job)
+            if submit:
+                self.submit(job_id)
+            return True
+        job.update(status=Status.ERROR, message="the server restarted and the upload is gone")
+        self.store.put(job)
+        return False
 
     async def serve(self, keep_hours: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run jobs until cancelled (a job cut off by cancellation stays in_progress and runs again next start)."""

@@ -92,6 +92,7 @@ class Job:
     language: str | None
     progress: float
     filename: str
+    node: str  # the node_id of the server that runs it
     settings: dict[str, Any]
 
 
