@@ -205,9 +205,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
         context = client_ssl_context(ca_file=args.ca_file, insecure=args.insecure)
     except OSError as exc:
         raise ClientError(f"--ca-file {args.ca_file}: {exc.strerror or exc}") from exc
+    config = _config(args)
+    url = args.url or f"ws://127.0.0.1:{config.websocket_port}"
     result = trio.run(
         lambda: stream_pcm(
-            args.url,
+            url,
             key,
             pcm,
             speed=args.speed,
@@ -223,7 +225,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"id: {result.stream_id}")
     if args.save:
-        rest_url = args.rest_url or default_rest_url(args.url)
+        rest_url = args.rest_url or default_rest_url(url, config.rest_port)
         for path in download(rest_url, key, result.stream_id, Path(args.save), context):
             print(f"saved {path}", file=sys.stderr)
     return 0
@@ -281,14 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
         parents=anywhere,
     )
     p.add_argument("file")
-    p.add_argument("--url", default="ws://127.0.0.1:8394", help="ws://HOST:PORT, or wss://HOST[:PORT] over TLS")
+    p.add_argument(
+        "--url", help="ws://HOST:PORT or wss://HOST[:PORT] (default: this machine, the config's websocket_port)"
+    )
     p.add_argument("--key", help="API key (default: $MELVIN_API_KEY, else the first key of the local config)")
     p.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as possible")
     p.add_argument("--chunk-ms", type=int, default=250)
     p.add_argument("--language", help="ask the server for this language")
     p.add_argument("--json", action="store_true", help="print every message as one JSON line")
     p.add_argument("--save", metavar="DIR", help="download the audio and transcript exports into DIR")
-    p.add_argument("--rest-url", help="REST base URL for --save (default: the WebSocket host, port 8393)")
+    p.add_argument("--rest-url", help="REST base URL for --save (default: the WebSocket host, the config's rest_port)")
     p.add_argument("--ca-file", help="wss://: trust this CA or self-signed certificate (PEM) besides the system's")
     p.add_argument("--insecure", action="store_true", help="wss://: do not verify the certificate (testing only)")
     p.set_defaults(func=cmd_stream)

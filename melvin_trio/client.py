@@ -209,10 +209,13 @@ def download(
     return saved
 
 
-def default_rest_url(ws_url: str) -> str:
+def default_rest_url(ws_url: str, rest_port: int) -> str:
+    """The REST base URL beside a WebSocket URL: same host, `rest_port`, https when the WebSocket is wss."""
     parts = urllib.parse.urlsplit(ws_url)
     host = parts.hostname or "127.0.0.1"
-    return f"{'https' if parts.scheme == 'wss' else 'http'}://{host}:8393"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{host}:{rest_port}"
 
 
 class Printer:

@@ -258,3 +258,30 @@ async def test_transcribe_in_a_language_the_model_cannot_do(
     done = await cli("transcribe", str(_kittens(clips)), "--model", model, "--language", language)
     assert one_error_line(done).startswith(message)
     assert done.stdout == b""
+
+
+async def test_stream_finds_the_server_and_its_exports_from_the_config(
+    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path
+) -> None:
+    """Without --url, `stream --config X` targets the config's websocket_port and fetches --save from its
+    rest_port (it used to try 8394 and 8393 whatever the config said)."""
+    async with running_server(tiny_en_engine, tmp_path / "server") as running:
+        config = tmp_path / "client.yml"
+        config.write_text(f"websocket_port: {running.addresses.websocket[1]}\nrest_port: {running.addresses.rest[1]}\n")
+        done = await cli(
+            "stream",
+            str(_kittens(clips)),
+            "--config",
+            str(config),
+            "--key",
+            API_KEY,
+            "--speed",
+            "0",
+            "--save",
+            str(tmp_path / "saved"),
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    stream_id = done.stdout.decode().split("id: ")[-1].split()[0]
+    assert is_stream_id(stream_id)
+    assert (tmp_path / "saved" / f"{stream_id}.wav").is_file()
+    assert (tmp_path / "saved" / f"{stream_id}.json").is_file()
