@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--format", choices=("txt", "json", "srt", "vtt"), default="txt", help="output format (default txt)")
     p.add_argument("--output", metavar="FILE", help="write the transcript to FILE instead of standard output")
-    p.add_argument("--beam-size", type=int, help="beam width (default 5, with temperature fallback)")
+    p.add_argument("--beam-size", type=int, help="beam search of this width (default: greedy with fallback)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding without fallback (as streams are decoded)")
     p.set_defaults(func=cmd_transcribe)
 

@@ -56,8 +56,12 @@ class Decoding:
 
 
 GREEDY: Final = Decoding()
-# Files: beam 5 and fallback in steps of 0.2, as whisper and faster-whisper decode offline.
-FILE_DECODING: Final = Decoding(beam_size=5, temperature_inc=0.2)
+# Files: whisper's temperature fallback in steps of 0.2 (5 candidates per step), as whisper decodes offline, on
+# greedy decoding. Not beam search by default, by measurement (bench/README.md, "offline WER of file decoding"):
+# whisper.cpp's beam 5 gave the same WER on the shared clips (0.042) at several times the time, and its text often
+# loses capitals and punctuation (jfk: "and so my fellow Americans ... your country", no comma, no full stop), which
+# subtitles need. Beam search is one setting away: `beam_size` in a job's settings, `transcribe --beam-size N`.
+FILE_DECODING: Final = Decoding(beam_size=1, temperature_inc=0.2)
 
 
 class EngineError(MelvinError, RuntimeError):
