@@ -125,6 +125,17 @@ async def read_until_closed(ws: WebSocketConnection) -> list[str | bytes]:
             return messages
 
 
+def spawn_serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`melvin-trio --config CONFIG serve` on free ports as a child process, its log (stderr) in `log`."""
+    argv = [sys.executable, "-m", "melvin_trio", "--config", str(config), "serve", "--ws-port", "0", "--rest-port", "0"]
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            argv,
+            stderr=sink,
+            env={**os.environ, "MELVIN_API_KEYS": API_KEY},
+        )
+
+
 def start_server_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     """`melvin-trio serve` as a child process on free ports, data in tmp_path/data; returns it and its ports."""
     config = tmp_path / "config.yml"
@@ -134,23 +145,7 @@ def start_server_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, 
         encoding="utf-8",
     )
     log = tmp_path / f"server-{time.monotonic_ns()}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "melvin_trio",
-                "--config",
-                str(config),
-                "serve",
-                "--ws-port",
-                "0",
-                "--rest-port",
-                "0",
-            ],
-            stderr=sink,
-            env={**os.environ, "MELVIN_API_KEYS": API_KEY},
-        )
+    process = spawn_serve(config, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         text = log.read_text(encoding="utf-8")

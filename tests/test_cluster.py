@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -38,7 +36,7 @@ from melvin_trio.client import open_connection
 from melvin_trio.core.protocol import WAITING_FOR_SEAT
 from melvin_trio.evaluation import Clip
 from tests.conftest import REPO
-from tests.server_harness import API_KEY, wait_for
+from tests.server_harness import API_KEY, spawn_serve, wait_for
 
 BYTES_PER_SECOND = 32000
 FRAME = 3200  # 100 ms
@@ -113,23 +111,7 @@ def _start_node(tmp_path: Path, name: str) -> Node:
         encoding="utf-8",
     )
     log = tmp_path / f"{name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "melvin_trio",
-                "--config",
-                str(config),
-                "serve",
-                "--ws-port",
-                "0",
-                "--rest-port",
-                "0",
-            ],
-            stderr=sink,
-            env={**os.environ, "MELVIN_API_KEYS": API_KEY},
-        )
+    process = spawn_serve(config, log)
     return Node(name, process, log)
 
 
