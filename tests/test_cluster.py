@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed
 
 from melvin_trio.audio import read_wav_pcm16
@@ -161,6 +162,17 @@ def _health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
+
+
+def _audio_received_seconds(port: int) -> float:
+    """The node's `melvin_audio_received_seconds_total` (its /metrics, open on loopback)."""
+    status, body = _get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "melvin_audio_received_seconds_total":
+                return float(sample.value)
+    return 0.0
 
 
 def _wav_pcm(body: bytes) -> bytes:
@@ -314,6 +326,10 @@ async def _a_draining_node_gets_no_new_client(url: str, rest_port: int, survivor
         await wait_for(lambda: sum(_health(n.rest)["seats"]["free"] for n in survivors) == 1, interval=0.2)
         draining = next(n for n in survivors if _health(n.rest)["seats"]["free"] == 0)
         other = next(n for n in survivors if n is not draining)
+        # Its audio must have begun to arrive before the signal, or there is nothing to export (a seated client
+        # can be a few frames away from its first audio; the run that failed sent the signal in that gap).
+        received = _audio_received_seconds(draining.rest)
+        await wait_for(lambda: _audio_received_seconds(draining.rest) >= received + 0.5, interval=0.1)
         draining.process.send_signal(signal.SIGTERM)
         await trio.sleep(4.5)  # HAProxy reads "drain" within agent-inter (1 s), the 503 within 2 checks (4 s)
         for client in later:
