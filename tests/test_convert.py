@@ -13,14 +13,16 @@ from melvin_trio.models.convert import ConversionError, convert_ct2
 from melvin_trio.models.ct2 import CT2FormatError, read_model
 from melvin_trio.models.ggml import GGML_F16, GGML_F32, MAGIC, inspect_model
 from melvin_trio.models.mel import mel_filterbank
+from melvin_trio.models.quant import QUANT_TYPES
 from melvin_trio.models.vocab import VocabularyError, read_text_tokens, token_bytes
 from tests.ct2_builder import ct2_bytes, tiny_whisper_variables, write_model_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def read_ggml_tensors(path: Path) -> dict[str, tuple[int, tuple[int, ...], npt.NDArray[np.generic]]]:
-    """name -> (ggml type, numpy shape, data) for every tensor of an f16/f32 ggml file."""
+def read_raw_tensors(path: Path) -> dict[str, tuple[int, tuple[int, ...], bytes]]:
+    """name -> (ggml type, numpy shape, raw data) for every tensor of a ggml file of any type (f32, f16, quantized)."""
+    sizes = {GGML_F32: (1, 4), GGML_F16: (1, 2)} | {q.ggml_type: (32, q.block_bytes) for q in QUANT_TYPES.values()}
     data = path.read_bytes()
     pos = 4 + 11 * 4
     n_mel, n_fft = struct.unpack_from("<ii", data, pos)
@@ -35,14 +37,21 @@ def read_ggml_tensors(path: Path) -> dict[str, tuple[int, tuple[int, ...], npt.N
         n_dims, name_len, kind = struct.unpack_from("<iii", data, pos)
         pos += 12
         ne = struct.unpack_from(f"<{n_dims}i", data, pos)
-        pos += 4 * n_dims
-        name = data[pos : pos + name_len].decode()
-        pos += name_len
-        shape = tuple(reversed(ne))
+        pos += 4 * n_dims + name_len
+        name = data[pos - name_len : pos].decode()
+        per_block, block_bytes = sizes[kind]
+        size = int(np.prod(ne)) // per_block * block_bytes
+        tensors[name] = (kind, tuple(reversed(ne)), data[pos : pos + size])
+        pos += size
+    return tensors
+
+
+def read_ggml_tensors(path: Path) -> dict[str, tuple[int, tuple[int, ...], npt.NDArray[np.generic]]]:
+    """name -> (ggml type, numpy shape, data) for every tensor of an f16/f32 ggml file."""
+    tensors = {}
+    for name, (kind, shape, raw) in read_raw_tensors(path).items():
         dtype = np.dtype("<f4") if kind == GGML_F32 else np.dtype("<f2")
-        count = int(np.prod(shape))
-        tensors[name] = (kind, shape, np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(shape))
-        pos += count * dtype.itemsize
+        tensors[name] = (kind, shape, np.frombuffer(raw, dtype=dtype).reshape(shape))
     return tensors
 
 

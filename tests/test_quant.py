@@ -19,7 +19,7 @@ from melvin_trio.models.ggml import GGML_F16, GGML_F32, ModelFileError, inspect_
 from melvin_trio.models.probe import probe_model
 from melvin_trio.models.quant import Q5_0, Q5_1, Q8_0, QUANT_TYPES, QuantType, dequantize, quant_type, quantize
 from tests.ct2_builder import tiny_whisper_variables, write_model_dir
-from tests.test_convert import read_ggml_tensors
+from tests.test_convert import read_ggml_tensors, read_raw_tensors
 
 F32 = np.float32
 
@@ -195,32 +195,6 @@ def test_quantization_names() -> None:
 # --- the converter -------------------------------------------------------------------------------------------------
 
 
-def read_quantized_tensors(path: Path) -> dict[str, tuple[int, tuple[int, ...], bytes]]:
-    """name -> (ggml type, numpy shape, raw data) for every tensor of a ggml file of any type."""
-    sizes = {0: (1, 4), 1: (1, 2)} | {q.ggml_type: (32, q.block_bytes) for q in QUANT_TYPES.values()}
-    data = path.read_bytes()
-    pos = 4 + 11 * 4
-    n_mel, n_fft = struct.unpack_from("<ii", data, pos)
-    pos += 8 + 4 * n_mel * n_fft
-    (n_tokens,) = struct.unpack_from("<i", data, pos)
-    pos += 4
-    for _ in range(n_tokens):
-        (length,) = struct.unpack_from("<i", data, pos)
-        pos += 4 + length
-    tensors = {}
-    while pos < len(data):
-        n_dims, name_len, kind = struct.unpack_from("<iii", data, pos)
-        pos += 12
-        ne = struct.unpack_from(f"<{n_dims}i", data, pos)
-        pos += 4 * n_dims + name_len
-        name = data[pos - name_len : pos].decode()
-        per_block, block_bytes = sizes[kind]
-        size = int(np.prod(ne)) // per_block * block_bytes
-        tensors[name] = (kind, tuple(reversed(ne)), data[pos : pos + size])
-        pos += size
-    return tensors
-
-
 @pytest.mark.parametrize("kind", [Q8_0, Q5_0, Q5_1], ids=lambda q: q.name)
 def test_a_quantized_conversion_is_the_f16_model_quantized_as_whisper_cpp_does(tmp_path: Path, kind: QuantType) -> None:
     write_model_dir(tmp_path / "ct2", tiny_whisper_variables(state=32, layers=1))
@@ -231,7 +205,7 @@ def test_a_quantized_conversion_is_the_f16_model_quantized_as_whisper_cpp_does(t
     assert info.n_tensors == f16.n_tensors == result.n_tensors
     assert info.hparams.ftype == result.hparams.ftype == kind.header_ftype
     assert info.description == f"1-layer, English-only, {kind.name}"
-    plain, packed = read_ggml_tensors(f16.path), read_quantized_tensors(result.path)
+    plain, packed = read_ggml_tensors(f16.path), read_raw_tensors(result.path)
     assert plain.keys() == packed.keys()
     quantized = set()
     for name, (ggml_type, shape, raw) in packed.items():
