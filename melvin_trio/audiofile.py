@@ -7,6 +7,8 @@ Opus) and MP3 (libsndfile >= 1.1, as bundled in the soundfile wheel). A file it 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -47,19 +49,12 @@ def read_audio(path: Path, *, label: str | None = None) -> tuple[npt.NDArray[np.
     Raises AudioFormatError for a missing file, an undecodable one, or one without audio.
     """
     name = label or str(path)
-    if not path.is_file():
-        raise AudioFormatError(f"{name}: file not found")
-    try:
-        with soundfile.SoundFile(str(path)) as f:
-            info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
-            blocks = [
-                _mono(block)
-                for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True, fill_value=None)
-            ]
-    except FileNotFoundError:
-        raise AudioFormatError(f"{name}: file not found") from None
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioFormatError(_cannot_decode(name, exc)) from None
+    with _decoding(path, name) as f:
+        info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+        blocks = [
+            _mono(block)
+            for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True, fill_value=None)
+        ]
     if info.sample_rate <= 0 or info.channels <= 0:
         raise AudioFormatError(f"{name}: invalid header (rate {info.sample_rate}, {info.channels} channels)")
     mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
@@ -73,17 +68,27 @@ def probe_audio(path: Path, *, label: str | None = None) -> AudioFileInfo:
 
     Raises AudioFormatError as `read_audio` does."""
     name = label or str(path)
+    with _decoding(path, name) as f:
+        info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+        first = f.read(max(f.samplerate, 1), dtype="float32", always_2d=True)
+    if info.sample_rate <= 0 or info.channels <= 0 or first.size == 0:
+        raise AudioFormatError(f"{name}: the file holds no audio")
+    return info
+
+
+@contextmanager
+def _decoding(path: Path, name: str) -> Iterator[soundfile.SoundFile]:
+    """The file open for decoding; libsndfile's errors, on opening or while reading, become AudioFormatError
+    naming `name`."""
     if not path.is_file():
         raise AudioFormatError(f"{name}: file not found")
     try:
         with soundfile.SoundFile(str(path)) as f:
-            info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
-            first = f.read(max(f.samplerate, 1), dtype="float32", always_2d=True)
+            yield f
+    except FileNotFoundError:  # removed between the check and the open
+        raise AudioFormatError(f"{name}: file not found") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFormatError(_cannot_decode(name, exc)) from None
-    if info.sample_rate <= 0 or info.channels <= 0 or first.size == 0:
-        raise AudioFormatError(f"{name}: the file holds no audio")
-    return info
 
 
 def read_audio_pcm16(path: Path) -> bytes:
