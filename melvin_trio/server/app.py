@@ -41,6 +41,7 @@ from melvin_trio.server.lock import (
 from melvin_trio.server.metrics import Metrics, is_loopback, register_metrics
 from melvin_trio.server.openapi import register_openapi
 from melvin_trio.server.rest import create_rest_app
+from melvin_trio.server.retention import purge_periodically
 from melvin_trio.server.session import SessionContext, SessionSettings, handle_connection
 from melvin_trio.server.tls import server_context
 from melvin_trio.server.web import register_web
@@ -48,7 +49,6 @@ from melvin_trio.server.workers import EngineWorker, Seat, SeatPool
 
 log = logging.getLogger(__name__)
 
-RETENTION_INTERVAL_S: Final = 600.0
 LOCK_WAIT_S: Final = 15.0  # a survivor recovering this node's spools holds its lock this long at most, normally
 
 
@@ -192,7 +192,8 @@ class MelvinServer:
         for stream_id in self.exports.recover():
             log.warning("recovered the interrupted stream %s from its spool", stream_id)
         async with trio.open_nursery() as root:
-            root.start_soon(self._purge_old_exports)
+            keep_hours = self.config.keep_data_for_hours
+            root.start_soon(purge_periodically, self.exports.purge_older_than, keep_hours, "export(s)")
             root.start_soon(self._keep_lock)
             agent_addr = None
             if self.config.cluster.agent_port is not None:
@@ -291,19 +292,6 @@ class MelvinServer:
         async with trio.open_nursery() as nursery:
             task_status.started((host, bound[1]))
             await trio.serve_listeners(answer, listeners, handler_nursery=nursery)
-
-    async def _purge_old_exports(self) -> None:
-        """Delete exports older than keep_data_for_hours, at start and then every RETENTION_INTERVAL_S."""
-        hours = self.config.keep_data_for_hours
-        while True:
-            try:
-                purged = self.exports.purge_older_than(hours)
-            except OSError:
-                log.exception("deleting old exports failed")
-            else:
-                if purged:
-                    log.info("deleted %d export(s) older than %g hours", len(purged), hours)
-            await trio.sleep(min(RETENTION_INTERVAL_S, hours * 3600 / 4))
 
     async def _serve_websocket(
         self,

@@ -34,13 +34,13 @@ from melvin_trio.core.stream import Detected, DetectRequest
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import SAMPLE_RATE, Decoding, EngineError
 from melvin_trio.filetranscribe import FileTranscription, transcript_json, words_from_transcript
+from melvin_trio.server.retention import purge_periodically
 from melvin_trio.server.workers import EngineWorker, SeatPool
 
 log = logging.getLogger(__name__)
 
 JOB_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 IDLE_POLL_SECONDS: Final = 0.2
-PURGE_INTERVAL_SECONDS: Final = 600.0
 DETECT_SECONDS: Final = 30.0
 
 
@@ -262,21 +262,10 @@ class JobRunner:
         self.store.prepare()
         self.recover()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._purge, keep_hours)
+            nursery.start_soon(purge_periodically, self.store.purge_older_than, keep_hours, "job(s)")
             task_status.started()
             async for job_id in self._queue_receive:
                 await self._run(job_id)
-
-    async def _purge(self, hours: float) -> None:
-        while True:
-            try:
-                purged = self.store.purge_older_than(hours)
-            except OSError:
-                log.exception("deleting old jobs failed")
-            else:
-                if purged:
-                    log.info("deleted %d job(s) older than %g hours", len(purged), hours)
-            await trio.sleep(min(PURGE_INTERVAL_SECONDS, hours * 3600 / 4))
 
     async def _run(self, job_id: str) -> None:
         job = self.store.get(job_id)
