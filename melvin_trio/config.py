@@ -293,6 +293,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             "streaming: need 0 <= vad_pause_threshold <= vad_speech_threshold <= 1, vad_min_speech_seconds >= 0"
         )
+    if st.behind_seconds < st.min_new_audio_seconds:
+        raise ConfigError("streaming.behind_seconds: must be at least min_new_audio_seconds")
     if st.vad_detector not in SPEECH_DETECTORS:
         raise ConfigError(f"streaming.vad_detector: must be one of {', '.join(SPEECH_DETECTORS)}")
     if not 0.1 <= st.short_pause_seconds <= st.pause_seconds <= 5.0:

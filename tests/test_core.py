@@ -320,6 +320,72 @@ def test_speech_without_a_pause_is_cut_at_the_window_limit_without_losing_words(
     assert max(r.audio.size for r in run.requests) <= 8 * RATE
 
 
+def utterances_world(count: int, words_each: int = 6, pause: float = 0.8) -> World:
+    """`count` utterances of `words_each` words (0.4 s apart) with `pause` seconds of silence between them."""
+    words, t = [], 0.3
+    for u in range(count):
+        for i in range(words_each):
+            words.append(W(f"u{u}w{i}", t))
+            t += 0.4
+        t += pause
+    return World(words, seconds=t + 0.5)
+
+
+def test_a_stream_whose_passes_cost_more_than_its_audio_falls_behind_and_works_off_its_backlog() -> None:
+    """Graceful overload: with every pass costing 5 s of stream time (a busy CPU, many streams), the core stops
+    re-transcribing once `behind_seconds` of audio wait, and takes every utterance that ended in one pass: the
+    backlog stays bounded (well under a window), every word goes out once and in order."""
+    world = utterances_world(30)  # about 3 s per utterance: 94 s
+    core = core_of(StreamSettings(behind_seconds=4.0), "en")
+    lags: list[float] = []
+    behind: list[bool] = []
+
+    def note(request: TranscribeRequest) -> None:
+        lags.append(core.lag_seconds)
+        behind.append(core.behind)
+
+    current = [0.0]
+    engine = world.engine(lambda: current[0])
+
+    def on_request(request: TranscribeRequest) -> None:
+        current[0] = request.offset
+        note(request)
+
+    run = driver.drive(core, world.pcm(), engine, pass_seconds=5.0, on_request=on_request)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    assert any(behind)
+    assert max(lags) < 15.0  # bounded: a pass covers more audio than it costs
+    # Behind, the windows do not overlap: each audio second is transcribed about once.
+    covered = sum(r.audio.size for r in run.requests) / RATE
+    assert covered < 1.2 * world.seconds
+    assert all(r.complete for r, b in zip(run.requests, behind, strict=True) if b)
+
+
+def test_without_the_overload_rule_the_same_stream_falls_ever_further_behind() -> None:
+    """The control for the test above: re-transcribing every growing window, the lag keeps growing."""
+    world = utterances_world(30)
+    core = core_of(StreamSettings(behind_seconds=1000.0), "en")
+    lags: list[float] = []
+    current = [0.0]
+    engine = world.engine(lambda: current[0])
+
+    def on_request(request: TranscribeRequest) -> None:
+        current[0] = request.offset
+        lags.append(core.lag_seconds)
+
+    driver.drive(core, world.pcm(), engine, pass_seconds=5.0, on_request=on_request)
+    assert max(lags) > 15.0
+
+
+def test_a_stream_that_keeps_up_is_never_behind() -> None:
+    world = utterances_world(10)
+    core = core_of(StreamSettings(), "en")
+    run = drive(core, world.pcm(), world.engine, engine_seconds=0.7)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    assert not core.behind
+    assert sum(not r.complete for r in run.requests) > 10  # partial passes ran
+
+
 def test_odd_length_frames_keep_samples_aligned() -> None:
     pcm = (np.arange(1000, dtype="<i2") * 7).tobytes()
     core = core_of(StreamSettings(), "en")

@@ -232,6 +232,7 @@ async def test_the_agent_and_health_tell_haproxy_how_full_the_node_is(tmp_path: 
             assert json.loads(body) == {
                 "status": "ok",
                 "seats": {"total": 2, "free": 0, "waiting": 0},
+                "streams_behind": 0,
                 "node": "n7",
             }
             running.server.request_stop()

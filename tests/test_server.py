@@ -290,6 +290,7 @@ async def test_rest_exports_need_a_key_and_a_known_id(
             assert json.loads(body) == {
                 "status": "ok",
                 "seats": {"total": 1, "free": 1, "waiting": 0},
+                "streams_behind": 0,
                 "node": running.server.config.node,
             }
 

@@ -78,6 +78,11 @@ class StreamSettings:
     vad_speech_threshold: float = 0.5  # a frame whose speech probability reaches this is speech...
     vad_pause_threshold: float = 0.35  # ...one below this is a pause; frames in between neither count nor end one
     vad_min_speech_seconds: float = 0.1  # a window needs this much speech to be transcribed ("Yes." holds 0.2 s)
+    # Graceful overload: once this much received audio waits that no pass has covered (passes cost more than the
+    # audio they cover: many streams, a busy CPU, a client faster than real time), the stream is behind and runs
+    # only the passes that end an utterance or a full window (non-overlapping, each final at once) until it has
+    # caught up. Normal lag is min_new_audio_seconds plus the queue: 1-3 s with up to four streams on one context.
+    behind_seconds: float = 4.0
 
 
 # --- requests, results and events -------------------------------------------------------------------------------
@@ -421,6 +426,16 @@ class StreamCore:
         return (self._window.total - self._window.start) / SAMPLE_RATE
 
     @property
+    def lag_seconds(self) -> float:
+        """Received audio that no pass has covered yet, in seconds: how far the transcription trails the stream."""
+        return max(self._window.total - max(self._last_pass_end, self._window.start), 0) / SAMPLE_RATE
+
+    @property
+    def behind(self) -> bool:
+        """The stream trails by at least `behind_seconds`: only utterance-ending and full-window passes run."""
+        return self.lag_seconds >= self.settings.behind_seconds
+
+    @property
     def _eof(self) -> bool:
         return self.phase in (Phase.DRAINING, Phase.FINISHED)
 
@@ -482,7 +497,10 @@ class StreamCore:
         if not self._has_speech(window.start, end):
             complete = end < window.total or self._eof
             return _Skip(end, complete) if complete or enough_new else _Wait()
-        if (utterance := self._utterance_end(end)) is not None:
+        # Behind, one pass takes every utterance that ended in the window: a pass costs about the same whatever
+        # audio it covers, so the backlog shrinks only when each pass covers more audio than it costs.
+        behind = self.behind
+        if (utterance := self._utterance_end(end, latest=behind)) is not None:
             return _Transcribe(utterance, complete=True, last=False, cut_sample=utterance, in_pause=True)
         if end < window.total:
             # A full window without a pause (a backlog, or speech running on past window_seconds): end the
@@ -491,7 +509,9 @@ class StreamCore:
             quiet = window.quietest_sample(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), end)
             return _Transcribe(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False)
         last = self._eof
-        if not last and not enough_new:
+        if not last and (not enough_new or behind):
+            # Behind: no pass re-transcribes audio that a later pass will see again; the next one waits for an
+            # utterance's end or a full window, so the backlog is worked off in non-overlapping windows.
             return _Wait()
         if last and new_audio <= 0:
             return _Finish()  # the previous pass already saw all the audio: its words are the last ones
@@ -503,8 +523,9 @@ class StreamCore:
     def _finals_policy_idle(self) -> bool:
         return not (self._finals.pending or self._agreement.hypothesis)
 
-    def _utterance_end(self, end: int) -> int | None:
-        """A cut in the first pause after speech in the window up to `end` (absolute sample), or None.
+    def _utterance_end(self, end: int, *, latest: bool = False) -> int | None:
+        """A cut in the first pause after speech in the window up to `end` (absolute sample), or None; `latest`:
+        in the last such pause instead.
 
         A pause is `pause_seconds` of frames the detector calls a pause (`short_pause_seconds` once the window is
         longer than `trim_seconds`) after at least `vad_min_speech_seconds` of speech. Cutting there never splits a
@@ -523,6 +544,7 @@ class StreamCore:
         trim_frame = round(settings.trim_seconds / FRAME_SECONDS)
         spoken = 0
         quiet = 0
+        found: tuple[int, int] | None = None  # (speech end, pause end) in frames from first_frame
         for index, (is_speech, is_pause) in enumerate(zip(speech_mask.tolist(), pause_mask.tolist(), strict=True)):
             spoken += is_speech
             if not is_pause:
@@ -534,13 +556,18 @@ class StreamCore:
             pause_start = index + 1 - quiet
             needed = short_pause if pause_start >= trim_frame else pause
             if quiet >= needed:
-                pause_end = (first_frame + index + 1) * FRAME_SAMPLES
-                speech_end = (first_frame + pause_start) * FRAME_SAMPLES
-                # The quietest moment of the pause's middle half: the detector's decision lags the sound by a
-                # frame or two; the level is exact.
-                quarter = (pause_end - speech_end) // 4
-                return window.quietest_sample(speech_end + quarter, pause_end - quarter)
-        return None
+                found = (pause_start, index + 1)
+                if not latest:
+                    break
+                # A pause that goes on extends this cut's room; speech after it starts a new utterance.
+                spoken = 0
+        if found is None:
+            return None
+        speech_end, pause_end = ((first_frame + frame) * FRAME_SAMPLES for frame in found)
+        # The quietest moment of the pause's middle half: the detector's decision lags the sound by a frame or
+        # two; the level is exact.
+        quarter = (pause_end - speech_end) // 4
+        return window.quietest_sample(speech_end + quarter, pause_end - quarter)
 
     def _speech_end(self, end: int) -> float:
         """Stream time where the last frame the detector does not call a pause ends, before `end`."""

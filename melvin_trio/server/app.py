@@ -328,7 +328,12 @@ class MelvinServer:
         """The REST app: exports and health, the live page, metrics, and the OpenAPI document of them all.
         `host` is the address it will listen on (metrics need the key off loopback unless configured)."""
         app = create_rest_app(
-            self.exports, self.api_keys, self._seat_counts, self._node_state, file_api=self._register_file_api
+            self.exports,
+            self.api_keys,
+            self._seat_counts,
+            self._node_state,
+            file_api=self._register_file_api,
+            streams_behind=lambda: self.metrics.behind,
         )
         register_web(app, lambda: self._websocket_port, self.config.page_websocket_url)
         require_key = self.config.metrics.require_key

@@ -45,6 +45,7 @@ class Health:
 
     status: str
     seats: SeatCounts | None = None
+    streams_behind: int | None = None  # streams trailing their audio by streaming.behind_seconds: overloaded
     node: str | None = None
 
 

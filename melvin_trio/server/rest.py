@@ -56,9 +56,12 @@ def create_rest_app(
     seats: Callable[[], dict[str, int]] | None = None,
     node: Callable[[], dict[str, object]] | None = None,
     file_api: Callable[[QuartTrio, Callable[[], bool]], None] | None = None,
+    streams_behind: Callable[[], int] | None = None,
 ) -> QuartTrio:
     """`seats` reports the worker seats for /health (total, free, waiting): what a load balancer or an operator
-    needs to know, and nothing secret. `node` gives the node's id and whether it drains; a draining node answers
+    needs to know, and nothing secret; `streams_behind` how many streams trail their audio by
+    `streaming.behind_seconds` or more (the server is overloaded).
+    `node` gives the node's id and whether it drains; a draining node answers
     /health with 503, so a load balancer sends it nothing new."""
     app = QuartTrio("melvin_trio")
     app.config["MAX_CONTENT_LENGTH"] = 1024  # nothing here accepts a body
@@ -68,6 +71,8 @@ def create_rest_app(
         state = node() if node else {}
         draining = bool(state.get("draining"))
         body: dict[str, object] = {"status": "draining" if draining else "ok", **({"seats": seats()} if seats else {})}
+        if streams_behind is not None:
+            body["streams_behind"] = streams_behind()
         if "node" in state:
             body["node"] = state["node"]
         return jsonify(body), 503 if draining else 200

@@ -128,6 +128,7 @@ class Session:
         self._writer_done = trio.Event()
         self._progress = trio.Event()  # set when the transcriber consumed audio
         self._covered_until = 0  # sample up to which engine passes have seen the audio (for the metrics)
+        self._behind = False  # the core trails its audio by streaming.behind_seconds (reported once per change)
 
     async def run(self) -> None:
         log.info("stream %s started (%d Hz audio)", self.stream_id, self.recording.sample_rate)
@@ -320,6 +321,7 @@ class Session:
                     if self.core.finished:
                         break
                     if not self.core.pass_due():
+                        self._note_lag()
                         await self._wait_for_audio()
                         continue
                     result = await seat.worker.submit(self, self.core.next_request)
@@ -338,9 +340,28 @@ class Session:
                         self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
                         self._covered_until = max(self._covered_until, request.end_sample)
                     await self._send_events(self.core.apply(request, outcome))
+                    self._note_lag()
                     self._progress.set()
             finally:
+                if self._behind:
+                    self.ctx.metrics.stream_behind(False)
                 self.ctx.metrics.seat_returned(seat.kind)
+
+    def _note_lag(self) -> None:
+        """Log and count the moments the stream falls behind its audio and catches up (overload)."""
+        behind = self.core.behind
+        if behind == self._behind:
+            return
+        self._behind = behind
+        self.ctx.metrics.stream_behind(behind)
+        if behind:
+            log.warning(
+                "stream %s is behind: %.1f s of audio wait for the engine; partial passes paused until it catches up",
+                self.stream_id,
+                self.core.lag_seconds,
+            )
+        else:
+            log.info("stream %s caught up (%.1f s behind)", self.stream_id, self.core.lag_seconds)
 
     async def _fail(self, error: EngineError) -> None:
         log.error("stream %s: transcription failed: %s", self.stream_id, error)
