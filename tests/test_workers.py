@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -50,6 +51,39 @@ async def test_streams_sharing_a_worker_take_turns() -> None:
     # round robin: no stream gets a second turn before the others had their first
     assert sorted(served[:3]) == ["tag1", "tag2", "tag3"]
     assert sorted(served[3:6]) == ["tag1", "tag2", "tag3"]
+
+
+async def test_the_latest_stream_goes_first() -> None:
+    """Of the streams waiting for one worker, the one with the most audio no pass has seen is served first (ties:
+    the first to ask), so no stream's words wait much longer than another's."""
+    release = threading.Event()
+
+    def blocking_echo(audio: np.ndarray, prompt: str) -> list[Word]:
+        if audio[0] == 0:
+            release.wait(5)
+        return _echo(audio, prompt)
+
+    worker = EngineWorker(FakeEngine([blocking_echo]), "w")
+    served: list[str] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+
+            async def stream(tag: float, lateness: float) -> None:
+                result = await worker.submit(f"s{tag}", lambda: _request(tag), lambda: lateness)
+                assert result is not None
+                assert isinstance(result[1], list)
+                served.append(result[1][0].text)
+
+            async with trio.open_nursery() as streams:
+                streams.start_soon(stream, 0, 0.0)  # holds the engine while the others queue up
+                await trio.testing.wait_all_tasks_blocked()
+                for tag, lateness in ((1, 1.0), (2, 5.0), (3, 3.0), (4, 5.0)):
+                    streams.start_soon(stream, tag, lateness)
+                    await trio.testing.wait_all_tasks_blocked()
+                release.set()
+            nursery.cancel_scope.cancel()
+    assert served == ["tag0", "tag2", "tag4", "tag3", "tag1"]
 
 
 async def test_the_request_is_built_when_the_turn_comes() -> None:

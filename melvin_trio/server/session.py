@@ -324,7 +324,7 @@ class Session:
                         self._note_lag()
                         await self._wait_for_audio()
                         continue
-                    result = await seat.worker.submit(self, self.core.next_request)
+                    result = await seat.worker.submit(self, self.core.next_request, lambda: self.core.lag_seconds)
                     if result is None:
                         self._progress.set()  # silence may have been dropped
                         continue

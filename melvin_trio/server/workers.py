@@ -2,8 +2,9 @@
 
 Each whisper context belongs to one `EngineWorker`. Its only way in is `trio.to_thread.run_sync` with a
 `CapacityLimiter(1)`: whisper.cpp crashes when one context is used from two threads, and the limiter is released
-only when the thread really finishes. Streams sharing a worker are served in turn, each with at most one request
-waiting; the request is built when its turn comes, so it holds the newest audio rather than a stale window.
+only when the thread really finishes. Streams sharing a worker are served latest first (the one with the most audio no
+pass has seen), each with at most one request waiting; the request is built when its turn comes, so it holds the
+newest audio rather than a stale window.
 
 Seats bound how many streams transcribe at once: `SeatPool.open_seat()` hands them out first come, first served, a
 GPU seat first when one is free, and takes each back however its holder ends.
@@ -49,6 +50,8 @@ class _Job:
     preempted: bool = False
     # The submitter's context: its pass runs in it, so what the engine logs names the stream.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    # How late the stream is (seconds of audio no pass has seen yet): the latest stream's turn comes first.
+    lateness: Callable[[], float] | None = None
 
 
 class EngineWorker:
@@ -74,7 +77,7 @@ class EngineWorker:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
                 continue
-            key = next((k for k, j in self._queue.items() if not j.background), None)
+            key = self._next_turn()
             job = self._queue.pop(next(iter(self._queue)) if key is None else key)
             try:
                 request = job.make_request()
@@ -121,6 +124,24 @@ class EngineWorker:
             self.calls += 1
             self._deliver(job, (request, outcome))
 
+    def _next_turn(self) -> object | None:
+        """The stream whose turn it is: the latest one (the most audio no pass has seen; among equals the one that
+        asked first), so a stream's words wait for the engine about as long as any other's. None: only file
+        windows wait."""
+        best: object | None = None
+        best_lateness = -1.0
+        for key, job in self._queue.items():  # insertion order: the first asker wins a tie
+            if job.background:
+                continue
+            try:
+                lateness = job.lateness() if job.lateness is not None else 0.0
+            except Exception:  # a broken measure must not stop the worker: that stream just loses its priority
+                log.exception("reading a stream's lateness failed")
+                lateness = 0.0
+            if lateness > best_lateness:
+                best, best_lateness = key, lateness
+        return best
+
     @staticmethod
     async def _abort_after(seconds: float, abort: threading.Event, timed_out: trio.Event) -> None:
         await trio.sleep(seconds)
@@ -142,12 +163,18 @@ class EngineWorker:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # the stream went away
             job.reply.send_nowait(value)
 
-    async def submit(self, key: object, make_request: Callable[[], Request | None]) -> tuple[Request, Outcome] | None:
-        """Queue a turn for stream `key`; `make_request` is called when the turn comes. Returns the request and
-        its outcome, or None if there was nothing to do. Cancelling withdraws the turn, or aborts the running
-        call."""
+    async def submit(
+        self,
+        key: object,
+        make_request: Callable[[], Request | None],
+        lateness: Callable[[], float] | None = None,
+    ) -> tuple[Request, Outcome] | None:
+        """Queue a turn for stream `key`; `make_request` is called when the turn comes. Of several streams waiting,
+        the one with the highest `lateness()` (seconds of its audio no pass has seen) goes first; without one, in
+        the order they asked. Returns the request and its outcome, or None if there was nothing to do. Cancelling
+        withdraws the turn, or aborts the running call."""
         send, receive = trio.open_memory_channel[tuple[Any, Outcome] | None](1)
-        job = _Job(make_request, send)
+        job = _Job(make_request, send, lateness=lateness)
         self._queue[key] = job
         self._wakeup.set()
         running = self._running
