@@ -28,6 +28,7 @@ from bench.vad import (
 )
 from melvin_trio.core.driver import Run, drive
 from melvin_trio.core.stream import StreamCore, StreamSettings
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, make_detector
 from melvin_trio.engine.base import Engine
 from melvin_trio.evaluation import count_errors
 
@@ -106,20 +107,29 @@ def test_language_is_detected_on_speech_after_a_long_faint_noise(base_engine: En
     assert wer(reference_of("en/melvin_jfk.wav"), run) <= 0.2, run.text
 
 
-@pytest.mark.xfail(
-    reason="measured 16:30 on debb44d: detected de (p=0.99) on 3.2 s of speech, but the first clip's words never "
-    "reached a final (streamed WER 0.6 against offline 0.3): under investigation",
-    strict=False,
-)
+def test_a_clip_the_gained_detector_scores_low_is_still_called_speech() -> None:
+    """Silero, behind the automatic gain, called 2 % of this Common Voice clip's frames speech (11 % as recorded):
+    every window of it was skipped as silence. The detector takes the larger of both probabilities."""
+    clip = load("de/commonvoice_de_17516889.wav")
+    frames = clip[: clip.size - clip.size % FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    detector = make_detector("silero")
+    speech = np.concatenate([detector.probabilities(frames[i : i + 8]) for i in range(0, len(frames), 8)])
+    assert np.count_nonzero(speech >= StreamSettings().vad_speech_threshold) * FRAME_SECONDS >= 0.3
+
+
 def test_a_german_stream_is_detected_as_german_and_every_final_is_german(base_engine: Engine) -> None:
     """Detected on its first 2.5 s of speech, a German stream came out "en", every final an English translation.
-    Detection now waits for 3 s of speech (or the first utterance's end) and uses speech only."""
+    Detection now waits for 3 s of speech (or the first utterance's end) and uses speech only. The first clip is
+    one Silero scores low behind the automatic gain (2 % of its frames speech, 11 % as recorded): it was skipped
+    as silence, and its words never reached a final (WER 0.6 against 0.3 offline) until the detector also heard
+    the audio as recorded. Measured: detected de (p=0.95), WER 0.25 against 0.30 offline."""
     names = ["de/commonvoice_de_17516889.wav", "de/commonvoice_de_17672459.wav"]
     audio = np.concatenate([np.concatenate([load(n), silence(1.5)]) for n in names])
     run = stream(base_engine, audio, language=None, pass_seconds=2.0)
     assert {d.language for d in run.detections} == {"de"}
     reference = " ".join(reference_of(n) for n in names)
-    assert wer(reference, run, "de") <= wer(reference, offline(base_engine, audio, "de"), "de") + 0.1, run.text
+    assert wer(reference, run, "de") <= wer(reference, offline(base_engine, audio, "de"), "de") + 0.05, run.text
+    assert run.finals[0][0].start < 1.0, "the first clip's words are missing"
 
 
 @pytest.mark.xfail(
