@@ -293,6 +293,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             "streaming: need 0 <= vad_pause_threshold <= vad_speech_threshold <= 1, vad_min_speech_seconds >= 0"
         )
+    if not 0.1 <= st.first_pass_speech_seconds <= st.window_seconds:
+        raise ConfigError("streaming.first_pass_speech_seconds: must be from 0.1 to window_seconds")
     if st.behind_seconds < st.min_new_audio_seconds:
         raise ConfigError("streaming.behind_seconds: must be at least min_new_audio_seconds")
     if st.vad_detector not in SPEECH_DETECTORS:

@@ -386,6 +386,21 @@ def test_a_stream_that_keeps_up_is_never_behind() -> None:
     assert sum(not r.complete for r in run.requests) > 10  # partial passes ran
 
 
+def test_an_utterances_first_pass_runs_once_it_holds_half_a_second_of_speech() -> None:
+    """The first partial comes early: the first pass of an utterance does not wait for min_new_audio_seconds of
+    audio since the last pass (which may be mostly the silence before it)."""
+    words = [W(f"w{i}", 2.0 + 0.4 * i) for i in range(8)]  # speech from 2.0 s, after silence
+    first_ends = []
+    for first_pass in (0.5, 15.0):  # 15: the rule off (a window never holds that much speech before its pass)
+        world = World(list(words), seconds=6.0)
+        settings = StreamSettings(first_pass_speech_seconds=first_pass, min_new_audio_seconds=1.0)
+        run = drive(core_of(settings, "en"), world.pcm(), world.engine, chunk=1600, engine_seconds=0.3)
+        assert [w.text for w in run.words] == [w.text for w in words]
+        first_ends.append(run.requests[0].end_sample / RATE)
+    assert first_ends[0] <= 2.0 + 0.5 + 0.3 + 0.1  # half a second of speech, the detector's lag, one step
+    assert first_ends[1] > first_ends[0] + 0.2
+
+
 def test_odd_length_frames_keep_samples_aligned() -> None:
     pcm = (np.arange(1000, dtype="<i2") * 7).tobytes()
     core = core_of(StreamSettings(), "en")

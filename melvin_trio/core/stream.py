@@ -66,7 +66,9 @@ class StreamSettings:
 
     window_seconds: float = 15.0  # longest audio sent to the engine in one pass
     trim_seconds: float = 10.0  # past this much window, a short pause ends the utterance too
-    min_new_audio_seconds: float = 1.0  # a pass runs once this much audio arrived since the last one began
+    min_new_audio_seconds: float = 1.0  # a pass runs once this much audio arrived since the last one began...
+    first_pass_speech_seconds: float = 0.5  # ...or, for an utterance's first pass, once it holds this much speech
+    confirm_min_probability: float = 0.0  # two passes agreeing on a word less sure than this do not confirm it
     final_after_words: int = 6  # a final goes out once this many confirmed words wait...
     final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
     # ...or one of them ends a sentence.
@@ -405,7 +407,8 @@ class StreamCore:
         )
         self._window.keep_speech = not self._language_sure
         self._last_pass_end = 0  # absolute sample where the last pass's window ended
-        self._agreement = LocalAgreement()
+        self._passes_in_window = 0  # transcriptions of the window since it was last cut
+        self._agreement = LocalAgreement(settings.confirm_min_probability)
         self._finals = FinalsPolicy(settings)
         self._outstanding: Request | None = None
 
@@ -494,6 +497,10 @@ class StreamCore:
         end = self._window_end()
         new_audio = end - self._last_pass_end
         enough_new = new_audio >= settings.min_new_audio_seconds * SAMPLE_RATE
+        # An utterance's first pass runs as soon as it holds first_pass_speech_seconds of speech: the first partial
+        # comes sooner than a fixed cadence from the cut would allow.
+        if not enough_new and self._passes_in_window == 0:
+            enough_new = self._speech_seconds(window.start, end) >= settings.first_pass_speech_seconds
         if not self._has_speech(window.start, end):
             complete = end < window.total or self._eof
             return _Skip(end, complete) if complete or enough_new else _Wait()
@@ -651,6 +658,7 @@ class StreamCore:
         """Drop audio before absolute `sample` from the window. `in_pause`: the cut lies in a pause the detector
         heard (or in silence), so what follows is new speech; otherwise it split running speech."""
         self._window.cut(sample)
+        self._passes_in_window = 0
         # Every word confirmed so far lies before the cut: later passes will not see them again.
         self._agreement.new_window(self._finals.window_cut(), repeat_possible=not in_pause)
         if in_pause:
@@ -688,6 +696,7 @@ class StreamCore:
         # those words right: keep them (losing real words is worse than odd times), within the speech.
         absolute = _within_speech(shifted, request.speech_end) if request.complete else inside
         self._last_pass_end = request.end_sample
+        self._passes_in_window += 1
         self._agreement.insert(absolute)
         self._finals.take(self._agreement.confirm())
         if request.last:
