@@ -203,14 +203,51 @@ def test_finals_on_sentence_ends_hold_every_word_once_in_order() -> None:
 
 def test_a_final_after_six_confirmed_words() -> None:
     world = World([W(f"w{i}", 0.5 + 0.4 * i) for i in range(14)], seconds=7.0)
-    run = drive(core_of(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(final_after_words=6, final_after_seconds=100), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     assert all(len(f) >= 6 for f in run.finals[:-1])
 
 
+def test_by_default_a_word_is_final_as_soon_as_it_is_confirmed() -> None:
+    world = World([W(f"w{i}", 0.5 + 0.4 * i) for i in range(14)], seconds=7.0)
+    late = {}
+    for words in (1, 6):
+        settings = StreamSettings(final_after_seconds=100) if words == 1 else StreamSettings(final_after_words=6)
+        run = drive(core_of(settings, "en"), world.pcm(), world.engine)
+        assert [w.text for w in run.words] == [w.text for w in world.words]
+        late[words] = float(np.mean([t - w.end for t, f in zip(run.final_times, run.finals, strict=True) for w in f]))
+    assert StreamSettings().final_after_words == 1
+    assert late[1] < late[6] - 0.3
+
+
+def test_two_passes_agreeing_on_an_unsure_word_do_not_confirm_it() -> None:
+    """Whisper is often wrong twice in a row about an utterance's first word, but unsure of it: such a word (and
+    what follows it) waits for a surer pass or the utterance's end, where the pass over the whole utterance
+    decides. Here the growing passes hear "I'd less" at p=0.3, the pass over the whole utterance "Unless"."""
+    texts = ["Unless", "to", "be", "rather", "cold-hearted", "and", "rather", "selfish."]
+    world = World([W(t, 0.3 + 0.45 * i) for i, t in enumerate(texts)], seconds=4.6)
+
+    def engine(offset_of: Callable[[], float]) -> FakeEngine:
+        def answer(audio: np.ndarray, prompt: str) -> list[Word]:
+            seconds = audio.size / RATE
+            heard = [w for w in world.words if w.start < seconds - 0.15]
+            if seconds < 4.0:  # the growing passes, before the pause: the onset misheard, unsurely
+                return [Word("I'd", 0.3, 0.5, 0.3), Word("less", 0.5, 0.7, 0.3)] + [
+                    Word(w.text, w.start, w.end, 0.95) for w in heard[1:]
+                ]
+            return [Word(w.text, w.start, w.end, 0.9) for w in heard]
+
+        return FakeEngine([answer])
+
+    for threshold, expected in ((0.35, texts), (0.0, ["I'd", "less", *texts[1:]])):
+        settings = StreamSettings(confirm_min_probability=threshold, pause_seconds=0.5)
+        run = drive(core_of(settings, "en"), world.pcm(), engine)
+        assert [w.text for w in run.words] == expected
+
+
 def test_a_final_after_the_time_limit() -> None:
     world = World([W("one", 0.5), W("two", 1.0)], seconds=8.0)
-    run = drive(core_of(StreamSettings(final_after_seconds=1.5), "en"), world.pcm(), world.engine)
+    run = drive(core_of(StreamSettings(final_after_words=6, final_after_seconds=1.5), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == ["one", "two"]
     # each went out once it was 1.5 s old, long before the end of the 8 s stream (which would flush it anyway)
     assert all(t - f[0].end < 1.5 + 1.0 for t, f in zip(run.final_times, run.finals, strict=True))
