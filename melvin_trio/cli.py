@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--format", choices=("txt", "json", "srt", "vtt"), default="txt", help="output format (default txt)")
     p.add_argument("--output", metavar="FILE", help="write the transcript to FILE instead of standard output")
-    p.add_argument("--beam-size", type=int, help="beam search of this width (default: greedy with fallback)")
+    p.add_argument("--beam-size", type=int, help="beam width, 1 greedy (default 5; with temperature fallback)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding without fallback (as streams are decoded)")
     p.set_defaults(func=cmd_transcribe)
 
@@ -357,8 +357,9 @@ def _log_level_from_env() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. Every MelvinError (a bad config, file, model, server, ...) becomes one line on stderr
-    and exit status 2; usage mistakes too (argparse)."""
+    """Run one command. Exit status as Unix commands have it: 0 done, 1 a failure (every MelvinError: a bad config,
+    file, model, server, ...), 2 a usage mistake (argparse: an unknown option, a missing argument); either is one
+    line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         level = args.log_level or _log_level_from_env()
@@ -366,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except MelvinError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error worth a traceback

@@ -1,5 +1,6 @@
 """The command line's mistakes and failures, as a user meets them: global options before or after the subcommand,
-and every listed failure is one line on stderr naming the problem, with a non-zero exit (never a traceback).
+and every listed failure is one line on stderr naming the problem (never a traceback), with the Unix exit status: 2 for
+a usage mistake (argparse), 1 for a failure (a MelvinError).
 Each case runs the real CLI in a child process against real servers, files and models."""
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         )
 
 
-def one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
-    """The failure's only line on stderr (log lines aside), after asserting the exit code and no traceback."""
+def one_error_line(done: subprocess.CompletedProcess[bytes], status: int = 1) -> str:
+    """The failure's only line on stderr (log lines aside), after asserting the exit status (1 a failure, 2 a usage
+    mistake) and no traceback."""
     stderr = done.stderr.decode()
-    assert done.returncode == 2, stderr
+    assert done.returncode == status, stderr
     assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if re.match(r"(melvin-trio( [a-z0-9-]+)*: )?error: ", line)]
     assert len(errors) == 1, stderr
@@ -90,9 +92,28 @@ async def test_a_bad_log_level_is_one_line(before: bool) -> None:
     done = await cli(
         *(["--log-level", "LOUD", "models", "list"] if before else ["models", "list", "--log-level", "LOUD"])
     )
-    line = one_error_line(done)
+    line = one_error_line(done, 2)
     assert "--log-level" in line
     assert "'LOUD' is not a log level" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["transcribe", "x.wav", "--bogus"], "unrecognized arguments: --bogus"),
+        (["transcribe"], "the following arguments are required: file"),
+        (["transcribe", "x.wav", "--format", "docx"], "argument --format: invalid choice: 'docx'"),
+        (["serve", "--ws-port"], "argument --ws-port: expected one argument"),
+    ],
+)
+async def test_a_usage_mistake_is_one_line_and_exit_2(argv: list[str], named: str) -> None:
+    assert named in one_error_line(await cli(*argv), 2)
+
+
+async def test_a_file_that_cannot_be_decoded_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "notes.flac"
+    path.write_text("not audio", encoding="utf-8")
+    assert f"{path}: cannot decode" in one_error_line(await cli("transcribe", str(path)))
 
 
 async def test_a_bad_log_level_in_the_environment_is_one_line() -> None:

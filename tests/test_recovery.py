@@ -126,7 +126,7 @@ async def test_a_second_server_on_the_same_data_dir_refuses_and_touches_nothing(
                         check=False,
                     )
                 )
-                assert second.returncode == 2
+                assert second.returncode == 1
                 assert second.stderr.strip().splitlines() == [
                     f"error: data_dir {tmp_path / 'data'} is in use by pid {process.pid} on host "
                     f"{socket.gethostname()} (serving as node {socket.gethostname()!r}, lock "
