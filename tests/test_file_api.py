@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 import socket
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import srt
@@ -19,13 +20,17 @@ import webvtt
 
 from melvin_trio.audiofile import read_audio
 from melvin_trio.engine.base import FILE_DECODING, Engine
-from melvin_trio.evaluation import Clip, count_errors
+from melvin_trio.evaluation import Clip, count_errors, normalise
 from melvin_trio.filetranscribe import transcribe_file
 from melvin_trio.server.exports import wav_header
 from tests.audio_formats import write_format
 from tests.server_harness import API_KEY, Running, running_server
 
 pytestmark = pytest.mark.model
+
+
+# A German clip whose English translation by base is plain (checked in test_german_speech_is_translated_into_english).
+TRANSLATED_CLIP: Final = "voxforge-de_1337ad-20170321-kgs-de11-035.wav"
 
 
 def _jfk(clips: list[Clip]) -> Clip:
@@ -367,3 +372,60 @@ async def test_the_openai_client_gets_every_response_format(
     assert isinstance(results["unauthorised"], AuthenticationError)
     assert isinstance(results["translation"], BadRequestError)
     assert "English-only" in str(results["translation"])
+
+
+# Function words, to tell English text from German without a language model.
+_ENGLISH: Final = (
+    "the a an of to is are was were and in on at this that it its by with for has have he she they his her not "
+    "as be from who which"
+)
+_GERMAN: Final = (
+    "der die das den dem des und ist sind war ein eine einen diesen dieser nicht mit hat haben er sie es von zu "
+    "auf ich wie wir"
+)
+ENGLISH_WORDS: Final = frozenset(_ENGLISH.split())
+GERMAN_WORDS: Final = frozenset(_GERMAN.split())
+
+
+def english_words(text: str) -> tuple[list[str], int, int]:
+    """The words of `text` (lower case), how many are English function words, and how many German ones."""
+    words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", text.lower())
+    return words, sum(w in ENGLISH_WORDS for w in words), sum(w in GERMAN_WORDS for w in words)
+
+
+async def test_german_speech_is_translated_into_english(base_engine: Engine, clips: list[Clip], tmp_path: Path) -> None:
+    """task=translate on /transcriptions and /v1/audio/translations (the openai client) with the multilingual base
+    model: German speech in, English text out (English function words, no German ones, no German word of the
+    reference transcript), and the language detected as German."""
+    from openai import OpenAI
+
+    clip = next(c for c in clips if c.path.name == TRANSLATED_CLIP)
+    german = set(normalise(clip.text, "de"))
+    with trio.fail_after(600):
+        async with running_server(base_engine, tmp_path) as running:
+            status, job = await post_job(
+                running, {"task": "translate", "model": "base"}, (clip.path.name, clip.path.read_bytes())
+            )
+            assert status == 200, job
+            finished = await wait_finished(running, job["transcription_id"])
+
+            def translate() -> Any:
+                with (
+                    OpenAI(base_url=running.rest_url + "/v1", api_key=API_KEY, max_retries=0, timeout=300) as client,
+                    clip.path.open("rb") as audio,
+                    warnings.catch_warnings(),
+                ):
+                    warnings.simplefilter("ignore", DeprecationWarning)  # the client marks translations deprecated
+                    return client.audio.translations.create(model="base", file=audio, response_format="verbose_json")
+
+            verbose = await trio.to_thread.run_sync(translate)
+    assert finished["status"] == "finished", finished.get("message")
+    assert finished["language"] == "de"
+    assert (verbose.task, verbose.language) == ("translate", "de")
+    for text in (finished["transcript"]["text"], verbose.text):
+        words, english, german_function = english_words(text)
+        assert text.isascii(), text
+        assert len(words) >= 4, text
+        assert english >= 2, text
+        assert german_function == 0, text
+        assert not (set(words) & german - ENGLISH_WORDS), text

@@ -1,4 +1,5 @@
-"""The job store on disk: what a restart finds, retention, ids that cannot leave the job folder."""
+"""The job store on disk: what a restart finds, retention, ids that cannot leave the job folder; a job's window
+past its time limit (scripted fake engine)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import trio
 
-from melvin_trio.engine.base import GREEDY
-from melvin_trio.engine.fake import FakeEngine
-from melvin_trio.server.jobs import JobRunner, JobSpec, JobStore, Status, job_object, new_job_id
+from melvin_trio.audio import float_to_pcm16, wav_bytes
+from melvin_trio.engine.base import GREEDY, SAMPLE_RATE, Decoding, Word
+from melvin_trio.engine.fake import FakeEngine, Hang
+from melvin_trio.server.jobs import JobRunner, JobSpec, JobStore, Status, job_object, new_job_id, words_of
 from melvin_trio.server.workers import EngineWorker, Seat, SeatPool
 
 
@@ -95,3 +98,32 @@ def test_a_node_runs_only_its_own_jobs_again_and_adopts_a_dead_nodes(tmp_path: P
     n2 = _runner(store, "n2")  # n2 restarts: nothing of its is left to run twice
     n2.recover()
     assert _queued(n2) == []
+
+
+async def test_a_window_past_its_time_limit_is_decoded_again_greedily(tmp_path: Path) -> None:
+    """The beam decode of a job's second window hangs past the worker's limit: the window is decoded again
+    greedily (no fallback) and the job finishes with every window's words."""
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(40 * SAMPLE_RATE)).astype(np.float32)  # loud throughout: two windows
+    engine = FakeEngine([[Word("one", 1.0, 1.5, 0.9)], Hang(), [Word("two", 2.0, 2.5, 0.9)]])
+    worker = EngineWorker(engine, "w")
+    store = JobStore(tmp_path)
+    runner = JobRunner(store, SeatPool([Seat("cpu", 0, worker)]), {"fake": [worker]}, "n1")
+    job_id = new_job_id()
+    beam = Decoding(beam_size=5, temperature_inc=0.2)
+    store.prepare()
+    store.put(job_object(job_id, JobSpec("fake", "en", "transcribe", {}, beam, "", "a.wav"), "n1"))
+    store.upload_path(job_id).write_bytes(wav_bytes(float_to_pcm16(audio)))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve, 0.1)  # a file window's limit: 3 x 0.1 s
+            await nursery.start(runner.serve, 1.0)
+            runner.submit(job_id)
+            await runner.wait(job_id)
+            nursery.cancel_scope.cancel()
+    job = store.get(job_id)
+    assert job is not None
+    assert job["status"] == Status.FINISHED, job.get("message")
+    assert [w.text for w in words_of(job)] == ["one", "two"]
+    assert [c.decoding for c in engine.calls] == [beam, beam, GREEDY]
+    assert engine.calls[2].seconds == engine.calls[1].seconds  # the same window again

@@ -27,6 +27,7 @@ __all__ = [
     "EngineAborted",
     "EngineError",
     "EngineInfo",
+    "EngineTimedOut",
     "UnsupportedLanguage",
     "Word",
     "check_language",
@@ -56,12 +57,11 @@ class Decoding:
 
 
 GREEDY: Final = Decoding()
-# Files: whisper's temperature fallback in steps of 0.2 (5 candidates per step), as whisper decodes offline, on
-# greedy decoding. Not beam search by default, by measurement (bench/README.md, "offline WER of file decoding"):
-# whisper.cpp's beam 5 gave the same WER on the shared clips (0.042) at several times the time, and its text often
-# loses capitals and punctuation (jfk: "and so my fellow Americans ... your country", no comma, no full stop), which
-# subtitles need. Beam search is one setting away: `beam_size` in a job's settings, `transcribe --beam-size N`.
-FILE_DECODING: Final = Decoding(beam_size=1, temperature_inc=0.2)
+# Files: beam 5 with whisper's temperature fallback in steps of 0.2 (best of 5 per step), as whisper and
+# faster-whisper decode offline. By measurement (bench/README.md, "Engines side by side"): on the shared English
+# clips tiny.en gives WER 0.033 so (faster-whisper 0.033 with the same settings) against 0.042 greedy with the same
+# fallback, at about 1.8x its time. Greedy is one setting away: `beam_size` 1 in a job's settings, `--beam-size 1`.
+FILE_DECODING: Final = Decoding(beam_size=5, temperature_inc=0.2)
 
 
 class EngineError(MelvinError, RuntimeError):
@@ -70,6 +70,10 @@ class EngineError(MelvinError, RuntimeError):
 
 class EngineAborted(EngineError):
     """The abort check asked the engine to stop; the partial result is discarded."""
+
+
+class EngineTimedOut(EngineError):
+    """A call ran past its time limit and was aborted; the engine stays usable."""
 
 
 class UnsupportedLanguage(EngineError):

@@ -15,6 +15,7 @@ Live streams come first: a job's windows run only while no stream holds a seat o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -32,8 +33,8 @@ import trio
 from melvin_trio.audiofile import AudioFormatError, read_audio
 from melvin_trio.core.stream import Detected, DetectRequest
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import SAMPLE_RATE, Decoding, EngineError
-from melvin_trio.filetranscribe import FileTranscription, transcript_json, words_from_transcript
+from melvin_trio.engine.base import SAMPLE_RATE, Decoding, EngineError, EngineTimedOut
+from melvin_trio.filetranscribe import FileTranscription, greedy_of, transcript_json, words_from_transcript
 from melvin_trio.server.retention import purge_periodically
 from melvin_trio.server.workers import EngineWorker, SeatPool
 
@@ -175,7 +176,7 @@ def spec_of(job: dict[str, Any]) -> JobSpec:
 
 
 def decoding_of(settings: dict[str, Any], task: str) -> Decoding:
-    """The decoding a job's settings ask for; whisper.cpp's defaults for files otherwise (beam 5, fallback)."""
+    """The decoding a job's settings ask for; FILE_DECODING otherwise (beam 5, fallback)."""
     from melvin_trio.engine.base import FILE_DECODING
 
     return Decoding(
@@ -305,6 +306,11 @@ class JobRunner:
         plan = FileTranscription(audio, language, spec.decoding, spec.initial_prompt)
         while (request := plan.next_request()) is not None:
             outcome = await self._background(workers, job, request)
+            if isinstance(outcome, EngineTimedOut) and request.decoding != (greedy := greedy_of(request.decoding)):
+                # Past the worker's limit (a loaded machine, a window beam search loops on): one greedy pass.
+                log.warning("job %s: window %d %s; it is decoded again greedily", job_id, request.index, outcome)
+                request = dataclasses.replace(request, decoding=greedy)
+                outcome = await self._background(workers, job, request)
             if isinstance(outcome, EngineError):
                 raise outcome
             if not isinstance(outcome, list):

@@ -27,7 +27,7 @@ import numpy as np
 import trio
 
 from melvin_trio.core.stream import Detected, DetectRequest, Request, TranscribeRequest
-from melvin_trio.engine.base import Engine, EngineAborted, EngineError, Word
+from melvin_trio.engine.base import Engine, EngineAborted, EngineError, EngineTimedOut, Word
 from melvin_trio.filetranscribe import WindowRequest, decode_window
 from melvin_trio.server.metrics import Metrics
 
@@ -113,7 +113,7 @@ class EngineWorker:
                 job.context.run(log.info, "%s: pass aborted: its stream ended", self.name)
             if timed_out.is_set():
                 log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, limit)
-                outcome = EngineError(f"the engine took longer than {limit:.0f} s")
+                outcome = EngineTimedOut(f"the engine took longer than {limit:.0f} s")
             self.busy_seconds += trio.current_time() - started
             self.metrics.engine_pass(
                 self.engine.info.model_name,
