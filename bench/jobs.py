@@ -6,7 +6,14 @@ Starts `melvin-trio serve` (tiny.en, one CPU seat, defaults otherwise). Each rou
 long-form set in real time twice, in turn: alone, and with a file job of `--job-seconds` of other English speech
 posted to /transcriptions just before (the job is running a window when the stream connects, so the stream's
 first request preempts it). Prints the final latency (p50/p90, per word, as bench.stream measures it) and WER of
-both, their ratio, and when the job finished; writes bench/results/jobs.json.
+both, their ratio, and when the job finished; writes bench/results/jobs.json (`--server-log FILE` keeps the
+server's log).
+
+What bounds the difference: a job's window runs only while no stream holds or waits for a seat, so it can delay a
+stream only when the stream arrives during a window; the stream's first request then aborts the window, and
+whisper.cpp stops at its next abort check, after the window's encoder pass or after one decoder step (one token of
+each beam). So a live pass waits at most about one encoder pass of a 30 s window, what one of its own passes costs
+at the full context, once per stream start.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -90,6 +98,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the live stream")
     parser.add_argument("--job-seconds", type=float, default=120.0, help="length of the file job")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--server-log", type=Path, help="copy the server's log here at the end")
     args = parser.parse_args()
     stream = build_set("en-long", args.seconds)
     offline = transcribe_offline(stream)
@@ -127,6 +136,8 @@ def main() -> int:
                         )
         finally:
             server.stop()
+            if args.server_log:
+                shutil.copy(server.log, args.server_log)
     rows: list[dict[str, Any]] = []
     for mode, results in runs.items():
         latencies = [x for m in results for x in m["latencies"]]
