@@ -295,8 +295,10 @@ def _validate(config: Config) -> None:
         )
     if not 0.1 <= st.first_pass_speech_seconds <= st.window_seconds:
         raise ConfigError("streaming.first_pass_speech_seconds: must be from 0.1 to window_seconds")
-    if not 0.0 <= st.confirm_min_probability <= 1.0:
-        raise ConfigError("streaming.confirm_min_probability: must be from 0 to 1")
+    if not 0.0 <= st.confirm_min_probability <= 1.0 or not 0.0 <= st.settled_min_probability <= 1.0:
+        raise ConfigError("streaming: confirm_min_probability and settled_min_probability must be from 0 to 1")
+    if not 0.0 <= st.settled_margin_seconds <= st.window_seconds:
+        raise ConfigError("streaming.settled_margin_seconds: must be from 0 (off) to window_seconds")
     if st.behind_seconds < st.min_new_audio_seconds:
         raise ConfigError("streaming.behind_seconds: must be at least min_new_audio_seconds")
     if st.vad_detector not in SPEECH_DETECTORS:

@@ -220,6 +220,22 @@ def test_by_default_a_word_is_final_as_soon_as_it_is_confirmed() -> None:
     assert late[1] < late[6] - 0.3
 
 
+def test_a_sure_word_well_inside_the_window_needs_no_second_pass() -> None:
+    """Beyond where the previous pass ended, a word heard at least settled_margin_seconds before the window's end
+    with at least settled_min_probability is confirmed at once; an unsure one, or one at the edge, waits."""
+    agreement = LocalAgreement()
+    agreement.insert([W("alpha", 0.0)])
+    assert agreement.confirm(settled_before=None) == []
+    agreement.insert([W("alpha", 0.0), W("beta", 0.4), Word("gamma", 0.8, 1.1, 0.5), W("delta", 1.2)])
+    # alpha by agreement; beta settled (ends 0.7 <= 1.2, p 0.9); gamma unsure: it and what follows wait
+    assert [w.text for w in agreement.confirm(settled_before=1.2, settled_probability=0.9)] == ["alpha", "beta"]
+    assert [w.text for w in agreement.hypothesis] == ["gamma", "delta"]
+    late = LocalAgreement()
+    late.insert([W("one", 0.0)])
+    late.confirm(settled_before=0.2)  # "one" ends at 0.3: too near this window's end
+    assert late.hypothesis[0].text == "one"
+
+
 def test_two_passes_agreeing_on_an_unsure_word_do_not_confirm_it() -> None:
     """Whisper is often wrong twice in a row about an utterance's first word, but unsure of it: such a word (and
     what follows it) waits for a surer pass or the utterance's end, where the pass over the whole utterance

@@ -42,6 +42,11 @@ class LocalAgreement:
         self._incoming: list[Word] = []
 
     @property
+    def confirmed_until(self) -> float:
+        """Stream time where the last word confirmed in this window ends (0.0: none yet)."""
+        return self._confirmed[-1].end if self._confirmed else 0.0
+
+    @property
     def hypothesis(self) -> list[Word]:
         """Words of the latest pass not confirmed yet."""
         return list(self._hypothesis)
@@ -99,8 +104,12 @@ class LocalAgreement:
                 best, best_score = k, score
         return best
 
-    def confirm(self) -> list[Word]:
-        """Confirm the longest common prefix of the previous and the new pass; keep the rest as the hypothesis."""
+    def confirm(self, settled_before: float | None = None, settled_probability: float = 1.0) -> list[Word]:
+        """Confirm the longest common prefix of the previous and the new pass; keep the rest as the hypothesis.
+
+        `settled_before` (stream seconds): where the previous pass had nothing more to say (it ended before these
+        words), a word of the new pass that ends before this time with at least `settled_probability` is confirmed
+        by this pass alone, saving a pass of latency; None: only agreement confirms."""
         confirmed: list[Word] = []
         incoming, previous = self._incoming, self._hypothesis
         while incoming and previous and word_key(incoming[0].text) == word_key(previous[0].text):
@@ -108,6 +117,10 @@ class LocalAgreement:
                 break
             confirmed.append(incoming[0])
             incoming, previous = incoming[1:], previous[1:]
+        if settled_before is not None and not previous:
+            while incoming and incoming[0].end <= settled_before and incoming[0].probability >= settled_probability:
+                confirmed.append(incoming[0])
+                incoming = incoming[1:]
         self._hypothesis = incoming
         self._incoming = []
         self._confirmed += confirmed
