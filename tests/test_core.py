@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from melvin_trio.core.stream import (
     StreamCore,
     StreamSettings,
     TranscribeRequest,
+    _retimed,
     _spread_collapsed,
 )
 from melvin_trio.core.vad import EnergyDetector
@@ -619,7 +621,7 @@ def test_a_sentence_said_twice_in_one_window_after_a_pause_comes_out_twice() -> 
 
 def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
     words = [W("so", 1.0, 1.3), W("my", 2.0, 2.0), W("fellow", 2.0, 2.0), W("Americans", 2.0, 2.0)]
-    spread = _spread_collapsed(words, next_start=5.0)
+    spread = _spread_collapsed(words, 0.0, 5.0)
     assert [(round(w.start, 2), round(w.end, 2)) for w in spread] == [
         (1.0, 1.3),
         (1.3, 1.53),
@@ -628,8 +630,39 @@ def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
     ]
     # no room before them: forwards, up to the next word
     words = [W("a", 1.0, 1.5), W("b", 1.5, 1.5), W("c", 1.5, 1.5), W("d", 1.8, 2.0)]
-    spread = _spread_collapsed(words, next_start=5.0)
+    spread = _spread_collapsed(words, 0.0, 5.0)
     assert [(round(w.start, 2), round(w.end, 2)) for w in spread[1:3]] == [(1.5, 1.65), (1.65, 1.8)]
+
+
+def times(words: list[Word]) -> list[tuple[float, float]]:
+    return [(round(w.start, 2), round(w.end, 2)) for w in words]
+
+
+def test_a_collapsed_run_at_the_end_squeezes_the_words_whisper_stretched_before_it() -> None:
+    """A run stacked on the end of the speech (the end of a window, or of the stream) has no room after it: the
+    words before it give theirs, in order, and nothing is placed after the audio that holds it."""
+    words = [W("we", 1.0, 1.2), W("choose", 1.2, 3.0)] + [W(t, 3.0, 3.0) for t in ("to", "go", "to", "the", "moon")]
+    retimed = _retimed(words, 0.0, 3.0)
+    assert times(retimed) == [(1.0, 1.2), (1.2, 1.5), (1.5, 1.8), (1.8, 2.1), (2.1, 2.4), (2.4, 2.7), (2.7, 3.0)]
+    # Nine words stacked on the last instant, and times that ran backwards (whisper placed some before the end
+    # of the stretched word before them): the run is spread over the final's time, in order.
+    words = [W("a", 10.0, 10.4), W("b", 10.4, 13.0)] + [W(f"w{i}", 12.5 if i % 2 else 13.0, 12.5) for i in range(9)]
+    retimed = _retimed(words, 9.0, 13.0)
+    assert all(w.end - w.start >= 0.05 for w in retimed), times(retimed)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(retimed)), times(retimed)
+    assert retimed[0].start >= 9.0
+    assert retimed[-1].end <= 13.0
+
+
+def test_finals_rise_and_have_length_whatever_the_passes_said() -> None:
+    """Words from different passes overlap and go back in time; what goes out starts where the last word sent
+    ended, or later, and no word is shorter than 50 ms where there is room."""
+    words = [W("one", 1.0, 1.6), W("two", 1.4, 1.5), W("three", 1.2, 1.2), W("four", 2.0, 2.4)]
+    retimed = _retimed(words, 1.1, 2.5)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(retimed)), times(retimed)
+    assert all(w.end - w.start >= 0.05 for w in retimed), times(retimed)
+    assert retimed[0].start >= 1.1
+    assert retimed[-1].end <= 2.5
 
 
 def test_an_event_the_phase_does_not_expect_is_an_error() -> None:

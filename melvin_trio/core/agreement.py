@@ -40,6 +40,7 @@ class LocalAgreement:
         self._before: list[str] = []  # keys of the last words confirmed before the window
         self._hypothesis: list[Word] = []  # the previous pass's unconfirmed words
         self._incoming: list[Word] = []
+        self._incoming_times_broken = False
 
     @property
     def confirmed_until(self) -> float:
@@ -58,9 +59,12 @@ class LocalAgreement:
         self._confirmed = []
         self._before = [word_key(w.text) for w in before[-_BEFORE_WORDS:]] if repeat_possible else []
 
-    def insert(self, words: list[Word]) -> None:
-        """Take a new pass's words (absolute times); call `confirm` next."""
+    def insert(self, words: list[Word], *, times_broken: bool = False) -> None:
+        """Take a new pass's words (absolute times); call `confirm` next. `times_broken`: whisper stacked a run of
+        this pass's words on one instant (and stretched the words before it over their time), so the words it
+        confirms keep the times the previous pass gave them."""
         self._incoming = words[self._first_new(words) :]
+        self._incoming_times_broken = times_broken
 
     def _first_new(self, words: list[Word]) -> int:
         """Index of the first word of `words` that was not confirmed before."""
@@ -115,7 +119,10 @@ class LocalAgreement:
         while incoming and previous and word_key(incoming[0].text) == word_key(previous[0].text):
             if min(incoming[0].probability, previous[0].probability) < self._min_probability:
                 break
-            confirmed.append(incoming[0])
+            new, old = incoming[0], previous[0]
+            confirmed.append(
+                Word(new.text, old.start, old.end, new.probability) if self._incoming_times_broken else new
+            )
             incoming, previous = incoming[1:], previous[1:]
         if settled_before is not None and not previous:
             while incoming and incoming[0].end <= settled_before and incoming[0].probability >= settled_probability:

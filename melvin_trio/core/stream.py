@@ -57,6 +57,8 @@ _SPOKEN_KEPT: Final = 64
 _REPEAT_PAUSE_S: Final = 0.3  # a run of words said again after a pause this long was said again: not a loop
 _MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
 _SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
+_ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
+_BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,7 @@ class FinalsPolicy:
         self.pending: list[Word] = []
         self._spoken: list[Word] = []  # the latest confirmed words, for the prompt
         self._spoken_before_window = 0  # how many of them lie before the window
-        self._emitted_until = 0.0  # start of the last word sent in a final
+        self._emitted_until = 0.0  # end of the last word sent in a final
         self._last_partial = ""
 
     def take(self, words: list[Word]) -> None:
@@ -329,12 +331,11 @@ class FinalsPolicy:
 
     def _finalize(self, count: int, now: float) -> SendFinal:
         taken, self.pending = self.pending[:count], self.pending[count:]
-        # Word times come from different passes; what goes out rises monotonically and stays inside the audio.
-        words = []
-        for w in _spread_collapsed(taken, self.pending[0].start if self.pending else now):
-            start = min(max(w.start, self._emitted_until), now)
-            words.append(Word(w.text, start, min(max(w.end, start), now), w.probability))
-            self._emitted_until = start
+        # Word times come from different passes; what goes out rises, stays inside the audio and has a length.
+        end = min(max(self.pending[0].start, self._emitted_until), now) if self.pending else now
+        words = _retimed(taken, self._emitted_until, end)
+        if words:
+            self._emitted_until = words[-1].end
         return SendFinal(words)
 
     def events(self, now: float, hypothesis: list[Word], *, force: bool = False, drain: bool = False) -> list[Event]:
@@ -707,9 +708,15 @@ class StreamCore:
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
         # those words right: keep them (losing real words is worse than odd times), within the speech.
         absolute = _within_speech(shifted, request.speech_end) if request.complete else inside
+        # Times that mean something from the start: inside the audio that holds them (this window, up to the end
+        # of its speech), rising, and no run stacked on one instant. Spread later (in the final), a run at the
+        # window's start went into the silence before the window, and one at its end had no room left.
+        holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
+        holder_start = self._speech_start(int(request.offset * SAMPLE_RATE), request.end_sample)
+        absolute = _retimed(absolute, holder_start, max(holder_end, holder_start))
         self._last_pass_end = request.end_sample
         self._passes_in_window += 1
-        self._agreement.insert(absolute)
+        self._agreement.insert(absolute, times_broken=_longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
         settings = self.settings
         settled = window_end - settings.settled_margin_seconds if settings.settled_margin_seconds > 0 else None
         self._finals.take(self._agreement.confirm(settled, settings.settled_min_probability))
@@ -723,6 +730,17 @@ class StreamCore:
             self._cut(request.cut_sample, in_pause=request.cut_in_pause)
             return events
         return self._emit()
+
+    def _speech_start(self, begin: int, end: int) -> float:
+        """Stream time where the first frame the detector does not call a pause begins, between absolute samples
+        `begin` and `end`, less `_ONSET_S` (a soft onset comes before the detector hears it): whisper puts the
+        first word of a window at the window's start, in the silence before the speech."""
+        speech = self._window.speech(begin, end)
+        voiced = np.flatnonzero(speech >= self.settings.vad_pause_threshold)
+        first_frame = max(begin // FRAME_SAMPLES, self._window.start // FRAME_SAMPLES)
+        if voiced.size == 0:
+            return begin / SAMPLE_RATE
+        return max((first_frame + int(voiced[0])) * FRAME_SAMPLES / SAMPLE_RATE - _ONSET_S, begin / SAMPLE_RATE)
 
     def _paused_between(self, begin: float, end: float) -> bool:
         """Whether the detector heard a pause between two stream times (a pause long enough to end the utterance
@@ -753,11 +771,57 @@ def _within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
     return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
 
 
-def _spread_collapsed(words: list[Word], next_start: float) -> list[Word]:
+def _longest_collapsed_run(words: list[Word]) -> int:
+    longest = run = 0
+    for w in words:
+        run = run + 1 if w.end - w.start < _MIN_WORD_S else 0
+        longest = max(longest, run)
+    return longest
+
+
+def _retimed(words: list[Word], begin: float, end: float) -> list[Word]:
+    """`words` with times inside [begin, end] (a pass's window up to its speech's end; for a final, the end of the
+    last word sent and the start of the next word or the audio received), rising (each starts where the one before
+    it ends, or later), spread where whisper collapsed them (`_spread_collapsed`), and, wherever [begin, end] has
+    room for it, none shorter than `_MIN_WORD_S`."""
+    out: list[Word] = []
+    t = begin
+    for w in words:
+        start = min(max(w.start, t), end)
+        t = min(max(w.end, start), end)
+        out.append(Word(w.text, start, t, w.probability))
+    return _pushed(_spread_collapsed(out, begin, end), begin, end)
+
+
+def _pushed(words: list[Word], begin: float, end: float) -> list[Word]:
+    """Rising words, each made at least `_MIN_WORD_S` long (less only when [begin, end] has no room for that):
+    pushed later where they would overlap, then back from `end`, so each moves as little as it can."""
+    if not words:
+        return words
+    length = min(_MIN_WORD_S, (end - begin) / len(words))
+    starts: list[float] = []
+    ends: list[float] = []
+    t = begin
+    for w in words:
+        starts.append(max(w.start, t))
+        t = max(w.end, starts[-1] + length)
+        ends.append(t)
+    t = end
+    for k in range(len(words) - 1, -1, -1):
+        ends[k] = min(ends[k], t)
+        starts[k] = min(starts[k], ends[k] - length)
+        t = starts[k]
+    return [Word(w.text, a, b, w.probability) for w, a, b in zip(words, starts, ends, strict=True)]
+
+
+def _spread_collapsed(words: list[Word], begin: float, end: float) -> list[Word]:
     """Give the words whisper collapsed (shorter than 50 ms each: a run of them is typically stacked on one
-    instant) times that mean something: each run is spread backwards from where it ends, `_SPREAD_WORD_S` per word
-    but never over the word before it; with no room there, forwards up to the next word (`next_start` after the
-    last)."""
+    instant, often the end of the window or of its speech) times that mean something. `words` rise and lie in
+    [begin, end]. Each run is spread backwards from where it ends, `_SPREAD_WORD_S` per word, into the room before
+    it; with no room there, the words before it in this final are squeezed to make room (whisper stretched the
+    words before a stacked run over the run's time), unless that leaves less than `_SPREAD_WORD_S` a word and there
+    is room forwards, up to the next word (`end` after the last). Only a run with no room at all (every word of
+    the final on one instant) stays as it is."""
     out = list(words)
     i = 0
     while i < len(out):
@@ -768,20 +832,59 @@ def _spread_collapsed(words: list[Word], next_start: float) -> list[Word]:
         while j < len(out) and out[j].end - out[j].start < _MIN_WORD_S:
             j += 1
         n = j - i
-        previous_end = out[i - 1].end if i > 0 else 0.0
-        room_end = out[j].start if j < len(out) else max(next_start, out[j - 1].end)
+        previous_end = out[i - 1].end if i > 0 else begin
+        room_end = out[j].start if j < len(out) else end
         finish = out[j - 1].end
-        begin = max(previous_end, finish - n * _SPREAD_WORD_S)
-        if finish - begin < n * _MIN_WORD_S:
-            begin = max(previous_end, out[i].start)
-            finish = min(room_end, begin + n * _SPREAD_WORD_S)
-        if finish - begin >= n * _MIN_WORD_S:
-            step = (finish - begin) / n
-            for k in range(n):
-                w = out[i + k]
-                out[i + k] = Word(w.text, begin + k * step, begin + (k + 1) * step, w.probability)
+        forward_start = max(previous_end, out[i].start)
+        forward_stop = min(room_end, forward_start + n * _SPREAD_WORD_S)
+        squeezed = _compressible(out, i, n, finish, begin)
+        if finish - previous_end >= n * _MIN_WORD_S:
+            _place(out, i, j, max(previous_end, finish - n * _SPREAD_WORD_S), finish)
+        elif squeezed is not None and (squeezed[1] or forward_stop - forward_start < n * _MIN_WORD_S):
+            k, first = squeezed[0]
+            length = min(_SPREAD_WORD_S, (finish - first) / (j - k))
+            _scale(out, k, i, first, finish - n * length)
+            _place(out, i, j, finish - n * length, finish)
+        elif forward_stop - forward_start >= n * _MIN_WORD_S:
+            _place(out, i, j, forward_start, forward_stop)
         i = j
     return out
+
+
+def _compressible(
+    words: list[Word], i: int, n: int, finish: float, begin: float
+) -> tuple[tuple[int, float], bool] | None:
+    """Where the words before index `i`, squeezed together, leave room before `finish` for the `n` words from `i` on:
+    the first word to squeeze and where the room starts, and whether each word gets `_SPREAD_WORD_S` (the nearest
+    words give that much room) or only `_MIN_WORD_S` or more (all the words before, and the room before them from
+    `begin`). None when there is no such room."""
+    for k in range(i - 1, -1, -1):
+        if finish - words[k].start >= (i - k + n) * _SPREAD_WORD_S:
+            return (k, words[k].start), True
+    if i > 0 and finish - begin >= (i + n) * _MIN_WORD_S:
+        return (0, begin), False
+    return None
+
+
+def _place(words: list[Word], i: int, j: int, start: float, stop: float) -> None:
+    """Words i..j-1 spread evenly over [start, stop]."""
+    step = (stop - start) / (j - i)
+    for k in range(i, j):
+        w = words[k]
+        words[k] = Word(w.text, start + (k - i) * step, start + (k - i + 1) * step, w.probability)
+
+
+def _scale(words: list[Word], i: int, j: int, start: float, stop: float) -> None:
+    """Words i..j-1 squeezed (or stretched) linearly from where they lie into [start, stop], in order."""
+    if i >= j:
+        return
+    old_start, old_stop = words[i].start, max(words[j - 1].end, words[i].start)
+    ratio = (stop - start) / (old_stop - old_start) if old_stop > old_start else 0.0
+    for k in range(i, j):
+        w = words[k]
+        a = start + (w.start - old_start) * ratio
+        b = start + (w.end - old_start) * ratio if ratio else stop
+        words[k] = Word(w.text, a, b, w.probability)
 
 
 def _without_loops(words: list[Word], paused_between: Callable[[float, float], bool], longest: int = 16) -> list[Word]:
