@@ -30,12 +30,13 @@ import numpy.typing as npt
 
 from bench.common import REPO, SHARED_AUDIO
 from melvin_trio.audio import read_wav
+from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import StreamCore, StreamSettings
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, read_manifest
 
-RATE = 16000
+RATE = SAMPLE_RATE
 Audio = npt.NDArray[np.float32]
 
 SPEECH_CLIP = "en/librispeech_2412-153948-0000.wav"  # 11.7 s, the quiet-talker clip

@@ -16,6 +16,10 @@ def test_the_shipped_config_holds_the_documented_defaults() -> None:
     assert config.rest_port == 8393 == defaults.rest_port
     assert config.websocket_stream == defaults.websocket_stream
     assert config.transcription_default == defaults.transcription_default
+    # config.yml documents every default; it must not contradict the one source of them (config.py, StreamSettings)
+    assert config.streaming == defaults.streaming
+    assert config.limits == defaults.limits
+    assert config.cluster == defaults.cluster
     assert config.keep_data_for_hours == 72
     assert config.models_dir == REPO / "models"
     assert config.data_dir == REPO / "data"
