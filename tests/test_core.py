@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from melvin_trio.core import driver, protocol
+from melvin_trio.core import driver, protocol, wordtimes
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.driver import Run
 from melvin_trio.core.stream import (
@@ -22,8 +22,6 @@ from melvin_trio.core.stream import (
     StreamCore,
     StreamSettings,
     TranscribeRequest,
-    _retimed,
-    _spread_collapsed,
 )
 from melvin_trio.core.vad import EnergyDetector
 from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
@@ -621,7 +619,7 @@ def test_a_sentence_said_twice_in_one_window_after_a_pause_comes_out_twice() -> 
 
 def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
     words = [W("so", 1.0, 1.3), W("my", 2.0, 2.0), W("fellow", 2.0, 2.0), W("Americans", 2.0, 2.0)]
-    spread = _spread_collapsed(words, 0.0, 5.0)
+    spread = wordtimes.spread_collapsed(words, 0.0, 5.0)
     assert [(round(w.start, 2), round(w.end, 2)) for w in spread] == [
         (1.0, 1.3),
         (1.3, 1.53),
@@ -630,7 +628,7 @@ def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
     ]
     # no room before them: forwards, up to the next word
     words = [W("a", 1.0, 1.5), W("b", 1.5, 1.5), W("c", 1.5, 1.5), W("d", 1.8, 2.0)]
-    spread = _spread_collapsed(words, 0.0, 5.0)
+    spread = wordtimes.spread_collapsed(words, 0.0, 5.0)
     assert [(round(w.start, 2), round(w.end, 2)) for w in spread[1:3]] == [(1.5, 1.65), (1.65, 1.8)]
 
 
@@ -642,12 +640,12 @@ def test_a_collapsed_run_at_the_end_squeezes_the_words_whisper_stretched_before_
     """A run stacked on the end of the speech (the end of a window, or of the stream) has no room after it: the
     words before it give theirs, in order, and nothing is placed after the audio that holds it."""
     words = [W("we", 1.0, 1.2), W("choose", 1.2, 3.0)] + [W(t, 3.0, 3.0) for t in ("to", "go", "to", "the", "moon")]
-    retimed = _retimed(words, 0.0, 3.0)
+    retimed = wordtimes.retimed(words, 0.0, 3.0)
     assert times(retimed) == [(1.0, 1.2), (1.2, 1.5), (1.5, 1.8), (1.8, 2.1), (2.1, 2.4), (2.4, 2.7), (2.7, 3.0)]
     # Nine words stacked on the last instant, and times that ran backwards (whisper placed some before the end
     # of the stretched word before them): the run is spread over the final's time, in order.
     words = [W("a", 10.0, 10.4), W("b", 10.4, 13.0)] + [W(f"w{i}", 12.5 if i % 2 else 13.0, 12.5) for i in range(9)]
-    retimed = _retimed(words, 9.0, 13.0)
+    retimed = wordtimes.retimed(words, 9.0, 13.0)
     assert all(w.end - w.start >= 0.05 for w in retimed), times(retimed)
     assert all(a.end <= b.start for a, b in itertools.pairwise(retimed)), times(retimed)
     assert retimed[0].start >= 9.0
@@ -658,7 +656,7 @@ def test_finals_rise_and_have_length_whatever_the_passes_said() -> None:
     """Words from different passes overlap and go back in time; what goes out starts where the last word sent
     ended, or later, and no word is shorter than 50 ms where there is room."""
     words = [W("one", 1.0, 1.6), W("two", 1.4, 1.5), W("three", 1.2, 1.2), W("four", 2.0, 2.4)]
-    retimed = _retimed(words, 1.1, 2.5)
+    retimed = wordtimes.retimed(words, 1.1, 2.5)
     assert all(a.end <= b.start for a, b in itertools.pairwise(retimed)), times(retimed)
     assert all(w.end - w.start >= 0.05 for w in retimed), times(retimed)
     assert retimed[0].start >= 1.1

@@ -7,14 +7,14 @@ times are absolute stream seconds from the first audio byte. No I/O, no clock: s
 received.
 
 Everything that changes the stream's phase is in `_TRANSITIONS`; everything that decides what to do next is in
-`StreamCore._plan` (pure: it reads the state and changes nothing).
+`StreamCore._plan` (pure: it reads the state and changes nothing). The parts it uses: `LocalAgreement`
+(core/agreement.py: which words two passes confirm), `AudioWindow` and `FinalsPolicy` (here), the speech detector
+(core/vad.py), word-time repair (core/wordtimes.py) and loop removal (core/loops.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from enum import Enum, auto
 from typing import Final
 
@@ -23,8 +23,10 @@ import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
+from melvin_trio.core.loops import without_loops
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, frame_energies_db, make_detector
-from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
+from melvin_trio.core.words import Word, join_text, without_non_speech
+from melvin_trio.core.wordtimes import longest_collapsed_run, retimed, within_speech
 
 __all__ = [
     "SAMPLE_RATE",
@@ -51,12 +53,8 @@ _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropp
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
 _QUIET_FRAMES: Final = 3  # about 100 ms
-_FUZZY_LOOP_WORDS: Final = 4
-_FUZZY_LOOP_SIMILARITY: Final = 0.75
 _SPOKEN_KEPT: Final = 64
 _REPEAT_PAUSE_S: Final = 0.3  # a run of words said again after a pause this long was said again: not a loop
-_MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
-_SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
 _ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
 
@@ -333,7 +331,7 @@ class FinalsPolicy:
         taken, self.pending = self.pending[:count], self.pending[count:]
         # Word times come from different passes; what goes out rises, stays inside the audio and has a length.
         end = min(max(self.pending[0].start, self._emitted_until), now) if self.pending else now
-        words = _retimed(taken, self._emitted_until, end)
+        words = retimed(taken, self._emitted_until, end)
         if words:
             self._emitted_until = words[-1].end
         return SendFinal(words)
@@ -697,7 +695,7 @@ class StreamCore:
         # A word cannot begin where the audio ends: whisper.cpp puts the words it invents past the audio (and the
         # loops it falls into) at the very end of the window.
         latest_start = window_end - _PAST_END_S
-        shifted = _without_loops(
+        shifted = without_loops(
             [
                 Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
                 for w in without_non_speech(words)
@@ -707,16 +705,16 @@ class StreamCore:
         inside = [w for w in shifted if w.start < latest_start]
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
         # those words right: keep them (losing real words is worse than odd times), within the speech.
-        absolute = _within_speech(shifted, request.speech_end) if request.complete else inside
+        absolute = within_speech(shifted, request.speech_end) if request.complete else inside
         # Times that mean something from the start: inside the audio that holds them (this window, up to the end
         # of its speech), rising, and no run stacked on one instant. Spread later (in the final), a run at the
         # window's start went into the silence before the window, and one at its end had no room left.
         holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
         holder_start = self._speech_start(int(request.offset * SAMPLE_RATE), request.end_sample)
-        absolute = _retimed(absolute, holder_start, max(holder_end, holder_start))
+        absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
         self._last_pass_end = request.end_sample
         self._passes_in_window += 1
-        self._agreement.insert(absolute, times_broken=_longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
+        self._agreement.insert(absolute, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
         settings = self.settings
         settled = window_end - settings.settled_margin_seconds if settings.settled_margin_seconds > 0 else None
         self._finals.take(self._agreement.confirm(settled, settings.settled_min_probability))
@@ -761,162 +759,3 @@ class StreamCore:
             self._window.cut(self._window.total)
             return events
         return self._finals.events(now, self._agreement.hypothesis, force=force)
-
-
-def _within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
-    """Words whisper placed after the speech ended (in the silence that ends the window) belong to the speech:
-    move them back to its end, spread over it (`_spread_collapsed` gives each its length)."""
-    if speech_end is None:
-        return words
-    return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
-
-
-def _longest_collapsed_run(words: list[Word]) -> int:
-    longest = run = 0
-    for w in words:
-        run = run + 1 if w.end - w.start < _MIN_WORD_S else 0
-        longest = max(longest, run)
-    return longest
-
-
-def _retimed(words: list[Word], begin: float, end: float) -> list[Word]:
-    """`words` with times inside [begin, end] (a pass's window up to its speech's end; for a final, the end of the
-    last word sent and the start of the next word or the audio received), rising (each starts where the one before
-    it ends, or later), spread where whisper collapsed them (`_spread_collapsed`), and, wherever [begin, end] has
-    room for it, none shorter than `_MIN_WORD_S`."""
-    out: list[Word] = []
-    t = begin
-    for w in words:
-        start = min(max(w.start, t), end)
-        t = min(max(w.end, start), end)
-        out.append(Word(w.text, start, t, w.probability))
-    return _pushed(_spread_collapsed(out, begin, end), begin, end)
-
-
-def _pushed(words: list[Word], begin: float, end: float) -> list[Word]:
-    """Rising words, each made at least `_MIN_WORD_S` long (less only when [begin, end] has no room for that):
-    pushed later where they would overlap, then back from `end`, so each moves as little as it can."""
-    if not words:
-        return words
-    length = min(_MIN_WORD_S, (end - begin) / len(words))
-    starts: list[float] = []
-    ends: list[float] = []
-    t = begin
-    for w in words:
-        starts.append(max(w.start, t))
-        t = max(w.end, starts[-1] + length)
-        ends.append(t)
-    t = end
-    for k in range(len(words) - 1, -1, -1):
-        ends[k] = min(ends[k], t)
-        starts[k] = min(starts[k], ends[k] - length)
-        t = starts[k]
-    return [Word(w.text, a, b, w.probability) for w, a, b in zip(words, starts, ends, strict=True)]
-
-
-def _spread_collapsed(words: list[Word], begin: float, end: float) -> list[Word]:
-    """Give the words whisper collapsed (shorter than 50 ms each: a run of them is typically stacked on one
-    instant, often the end of the window or of its speech) times that mean something. `words` rise and lie in
-    [begin, end]. Each run is spread backwards from where it ends, `_SPREAD_WORD_S` per word, into the room before
-    it; with no room there, the words before it in this final are squeezed to make room (whisper stretched the
-    words before a stacked run over the run's time), unless that leaves less than `_SPREAD_WORD_S` a word and there
-    is room forwards, up to the next word (`end` after the last). Only a run with no room at all (every word of
-    the final on one instant) stays as it is."""
-    out = list(words)
-    i = 0
-    while i < len(out):
-        if out[i].end - out[i].start >= _MIN_WORD_S:
-            i += 1
-            continue
-        j = i
-        while j < len(out) and out[j].end - out[j].start < _MIN_WORD_S:
-            j += 1
-        n = j - i
-        previous_end = out[i - 1].end if i > 0 else begin
-        room_end = out[j].start if j < len(out) else end
-        finish = out[j - 1].end
-        forward_start = max(previous_end, out[i].start)
-        forward_stop = min(room_end, forward_start + n * _SPREAD_WORD_S)
-        squeezed = _compressible(out, i, n, finish, begin)
-        if finish - previous_end >= n * _MIN_WORD_S:
-            _place(out, i, j, max(previous_end, finish - n * _SPREAD_WORD_S), finish)
-        elif squeezed is not None and (squeezed[1] or forward_stop - forward_start < n * _MIN_WORD_S):
-            k, first = squeezed[0]
-            length = min(_SPREAD_WORD_S, (finish - first) / (j - k))
-            _scale(out, k, i, first, finish - n * length)
-            _place(out, i, j, finish - n * length, finish)
-        elif forward_stop - forward_start >= n * _MIN_WORD_S:
-            _place(out, i, j, forward_start, forward_stop)
-        i = j
-    return out
-
-
-def _compressible(
-    words: list[Word], i: int, n: int, finish: float, begin: float
-) -> tuple[tuple[int, float], bool] | None:
-    """Where the words before index `i`, squeezed together, leave room before `finish` for the `n` words from `i` on:
-    the first word to squeeze and where the room starts, and whether each word gets `_SPREAD_WORD_S` (the nearest
-    words give that much room) or only `_MIN_WORD_S` or more (all the words before, and the room before them from
-    `begin`). None when there is no such room."""
-    for k in range(i - 1, -1, -1):
-        if finish - words[k].start >= (i - k + n) * _SPREAD_WORD_S:
-            return (k, words[k].start), True
-    if i > 0 and finish - begin >= (i + n) * _MIN_WORD_S:
-        return (0, begin), False
-    return None
-
-
-def _place(words: list[Word], i: int, j: int, start: float, stop: float) -> None:
-    """Words i..j-1 spread evenly over [start, stop]."""
-    step = (stop - start) / (j - i)
-    for k in range(i, j):
-        w = words[k]
-        words[k] = Word(w.text, start + (k - i) * step, start + (k - i + 1) * step, w.probability)
-
-
-def _scale(words: list[Word], i: int, j: int, start: float, stop: float) -> None:
-    """Words i..j-1 squeezed (or stretched) linearly from where they lie into [start, stop], in order."""
-    if i >= j:
-        return
-    old_start, old_stop = words[i].start, max(words[j - 1].end, words[i].start)
-    ratio = (stop - start) / (old_stop - old_start) if old_stop > old_start else 0.0
-    for k in range(i, j):
-        w = words[k]
-        a = start + (w.start - old_start) * ratio
-        b = start + (w.end - old_start) * ratio if ratio else stop
-        words[k] = Word(w.text, a, b, w.probability)
-
-
-def _without_loops(words: list[Word], paused_between: Callable[[float, float], bool], longest: int = 16) -> list[Word]:
-    """Drop immediate repetitions of a run of words ("it was it was it was" -> "it was"), unless the speaker paused
-    between the two runs (a lecturer says a sentence again: both copies are real).
-
-    Greedy decoding without temperature fallback (too slow here) sometimes loops, repeating a clause of a dozen
-    words; speech itself almost never repeats a run of words at once. The repeat need not be exact (base said a
-    German clause twice, "darin entverhalten ... gepraktizieret" then "darin verhalten ... gep"): a run of 4 or more
-    words 75 % equal to the run before it goes too. A single word may be said twice ("very, very"), so only its
-    third time in a row goes.
-    """
-    out: list[Word] = []
-    keys: list[str] = []
-    for word in words:
-        out.append(word)
-        keys.append(word_key(word.text))
-        if len(keys) >= 3 and keys[-1] == keys[-2] == keys[-3]:
-            del out[-1:], keys[-1:]
-            continue
-        for n in range(2, min(longest, len(out) // 2) + 1):
-            if keys[-n:] == keys[-2 * n : -n] or (n >= _FUZZY_LOOP_WORDS and _similar(keys[-n:], keys[-2 * n : -n])):
-                if paused_between(out[-n - 1].end, out[-n].start):
-                    continue
-                del out[-n:], keys[-n:]
-                break
-    return out
-
-
-def _similar(a: list[str], b: list[str]) -> bool:
-    """Two runs that start alike (a loop's period) and are mostly the same words."""
-    if a[0] != b[0]:
-        return False
-    matched = sum(block.size for block in SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks())
-    return matched >= _FUZZY_LOOP_SIMILARITY * len(a)

@@ -1,0 +1,143 @@
+"""Word times that mean something: whisper.cpp's token times, repaired.
+
+whisper.cpp often collapses a run of words onto one instant (the end of the window, or of its speech), stretches the
+word before such a run over the run's time, or places a word in the silence before the speech. These pure functions
+give every word a time inside the audio that holds it, rising from word to word and at least `_MIN_WORD_S` long
+wherever there is room. Times are stream seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from melvin_trio.core.words import Word
+
+__all__ = ["longest_collapsed_run", "pushed", "retimed", "spread_collapsed", "within_speech"]
+
+_MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
+_SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
+
+
+def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
+    """Words whisper placed after the speech ended (in the silence that ends the window) belong to the speech:
+    move them back to its end, spread over it (`spread_collapsed` gives each its length)."""
+    if speech_end is None:
+        return words
+    return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
+
+
+def longest_collapsed_run(words: list[Word]) -> int:
+    """The most words in a row shorter than `_MIN_WORD_S` (a run whisper stacked on one instant)."""
+    longest = run = 0
+    for w in words:
+        run = run + 1 if w.end - w.start < _MIN_WORD_S else 0
+        longest = max(longest, run)
+    return longest
+
+
+def retimed(words: list[Word], begin: float, end: float) -> list[Word]:
+    """`words` with times inside [begin, end] (a pass's window up to its speech's end; for a final, the end of the
+    last word sent and the start of the next word or the audio received), rising (each starts where the one before
+    it ends, or later), spread where whisper collapsed them (`spread_collapsed`), and, wherever [begin, end] has
+    room for it, none shorter than `_MIN_WORD_S`."""
+    out: list[Word] = []
+    t = begin
+    for w in words:
+        start = min(max(w.start, t), end)
+        t = min(max(w.end, start), end)
+        out.append(Word(w.text, start, t, w.probability))
+    return pushed(spread_collapsed(out, begin, end), begin, end)
+
+
+def pushed(words: list[Word], begin: float, end: float) -> list[Word]:
+    """Rising words, each made at least `_MIN_WORD_S` long (less only when [begin, end] has no room for that):
+    pushed later where they would overlap, then back from `end`, so each moves as little as it can."""
+    if not words:
+        return words
+    length = min(_MIN_WORD_S, (end - begin) / len(words))
+    starts: list[float] = []
+    ends: list[float] = []
+    t = begin
+    for w in words:
+        starts.append(max(w.start, t))
+        t = max(w.end, starts[-1] + length)
+        ends.append(t)
+    t = end
+    for k in range(len(words) - 1, -1, -1):
+        ends[k] = min(ends[k], t)
+        starts[k] = min(starts[k], ends[k] - length)
+        t = starts[k]
+    return [Word(w.text, a, b, w.probability) for w, a, b in zip(words, starts, ends, strict=True)]
+
+
+def spread_collapsed(words: list[Word], begin: float, end: float) -> list[Word]:
+    """Give the words whisper collapsed (shorter than 50 ms each: a run of them is typically stacked on one
+    instant, often the end of the window or of its speech) times that mean something. `words` rise and lie in
+    [begin, end]. Each run is spread backwards from where it ends, `_SPREAD_WORD_S` per word, into the room before
+    it; with no room there, the words before it in this final are squeezed to make room (whisper stretched the
+    words before a stacked run over the run's time), unless that leaves less than `_SPREAD_WORD_S` a word and there
+    is room forwards, up to the next word (`end` after the last). Only a run with no room at all (every word of
+    the final on one instant) stays as it is."""
+    out = list(words)
+    i = 0
+    while i < len(out):
+        if out[i].end - out[i].start >= _MIN_WORD_S:
+            i += 1
+            continue
+        j = i
+        while j < len(out) and out[j].end - out[j].start < _MIN_WORD_S:
+            j += 1
+        n = j - i
+        previous_end = out[i - 1].end if i > 0 else begin
+        room_end = out[j].start if j < len(out) else end
+        finish = out[j - 1].end
+        forward_start = max(previous_end, out[i].start)
+        forward_stop = min(room_end, forward_start + n * _SPREAD_WORD_S)
+        squeezed = _compressible(out, i, n, finish, begin)
+        if finish - previous_end >= n * _MIN_WORD_S:
+            _place(out, i, j, max(previous_end, finish - n * _SPREAD_WORD_S), finish)
+        elif squeezed is not None and (squeezed[1] or forward_stop - forward_start < n * _MIN_WORD_S):
+            k, first = squeezed[0]
+            length = min(_SPREAD_WORD_S, (finish - first) / (j - k))
+            _scale(out, k, i, first, finish - n * length)
+            _place(out, i, j, finish - n * length, finish)
+        elif forward_stop - forward_start >= n * _MIN_WORD_S:
+            _place(out, i, j, forward_start, forward_stop)
+        i = j
+    return out
+
+
+def _compressible(
+    words: list[Word], i: int, n: int, finish: float, begin: float
+) -> tuple[tuple[int, float], bool] | None:
+    """Where the words before index `i`, squeezed together, leave room before `finish` for the `n` words from `i` on:
+    the first word to squeeze and where the room starts, and whether each word gets `_SPREAD_WORD_S` (the nearest
+    words give that much room) or only `_MIN_WORD_S` or more (all the words before, and the room before them from
+    `begin`). None when there is no such room."""
+    for k in range(i - 1, -1, -1):
+        if finish - words[k].start >= (i - k + n) * _SPREAD_WORD_S:
+            return (k, words[k].start), True
+    if i > 0 and finish - begin >= (i + n) * _MIN_WORD_S:
+        return (0, begin), False
+    return None
+
+
+def _place(words: list[Word], i: int, j: int, start: float, stop: float) -> None:
+    """Words i..j-1 spread evenly over [start, stop]."""
+    step = (stop - start) / (j - i)
+    for k in range(i, j):
+        w = words[k]
+        words[k] = Word(w.text, start + (k - i) * step, start + (k - i + 1) * step, w.probability)
+
+
+def _scale(words: list[Word], i: int, j: int, start: float, stop: float) -> None:
+    """Words i..j-1 squeezed (or stretched) linearly from where they lie into [start, stop], in order."""
+    if i >= j:
+        return
+    old_start, old_stop = words[i].start, max(words[j - 1].end, words[i].start)
+    ratio = (stop - start) / (old_stop - old_start) if old_stop > old_start else 0.0
+    for k in range(i, j):
+        w = words[k]
+        a = start + (w.start - old_start) * ratio
+        b = start + (w.end - old_start) * ratio if ratio else stop
+        words[k] = Word(w.text, a, b, w.probability)
