@@ -318,10 +318,10 @@ class Session:
             try:
                 while True:
                     await self._send_events(self.core.poll())
+                    self._note_lag()
                     if self.core.finished:
                         break
                     if not self.core.pass_due():
-                        self._note_lag()
                         await self._wait_for_audio()
                         continue
                     result = await seat.worker.submit(self, self.core.next_request, lambda: self.core.lag_seconds)
@@ -340,7 +340,6 @@ class Session:
                         self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
                         self._covered_until = max(self._covered_until, request.end_sample)
                     await self._send_events(self.core.apply(request, outcome))
-                    self._note_lag()
                     self._progress.set()
             finally:
                 if self._behind:
