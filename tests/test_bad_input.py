@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -241,3 +243,29 @@ async def test_bad_input_is_answered_and_a_healthy_stream_beside_it_is_unaffecte
     # Secrets: the key never appears in the log, whatever went wrong.
     assert API_KEY not in caplog.text
     assert "test-key-0123456788" not in caplog.text
+
+
+async def test_clients_that_reset_right_after_their_upgrade_request_do_not_stop_the_server(
+    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path
+) -> None:
+    """Field report (a fresh tester): a client that sent its upgrade request and reset the connection at once made
+    the server exit ("cannot listen: [Errno 107] Transport endpoint is not connected") within 3-20 such clients:
+    reading the gone peer's address raised an OSError that escaped the connection's handler. Each such client now
+    ends its own connection only."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    with trio.fail_after(300):
+        async with running_server(tiny_en_engine, tmp_path) as running:
+            for _ in range(40):
+                stream = await trio.open_tcp_stream("127.0.0.1", running.addresses.websocket[1])
+                await stream.send_all(
+                    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await stream.aclose()
+                status, _, _ = await running.aget("/health", key=None)
+                assert status == 200
+            result = await stream_pcm(running.ws_url, API_KEY, read_wav_pcm16(jfk.path), speed=0)
+    assert result.stream_id is not None
+    assert is_stream_id(result.stream_id)
+    assert count_errors(jfk.text, " ".join(f["text"] for f in result.finals), "en").wer <= 0.1

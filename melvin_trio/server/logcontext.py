@@ -23,8 +23,12 @@ _installed = False
 
 
 def client_address(request: WebSocketRequest) -> str:
-    """The peer's address and port, and the client a reverse proxy forwarded for (X-Forwarded-For), if any."""
-    remote = request.remote
+    """The peer's address and port, and the client a reverse proxy forwarded for (X-Forwarded-For), if any;
+    "(gone)" when the peer reset the connection already (getpeername fails with ENOTCONN)."""
+    try:
+        remote = request.remote
+    except OSError:
+        remote = "(gone)"
     if isinstance(remote, str):
         peer = remote
     else:

@@ -66,9 +66,18 @@ class SessionContext:
 
 
 async def handle_connection(request: WebSocketRequest, ctx: SessionContext) -> None:
-    """Serve one client. Never raises (except Cancelled): a failure ends this connection only."""
-    logcontext.set_client(logcontext.client_address(request))
-    ws = await request.accept()
+    """Serve one client. Never raises (except Cancelled): a failure ends this connection only. A client gone during
+    the handshake (reset after its upgrade request) is no error of the server's: an OSError escaping here would end
+    the WebSocket server and with it every other client."""
+    try:
+        logcontext.set_client(logcontext.client_address(request))
+        ws = await request.accept()
+    except (ConnectionClosed, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.info("client gone during the handshake: %s", exc)
+        return
+    except Exception:
+        log.exception("handshake failed")
+        return
     try:
         await _serve(ws, ctx)
     except ConnectionClosed:
