@@ -357,7 +357,7 @@ def load_config(path: Path) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     try:
         return parse_config(data, path.resolve().parent)
     except ConfigError as exc:
@@ -370,3 +370,12 @@ def default_config_path(environ: Mapping[str, str] | None = None, cwd: Path | No
     if value := env.get("MELVIN_CONFIG"):
         return Path(value)
     return (cwd or Path.cwd()) / "config.yml"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: the problem and where (its own text spans several lines and quotes the file)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
