@@ -126,8 +126,8 @@ class Config:
     rest_port: int = 8393
     api_keys: tuple[str, ...] = ()
     # A file with one API key per line (blank lines and lines starting with # ignored); keeps secrets out of
-    # config.yml. Missing file: no keys from it.
-    api_keys_file: Path | None = None
+    # config.yml. Missing file: no keys from it. Relative to the config file (as every path here).
+    api_keys_file: Path | None = Path("api_keys.txt")
     log_level: str = "INFO"
     data_dir: Path = Path("data")
     # This node's name in data_dir (its lock and spool folder); null: the host name. Nodes sharing a data_dir
@@ -339,7 +339,8 @@ def parse_config(data: Any, base: Path) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping of keys to values")
-    defaults = {"data_dir": "data", "models_dir": "models"}
+    # Relative path defaults, given here as text so that they resolve against `base` like a value from the file.
+    defaults = {"data_dir": "data", "models_dir": "models", "api_keys_file": "api_keys.txt"}
     merged = {**defaults, **data}
     config = _build(Config, merged, "", base)
     _validate(config)

@@ -82,3 +82,14 @@ def test_api_keys_merge_config_file_and_environment(tmp_path: Path) -> None:
 def test_model_names_map_to_whisper_cpp_files(tmp_path: Path) -> None:
     assert model_path(tmp_path, "base") == tmp_path / "ggml-base.bin"
     assert model_path(tmp_path, "/opt/m/custom.bin") == Path("/opt/m/custom.bin")
+
+
+def test_the_key_file_defaults_to_api_keys_txt_beside_the_config(tmp_path: Path) -> None:
+    """A fresh tester's config held only ports and data_dir, next to the api_keys.txt `./dev setup` made: the README
+    says api_keys_file defaults to api_keys.txt, and so it does."""
+    (tmp_path / "api_keys.txt").write_text("# keys\nk-123\n", encoding="utf-8")
+    path = tmp_path / "c.yml"
+    path.write_text("rest_port: 18393\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.api_keys_file == tmp_path / "api_keys.txt"
+    assert config.all_api_keys({}) == frozenset({"k-123"})
