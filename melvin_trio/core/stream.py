@@ -587,15 +587,18 @@ class StreamCore:
         quarter = (pause_end - speech_end) // 4
         return window.quietest_sample(speech_end + quarter, pause_end - quarter)
 
+    def _voiced_frames(self, begin: int, end: int) -> npt.NDArray[np.intp]:
+        """Absolute indices of the frames between samples `begin` and `end` the detector does not call a pause."""
+        begin = max(begin, self._window.start)
+        speech = self._window.speech(begin, end)
+        return begin // FRAME_SAMPLES + np.flatnonzero(speech >= self.settings.vad_pause_threshold)
+
     def _speech_end(self, end: int) -> float:
         """Stream time where the last frame the detector does not call a pause ends, before `end`."""
-        window = self._window
-        first_frame = window.start // FRAME_SAMPLES
-        speech = window.speech(window.start, end)
-        voiced = np.flatnonzero(speech >= self.settings.vad_pause_threshold)
+        voiced = self._voiced_frames(self._window.start, end)
         if voiced.size == 0:
             return end / SAMPLE_RATE
-        return min((first_frame + int(voiced[-1]) + 2) * FRAME_SAMPLES, end) / SAMPLE_RATE
+        return min((int(voiced[-1]) + 2) * FRAME_SAMPLES, end) / SAMPLE_RATE
 
     # --- the driver's calls ------------------------------------------------------------------------------------
 
@@ -733,12 +736,10 @@ class StreamCore:
         """Stream time where the first frame the detector does not call a pause begins, between absolute samples
         `begin` and `end`, less `_ONSET_S` (a soft onset comes before the detector hears it): whisper puts the
         first word of a window at the window's start, in the silence before the speech."""
-        speech = self._window.speech(begin, end)
-        voiced = np.flatnonzero(speech >= self.settings.vad_pause_threshold)
-        first_frame = max(begin // FRAME_SAMPLES, self._window.start // FRAME_SAMPLES)
+        voiced = self._voiced_frames(begin, end)
         if voiced.size == 0:
             return begin / SAMPLE_RATE
-        return max((first_frame + int(voiced[0])) * FRAME_SAMPLES / SAMPLE_RATE - _ONSET_S, begin / SAMPLE_RATE)
+        return max(int(voiced[0]) * FRAME_SAMPLES / SAMPLE_RATE - _ONSET_S, begin / SAMPLE_RATE)
 
     def _paused_between(self, begin: float, end: float) -> bool:
         """Whether the detector heard a pause between two stream times (a pause long enough to end the utterance
