@@ -67,12 +67,13 @@ class Metrics:
             "melvin_streams_active", "Streams connected and authorised, seated or not", registry=r
         )
         self.streams = Counter("melvin_streams", "Streams started", registry=r)
+        self.behind = 0  # streams behind now: /health reads it, and the gauge below
         self.streams_behind = Gauge(
             "melvin_streams_behind",
             "Streams whose untranscribed audio reached streaming.behind_seconds (overload: partial passes paused)",
             registry=r,
         )
-        self.behind = 0  # the same number, for /health
+        self.streams_behind.set_function(lambda: self.behind)
         self.refused = Counter(
             "melvin_logins_refused", "Connections refused before a stream began", ["reason"], registry=r
         )
@@ -135,7 +136,6 @@ class Metrics:
     def stream_behind(self, behind: bool) -> None:
         """A stream fell behind (True) or caught up (False)."""
         self.behind += 1 if behind else -1
-        self.streams_behind.inc() if behind else self.streams_behind.dec()
 
     def audio_in(self, seconds: float) -> None:
         self.audio_received.inc(seconds)
