@@ -333,15 +333,20 @@ def _validate(config: Config) -> None:
         )
 
 
+# Config's relative path defaults, as text: merged into the file's values, they resolve against the config's
+# directory exactly as a value written in the file does.
+_RELATIVE_PATH_DEFAULTS: Final = {
+    f.name: str(f.default) for f in dataclasses.fields(Config) if f.name in ("data_dir", "models_dir", "api_keys_file")
+}
+
+
 def parse_config(data: Any, base: Path) -> Config:
     """Build a Config from parsed YAML `data`; relative paths are resolved against `base`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping of keys to values")
-    # Relative path defaults, given here as text so that they resolve against `base` like a value from the file.
-    defaults = {"data_dir": "data", "models_dir": "models", "api_keys_file": "api_keys.txt"}
-    merged = {**defaults, **data}
+    merged = {**_RELATIVE_PATH_DEFAULTS, **data}
     config = _build(Config, merged, "", base)
     _validate(config)
     return config
