@@ -19,6 +19,7 @@ Writes bench/results/engines.json (offline only: engines-offline.json). faster-w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -31,7 +32,7 @@ import numpy.typing as npt
 
 from bench.common import REPO, clips, long_form, machine, save, time_windows
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import GREEDY, Decoding
+from melvin_trio.engine.base import FILE_DECODING, GREEDY, Decoding
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import ErrorCount, count_errors, normalise
 from melvin_trio.filetranscribe import transcribe_file
@@ -141,9 +142,22 @@ def measure_offline(run: Transcriber, language: str) -> dict[str, Any]:
 
 # The file settings both engines run with: the default of file jobs (beam 5, fallback) and greedy with fallback.
 OFFLINE_SETTINGS = {
-    "beam 5, fallback": Decoding(beam_size=5, temperature_inc=0.2),
-    "greedy, fallback": Decoding(beam_size=1, temperature_inc=0.2),
+    "beam 5, fallback": FILE_DECODING,
+    "greedy, fallback": dataclasses.replace(FILE_DECODING, beam_size=1),
 }
+FASTER_WHISPER = "faster-whisper int8"
+
+
+def faster_whisper_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """faster-whisper's row for the same model and settings as `row`, if there is one."""
+    return next(
+        (
+            r
+            for r in rows
+            if (r["model"], r["settings"], r["engine"]) == (row["model"], row["settings"], FASTER_WHISPER)
+        ),
+        None,
+    )
 
 
 def offline_table(models: list[str], threads: int, tmp: Path, diff: bool = False) -> list[dict[str, Any]]:
@@ -154,7 +168,7 @@ def offline_table(models: list[str], threads: int, tmp: Path, diff: bool = False
             redone: list[Decoding] = []
             for engine, run in (
                 ("whisper.cpp file jobs", whisper_cpp(model, threads, reduce=False, offline=decoding, redone=redone)),
-                ("faster-whisper int8", faster_whisper(ct2_dir(model, tmp), threads, offline=decoding)),
+                (FASTER_WHISPER, faster_whisper(ct2_dir(model, tmp), threads, offline=decoding)),
             ):
                 row = {"model": model, "settings": settings, "engine": engine, **measure_offline(run, language)}
                 rows.append({**row, "redone_greedily": len(redone)} if engine.startswith("whisper.cpp") else row)
@@ -163,14 +177,7 @@ def offline_table(models: list[str], threads: int, tmp: Path, diff: bool = False
     print("| model | settings | engine | WER | WER / faster-whisper's | seconds | windows past their budget |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        reference = next(
-            (
-                r
-                for r in rows
-                if (r["model"], r["settings"], r["engine"]) == (row["model"], row["settings"], "faster-whisper int8")
-            ),
-            None,
-        )
+        reference = faster_whisper_row(rows, row)
         ratio = f"{row['wer'] / reference['wer']:.2f}" if reference and reference["wer"] else "-"
         print(
             f"| {row['model']} | {row['settings']} | {row['engine']} | {row['wer']:.3f} | {ratio} "
@@ -186,11 +193,8 @@ def offline_table(models: list[str], threads: int, tmp: Path, diff: bool = False
 def print_differences(rows: list[dict[str, Any]]) -> None:
     """Per model and settings, the clips whose normalised words differ between the engines, with the reference."""
     for ours in (r for r in rows if r["engine"] == "whisper.cpp file jobs"):
-        theirs = next(
-            r
-            for r in rows
-            if (r["model"], r["settings"], r["engine"]) == (ours["model"], ours["settings"], "faster-whisper int8")
-        )
+        theirs = faster_whisper_row(rows, ours)
+        assert theirs is not None
         language = LANGUAGE[ours["model"]]
         print(f"\n{ours['model']}, {ours['settings']}: clips where the engines differ (errors ours / theirs)")
         for clip in clips(language):
