@@ -301,6 +301,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("streaming.settled_margin_seconds: must be from 0 (off) to window_seconds")
     if st.behind_seconds < st.min_new_audio_seconds:
         raise ConfigError("streaming.behind_seconds: must be at least min_new_audio_seconds")
+    if not 0.0 <= st.background_max_confidence <= 1.0 or st.background_margin_db < 0:
+        raise ConfigError("streaming: background_max_confidence must be from 0 (off) to 1, background_margin_db >= 0")
     if st.vad_detector not in SPEECH_DETECTORS:
         raise ConfigError(f"streaming.vad_detector: must be one of {', '.join(SPEECH_DETECTORS)}")
     if not 0.1 <= st.short_pause_seconds <= st.pause_seconds <= 5.0:

@@ -277,6 +277,43 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
     assert run.requests[-1].last
 
 
+@pytest.mark.parametrize(
+    ("gain", "probability", "kept"),
+    [
+        (0.1, 0.2, False),  # 20 dB under the talker and unsure: background speech whisper could not make out
+        (0.1, 0.9, True),  # as faint, but sure: a quiet second talker
+        (1.0, 0.2, True),  # unsure, but at the talker's level: the talker, badly heard
+    ],
+)
+def test_unconfirmed_words_are_dropped_only_when_faint_and_unsure(gain: float, probability: float, kept: bool) -> None:
+    """An utterance's last words go out without a second pass; far under the talker and unsure, they are whisper's
+    invention on background speech (bench/vad.py, babble at 20 dB SNR: "Thank you very much.")."""
+    talker = sentence_world().words[:9]  # confirmed by agreement, loud: ends at 4.0 s
+    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, probability) for i, t in enumerate(["thank", "you", "very"])]
+    world = World(talker + tail, seconds=8.0)
+    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32)
+    pcm[int(5.0 * RATE) :] *= gain
+    engine = world.engine
+
+    def scripted(offset_of: Callable[[], float]) -> FakeEngine:
+        inner = engine(offset_of).script
+        answer = next(iter(inner))
+        assert callable(answer)
+
+        def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
+            words = answer(audio, prompt)
+            return [
+                Word(w.text, w.start, w.end, probability if w.text in ("thank", "you", "very") else 0.9) for w in words
+            ]
+
+        return FakeEngine([with_probabilities])
+
+    run = drive(core_of(StreamSettings(), "en"), pcm.astype("<i2").tobytes(), scripted)
+    texts = [w.text for w in run.words]
+    assert texts[:9] == [w.text for w in talker]
+    assert (texts[9:] == ["thank", "you", "very"]) is kept, texts
+
+
 def test_silence_is_never_sent_to_the_engine() -> None:
     pcm = np.zeros(30 * RATE, dtype="<i2").tobytes()
     noise = (np.random.default_rng(3).standard_normal(30 * RATE) * 0.01 * 32767).astype("<i2").tobytes()

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
+from melvin_trio.core.background import BackgroundSpeech
 from melvin_trio.core.loops import without_loops
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, frame_energies_db, make_detector
 from melvin_trio.core.words import Word, join_text, without_non_speech
@@ -95,6 +96,14 @@ class StreamSettings:
     # only the passes that end an utterance or a full window (non-overlapping, each final at once) until it has
     # caught up. Normal lag is min_new_audio_seconds plus the queue: 1-3 s with up to four streams on one context.
     behind_seconds: float = 4.0
+    # Background speech: words no second pass confirmed (an utterance's end, the last pass) whose confidence (the
+    # geometric mean of their probabilities) is below background_max_confidence AND whose audio is at least
+    # background_margin_db quieter than the stream's talker are someone else far from the microphone, and are not
+    # sent. Heard alone, such speech makes whisper invent text (bench/vad.py, babble at 20 dB SNR: "Thank you very
+    # much." at confidence 0.36, 20 dB under the talker; the talker's own unconfirmed runs there: 0.6 and up).
+    # Either condition alone keeps the words. 0 confidence: off.
+    background_max_confidence: float = 0.5
+    background_margin_db: float = 15.0
 
 
 # --- requests, results and events -------------------------------------------------------------------------------
@@ -186,9 +195,10 @@ class AudioWindow:
     per 32 ms frame its level and the detector's speech probability. Also keeps up to 30 s of the stream's speech
     (the frames the detector does not call a pause) for language detection."""
 
-    def __init__(self, detector: SpeechDetector, pause_threshold: float) -> None:
+    def __init__(self, detector: SpeechDetector, pause_threshold: float, speech_threshold: float) -> None:
         self._detector = detector
         self._pause_threshold = pause_threshold
+        self._speech_threshold = speech_threshold
         self._pcm = bytearray()
         self.start = 0
         self.total = 0  # samples received
@@ -260,6 +270,17 @@ class AudioWindow:
 
     def speech(self, begin: int, end: int) -> npt.NDArray[np.float64]:
         return self._slice(self._speech, begin, end)
+
+    def speech_level(self, begin: float, end: float) -> float | None:
+        """The power-mean level (dBFS) of the frames between stream times `begin` and `end` the detector calls
+        speech (all of them if none is), or None if that audio is no longer in the window."""
+        first, last = int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE) + FRAME_SAMPLES
+        levels = self.levels(first, last)
+        if levels.size == 0:
+            return None
+        speech = self.speech(first, last)[: levels.size] >= self._speech_threshold
+        chosen = levels[speech] if speech.any() else levels
+        return float(10.0 * np.log10(np.mean(10.0 ** (chosen / 10.0))))
 
     def cut(self, sample: int) -> None:
         """Drop the audio before absolute `sample`."""
@@ -412,7 +433,9 @@ class StreamCore:
         self._utterances_since_check = 0
         self.phase = Phase.LISTENING if language is not None else Phase.WAITING_FOR_LANGUAGE
         self._window = AudioWindow(
-            detector if detector is not None else make_detector(settings.vad_detector), settings.vad_pause_threshold
+            detector if detector is not None else make_detector(settings.vad_detector),
+            settings.vad_pause_threshold,
+            settings.vad_speech_threshold,
         )
         self._window.keep_speech = not self._language_sure
         self._last_pass_end = 0  # absolute sample where the last pass's window ended
@@ -420,6 +443,7 @@ class StreamCore:
         self._agreement = LocalAgreement(settings.confirm_min_probability)
         self._finals = FinalsPolicy(settings)
         self._outstanding: Request | None = None
+        self._background = BackgroundSpeech(settings.background_max_confidence, settings.background_margin_db)
 
     def _signal(self, signal: Signal) -> None:
         try:
@@ -684,14 +708,29 @@ class StreamCore:
             self._finish()
         elif complete:
             # No later pass will look here again: what the last pass left open goes out as it is.
-            self._finals.take(self._agreement.force(len(self._agreement.hypothesis)))
+            self._force_open_words()
             self._cut(end, in_pause=True)
         elif self._finals_policy_idle():
             self._cut(end - int(_SILENCE_TAIL_S * SAMPLE_RATE), in_pause=True)
 
     def _finish(self) -> None:
-        self._finals.take(self._agreement.force(len(self._agreement.hypothesis)))
+        self._force_open_words()
         self._signal(Signal.LAST_WORDS_TAKEN)
+
+    def _force_open_words(self) -> None:
+        """The words the last pass left open go out without a second pass's agreement (no later pass will see
+        their audio), unless they are background speech."""
+        forced = self._agreement.force(len(self._agreement.hypothesis))
+        if forced and not self._background.is_background(
+            forced, self._window.speech_level(forced[0].start, forced[-1].end)
+        ):
+            self._finals.take(forced)
+
+    def _take_confirmed(self, words: list[Word]) -> None:
+        """Words a second pass (or one sure pass) confirmed: the talker said them, at the talker's level."""
+        if words:
+            self._background.heard_talker(self._window.speech_level(words[0].start, words[-1].end))
+            self._finals.take(words)
 
     def _on_words(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
         window_end = request.end_sample / SAMPLE_RATE
@@ -720,13 +759,13 @@ class StreamCore:
         self._agreement.insert(absolute, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
         settings = self.settings
         settled = window_end - settings.settled_margin_seconds if settings.settled_margin_seconds > 0 else None
-        self._finals.take(self._agreement.confirm(settled, settings.settled_min_probability))
+        self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability))
         if request.last:
             self._finish()
             return self._emit()
         if request.cut_sample is not None:
             # The utterance ended in a pause (or the full window was cut): all its words are as good as they get.
-            self._finals.take(self._agreement.force(len(self._agreement.hypothesis)))
+            self._force_open_words()
             events = self._emit(force=True)
             self._cut(request.cut_sample, in_pause=request.cut_in_pause)
             return events

@@ -1,0 +1,56 @@
+"""Background speech: someone far from the microphone, whose words whisper could not make out.
+
+Heard alone (the tail of a window after the talker stopped), faint background speech makes whisper invent text:
+bench/vad.py, speech over babble at 20 dB SNR, ended in "Thank you very much." (geometric mean probability 0.36,
+20 dB under the talker) where offline transcription of the same audio has nothing. Local agreement rarely lets
+such words through (two passes seldom invent the same text); the words that go out without a second pass (an
+utterance's last words, the last pass's) are checked here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from melvin_trio.core.words import Word
+
+__all__ = ["BackgroundSpeech"]
+
+_LEVELS_KEPT: Final = 32  # the talker's level is the median of this many latest confirmed runs
+_MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
+
+
+class BackgroundSpeech:
+    """Owns the stream's talker level (the median dBFS of its latest confirmed runs of words) and decides whether
+    unconfirmed words are background speech: unsure (geometric mean probability below `max_confidence`) AND at
+    least `margin_db` under the talker. Either condition alone keeps the words: a quiet second talker whisper is
+    sure of is a talker; an unsure word at the talker's level is the talker, badly heard. `max_confidence` 0: off.
+    """
+
+    def __init__(self, max_confidence: float, margin_db: float) -> None:
+        self._max_confidence = max_confidence
+        self._margin_db = margin_db
+        self._levels: list[float] = []
+
+    @property
+    def talker_level(self) -> float | None:
+        """The talker's level in dBFS, or None before any confirmed speech."""
+        if not self._levels:
+            return None
+        ordered = sorted(self._levels)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    def heard_talker(self, level_dbfs: float | None) -> None:
+        """Words at `level_dbfs` were confirmed (two passes agreed, or one was sure): the talker said them."""
+        if level_dbfs is not None:
+            self._levels.append(level_dbfs)
+            del self._levels[:-_LEVELS_KEPT]
+
+    def is_background(self, words: list[Word], level_dbfs: float | None) -> bool:
+        """Whether `words` (no second pass confirmed them), heard at `level_dbfs`, are background speech. Without
+        a level, or before the talker was heard, never."""
+        if not words or level_dbfs is None or (talker := self.talker_level) is None:
+            return False
+        confidence = math.exp(sum(math.log(max(w.probability, _MIN_PROBABILITY)) for w in words) / len(words))
+        return confidence < self._max_confidence and level_dbfs <= talker - self._margin_db
