@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 
 import yaml
 
-from melvin_trio.core.stream import StreamSettings
+from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import SPEECH_DETECTORS
 from melvin_trio.errors import MelvinError
 

@@ -7,9 +7,12 @@ times are absolute stream seconds from the first audio byte. No I/O, no clock: s
 received.
 
 Everything that changes the stream's phase is in `_TRANSITIONS`; everything that decides what to do next is in
-`StreamCore._plan` (pure: it reads the state and changes nothing). The parts it uses: `LocalAgreement`
-(core/agreement.py: which words two passes confirm), `AudioWindow` and `FinalsPolicy` (here), the speech detector
-(core/vad.py), word-time repair (core/wordtimes.py) and loop removal (core/loops.py).
+`StreamCore._plan` (pure: it reads the state and changes nothing). The parts it uses, each in its own module:
+`StreamSettings` (core/settings.py), the requests, results and events (core/events.py), `AudioWindow`
+(core/window.py: the audio and each frame's level and speech probability), `LocalAgreement` (core/agreement.py: which
+words two passes confirm), `FinalsPolicy` (core/finals.py: when confirmed words go out), `BackgroundSpeech`
+(core/background.py), the speech detector (core/vad.py), word-time repair (core/wordtimes.py) and loop removal
+(core/loops.py).
 """
 
 from __future__ import annotations
@@ -24,9 +27,22 @@ import numpy.typing as npt
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.background import BackgroundSpeech
+from melvin_trio.core.events import (
+    Detected,
+    DetectRequest,
+    Event,
+    Request,
+    Result,
+    SendFinal,
+    SendPartial,
+    TranscribeRequest,
+)
+from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.loops import without_loops
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, frame_energies_db, make_detector
-from melvin_trio.core.words import Word, join_text, without_non_speech
+from melvin_trio.core.settings import StreamSettings
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector
+from melvin_trio.core.window import AudioWindow
+from melvin_trio.core.words import Word, without_non_speech
 from melvin_trio.core.wordtimes import longest_collapsed_run, retimed, within_speech
 
 __all__ = [
@@ -45,116 +61,15 @@ __all__ = [
     "TranscribeRequest",
 ]
 
-_BYTES_PER_SAMPLE: Final = 2
-_DETECT_MAX_SECONDS: Final = 30.0  # whisper detects the language on at most 30 s
 _DETECT_MIN_SECONDS: Final = 1.0  # an utterance this short ("Ja.") does not settle the language before eof
 _SURE_LANGUAGE: Final = 0.8  # a guess less probable than this is checked again after the next utterance...
 _LANGUAGE_CHECKS: Final = 3  # ...at most this many detections in all
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
-_QUIET_FRAMES: Final = 3  # about 100 ms
-_SPOKEN_KEPT: Final = 64
 _REPEAT_PAUSE_S: Final = 0.3  # a run of words said again after a pause this long was said again: not a loop
 _ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """How streams are cut and finalized: the one source of these defaults (config.yml's `streaming:` section is
-    parsed into this class)."""
-
-    window_seconds: float = 15.0  # longest audio sent to the engine in one pass
-    trim_seconds: float = 10.0  # past this much window, a short pause ends the utterance too
-    min_new_audio_seconds: float = 1.0  # a pass runs once this much audio arrived since the last one began...
-    first_pass_speech_seconds: float = 0.5  # ...or, for an utterance's first pass, once it holds this much speech
-    # Two passes agreeing on a word whisper gives less than this probability do not confirm it: it waits for a surer
-    # pass or its utterance's end. bench/replay.py, en-long first 100 s, pass 0.7 s: WER 0.024 at 0, 0.012 at 0.35
-    # and at 0.5 (p50 latency 1.60, 1.54 and 1.74 s of stream time).
-    confirm_min_probability: float = 0.35
-    # A word a pass heard at least settled_margin_seconds before its window's end, at least settled_min_probability
-    # sure, where the previous pass had nothing more to say, needs no second pass (0: off). bench/replay.py, en-long
-    # first 100 s, pass 0.8 s: p50 latency 1.59 -> 1.32 s of stream time, p90 2.68 -> 2.42 s, WER 0.016 both.
-    settled_margin_seconds: float = 0.5
-    settled_min_probability: float = 0.9
-    # A final goes out once this many confirmed words wait (1: as soon as a word is confirmed; bench/replay.py: p50
-    # 1.64 s against 1.90 s at 6, the same WER)...
-    final_after_words: int = 1
-    final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
-    # ...or one of them ends a sentence.
-    prompt_chars: int = 200  # the finalized text conditioning the next pass, at most this long
-    detect_after_speech_seconds: float = 3.0  # language detection waits for this much speech (or an utterance's end)
-    pause_seconds: float = 0.5  # silence after speech that ends an utterance: all its words become final
-    short_pause_seconds: float = 0.2  # the pause that ends an utterance already longer than trim_seconds
-    vad_detector: str = "silero"  # the speech detector: "silero" (trained) or "energy" (level over the noise floor)
-    vad_speech_threshold: float = 0.5  # a frame whose speech probability reaches this is speech...
-    vad_pause_threshold: float = 0.35  # ...one below this is a pause; frames in between neither count nor end one
-    vad_min_speech_seconds: float = 0.1  # a window needs this much speech to be transcribed ("Yes." holds 0.2 s)
-    # Graceful overload: once this much received audio waits that no pass has covered (passes cost more than the
-    # audio they cover: many streams, a busy CPU, a client faster than real time), the stream is behind and runs
-    # only the passes that end an utterance or a full window (non-overlapping, each final at once) until it has
-    # caught up. Normal lag is min_new_audio_seconds plus the queue: 1-3 s with up to four streams on one context.
-    behind_seconds: float = 4.0
-    # Background speech: words no second pass confirmed (an utterance's end, the last pass) whose confidence (the
-    # geometric mean of their probabilities) is below background_max_confidence AND whose audio is at least
-    # background_margin_db quieter than the stream's talker are someone else far from the microphone, and are not
-    # sent. Heard alone, such speech makes whisper invent text (bench/vad.py, babble at 20 dB SNR: "Thank you very
-    # much." at confidence 0.36, 20 dB under the talker; the talker's own unconfirmed runs there: 0.6 and up).
-    # Either condition alone keeps the words. 0 confidence: off.
-    background_max_confidence: float = 0.5
-    background_margin_db: float = 15.0
-
-
-# --- requests, results and events -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TranscribeRequest:
-    audio: npt.NDArray[np.float32]
-    offset: float  # stream time of audio[0]
-    language: str
-    prompt: str
-    end_sample: int  # absolute sample index where the window ends
-    complete: bool  # no later pass will see more audio in this window (backlog, or the last pass)
-    last: bool  # the last pass after eof: every word goes out
-    cut_sample: int | None = None  # the window ends in a pause: every word goes out, and the window is cut here
-    cut_in_pause: bool = False  # the cut lies in a pause the detector heard, not inside running speech
-    speech_end: float | None = None  # stream time where the last speech in the window ends
-
-
-@dataclass(frozen=True)
-class DetectRequest:
-    """Detect the language of `audio`: speech only, the silence around and between it left out."""
-
-    audio: npt.NDArray[np.float32]
-
-
-Request = TranscribeRequest | DetectRequest
-
-
-@dataclass(frozen=True)
-class Detected:
-    """The answer to a DetectRequest: the most likely language and its probability."""
-
-    language: str
-    probability: float
-
-
-Result = list[Word] | Detected  # the answer to a TranscribeRequest: its words (times relative to its audio)
-
-
-@dataclass(frozen=True)
-class SendPartial:
-    text: str
-
-
-@dataclass(frozen=True)
-class SendFinal:
-    words: list[Word]
-
-
-Event = SendPartial | SendFinal
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -188,190 +103,6 @@ class StateError(RuntimeError):
 
 
 # --- the parts ---------------------------------------------------------------------------------------------------
-
-
-class AudioWindow:
-    """Owns the audio not yet cut away: the s16le samples from `start` to `total` (absolute sample indices), and
-    per 32 ms frame its level and the detector's speech probability. Also keeps up to 30 s of the stream's speech
-    (the frames the detector does not call a pause) for language detection."""
-
-    def __init__(self, detector: SpeechDetector, pause_threshold: float, speech_threshold: float) -> None:
-        self._detector = detector
-        self._pause_threshold = pause_threshold
-        self._speech_threshold = speech_threshold
-        self._pcm = bytearray()
-        self.start = 0
-        self.total = 0  # samples received
-        self._odd = b""  # half a sample, completed by the next frame
-        self._levels: list[float] = []  # dBFS per frame from _frames_start
-        self._speech: list[float] = []  # speech probability per frame from _frames_start
-        self._frames_start = 0  # absolute frame index of _levels[0]
-        self._tail = np.zeros(0, dtype=np.float32)  # samples not yet making a whole frame
-        self._speech_audio: list[npt.NDArray[np.float32]] = []
-        self._speech_audio_frames = 0
-        self._after_speech = 0  # frames left to keep after a speech frame (the decision lags the sound)
-        self.keep_speech = True  # keep speech for language detection (until the language is sure)
-
-    def feed(self, pcm: bytes) -> None:
-        data = self._odd + pcm
-        usable = len(data) - len(data) % _BYTES_PER_SAMPLE
-        self._odd = data[usable:]
-        if not usable:
-            return
-        chunk = data[:usable]
-        self._pcm += chunk
-        self.total += usable // _BYTES_PER_SAMPLE
-        samples = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
-        joined = np.concatenate([self._tail, samples])
-        whole = joined.size - joined.size % FRAME_SAMPLES
-        if whole:
-            frames = joined[:whole].reshape(-1, FRAME_SAMPLES)
-            speech = self._detector.probabilities(frames)
-            self._levels.extend(frame_energies_db(frames).tolist())
-            self._speech.extend(speech.tolist())
-            if self.keep_speech:
-                self._keep_speech(frames, speech)
-        self._tail = joined[whole:]
-
-    def _keep_speech(self, frames: npt.NDArray[np.float32], speech: npt.NDArray[np.float32]) -> None:
-        limit = int(_DETECT_MAX_SECONDS / FRAME_SECONDS)
-        for frame, probability in zip(frames, speech.tolist(), strict=True):
-            if self._speech_audio_frames >= limit:
-                return
-            if probability >= self._pause_threshold:
-                self._after_speech = 3
-            elif self._after_speech:
-                self._after_speech -= 1
-            else:
-                continue
-            self._speech_audio.append(frame)
-            self._speech_audio_frames += 1
-
-    @property
-    def speech_audio_seconds(self) -> float:
-        return self._speech_audio_frames * FRAME_SECONDS
-
-    def speech_audio(self) -> npt.NDArray[np.float32]:
-        if not self._speech_audio:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(self._speech_audio).astype(np.float32)
-
-    def audio(self, end: int) -> npt.NDArray[np.float32]:
-        raw = self._pcm[: (end - self.start) * _BYTES_PER_SAMPLE]
-        return np.frombuffer(bytes(raw), dtype="<i2").astype(np.float32) / 32768.0
-
-    def _slice(self, values: list[float], begin: int, end: int) -> npt.NDArray[np.float64]:
-        first = max(begin // FRAME_SAMPLES - self._frames_start, 0)
-        last = max(end // FRAME_SAMPLES - self._frames_start, 0)
-        return np.asarray(values[first:last], dtype=np.float64)
-
-    def levels(self, begin: int, end: int) -> npt.NDArray[np.float64]:
-        return self._slice(self._levels, begin, end)
-
-    def speech(self, begin: int, end: int) -> npt.NDArray[np.float64]:
-        return self._slice(self._speech, begin, end)
-
-    def speech_level(self, begin: float, end: float) -> float | None:
-        """The power-mean level (dBFS) of the frames between stream times `begin` and `end` the detector calls
-        speech (all of them if none is), or None if that audio is no longer in the window."""
-        first, last = int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE) + FRAME_SAMPLES
-        levels = self.levels(first, last)
-        if levels.size == 0:
-            return None
-        speech = self.speech(first, last)[: levels.size] >= self._speech_threshold
-        chosen = levels[speech] if speech.any() else levels
-        return float(10.0 * np.log10(np.mean(10.0 ** (chosen / 10.0))))
-
-    def cut(self, sample: int) -> None:
-        """Drop the audio before absolute `sample`."""
-        sample = min(max(sample, self.start), self.total)
-        del self._pcm[: (sample - self.start) * _BYTES_PER_SAMPLE]
-        self.start = sample
-        keep_from = sample // FRAME_SAMPLES
-        drop = max(keep_from - self._frames_start, 0)
-        del self._levels[:drop]
-        del self._speech[:drop]
-        self._frames_start = max(self._frames_start, keep_from)
-
-    def quietest_sample(self, begin: int, end: int) -> int:
-        """The middle of the quietest 100 ms between `begin` and `end` (absolute samples): the level is exact here,
-        and a cut there most likely falls between two words."""
-        begin = max(begin, self.start)
-        levels = self.levels(begin, end)
-        if levels.size < _QUIET_FRAMES:
-            return end
-        power = np.convolve(10.0 ** (levels / 10.0), np.ones(_QUIET_FRAMES), mode="valid")
-        first = max(begin // FRAME_SAMPLES, self._frames_start)
-        best = int(np.argmin(power[::-1]))  # the latest of equally quiet places: the longest window
-        frame = first + power.size - 1 - best + _QUIET_FRAMES // 2
-        return min(max(frame * FRAME_SAMPLES, begin), end)
-
-
-class FinalsPolicy:
-    """Owns the words confirmed but not yet sent (`pending`), the recent confirmed text (the next pass's prompt),
-    and what went out: decides when a final is due and makes every final's times rise, stay inside the audio and
-    never collapse to zero length."""
-
-    def __init__(self, settings: StreamSettings) -> None:
-        self._settings = settings
-        self.pending: list[Word] = []
-        self._spoken: list[Word] = []  # the latest confirmed words, for the prompt
-        self._spoken_before_window = 0  # how many of them lie before the window
-        self._emitted_until = 0.0  # end of the last word sent in a final
-        self._last_partial = ""
-
-    def take(self, words: list[Word]) -> None:
-        """Words confirmed (or forced): they wait for their final."""
-        self.pending.extend(words)
-        self._spoken.extend(words)
-
-    def window_cut(self) -> list[Word]:
-        """Every confirmed word now lies before the window; returns them (most recent last)."""
-        self._spoken = self._spoken[-_SPOKEN_KEPT:]
-        self._spoken_before_window = len(self._spoken)
-        return self._spoken
-
-    def prompt(self) -> str:
-        """The confirmed text before the window (text inside it would be transcribed twice), at most prompt_chars.
-        Not chosen by word times: a word whose time collapsed onto the window's start made whisper skip it."""
-        before = self._spoken[: self._spoken_before_window]
-        return join_text(before).strip()[-self._settings.prompt_chars :].lstrip()
-
-    def _due_count(self, now: float, force: bool) -> int:
-        """How many of the pending words the next final should hold (0: none is due)."""
-        for i, word in enumerate(self.pending):
-            if word.ends_sentence:
-                return i + 1
-        age = now - self.pending[0].end
-        settings = self._settings
-        if force or len(self.pending) >= settings.final_after_words or age >= settings.final_after_seconds:
-            return len(self.pending)
-        return 0
-
-    def _finalize(self, count: int, now: float) -> SendFinal:
-        taken, self.pending = self.pending[:count], self.pending[count:]
-        # Word times come from different passes; what goes out rises, stays inside the audio and has a length.
-        end = min(max(self.pending[0].start, self._emitted_until), now) if self.pending else now
-        words = retimed(taken, self._emitted_until, end)
-        if words:
-            self._emitted_until = words[-1].end
-        return SendFinal(words)
-
-    def events(self, now: float, hypothesis: list[Word], *, force: bool = False, drain: bool = False) -> list[Event]:
-        """The finals due at stream time `now` (every pending word if `force` or `drain`), then the partial if it
-        changed (none when draining: nothing is left open)."""
-        events: list[Event] = []
-        if drain:
-            if self.pending:
-                events.append(self._finalize(len(self.pending), now))
-            return events
-        while self.pending and (count := self._due_count(now, force)):
-            events.append(self._finalize(count, now))
-        text = join_text(self.pending + hypothesis)
-        if text != self._last_partial:
-            self._last_partial = text
-            events.append(SendPartial(text))
-        return events
 
 
 # --- the planner's steps -------------------------------------------------------------------------------------------

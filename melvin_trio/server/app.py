@@ -22,7 +22,7 @@ from quart_trio import QuartTrio
 from trio_websocket import WebSocketRequest, serve_websocket
 
 from melvin_trio.config import Config
-from melvin_trio.core.stream import StreamSettings
+from melvin_trio.core.settings import StreamSettings
 from melvin_trio.engine.base import Engine
 from melvin_trio.server import logcontext
 from melvin_trio.server.exports import ExportStore

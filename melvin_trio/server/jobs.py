@@ -31,7 +31,7 @@ import numpy as np
 import trio
 
 from melvin_trio.audiofile import AudioFormatError, read_audio
-from melvin_trio.core.stream import Detected, DetectRequest
+from melvin_trio.core.events import Detected, DetectRequest
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import SAMPLE_RATE, Decoding, EngineError, EngineTimedOut
 from melvin_trio.filetranscribe import FileTranscription, greedy_of, transcript_json, words_from_transcript

@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import trio
 
-from melvin_trio.core.stream import Detected, DetectRequest, Request, TranscribeRequest
+from melvin_trio.core.events import Detected, DetectRequest, Request, TranscribeRequest
 from melvin_trio.engine.base import Engine, EngineAborted, EngineError, EngineTimedOut, Word
 from melvin_trio.filetranscribe import WindowRequest, decode_window
 from melvin_trio.server.metrics import Metrics
