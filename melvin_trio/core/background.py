@@ -16,16 +16,16 @@ from melvin_trio.core.words import Word
 
 __all__ = ["BackgroundSpeech"]
 
-_LEVELS_KEPT: Final = 32  # the talker's level is the median of this many latest confirmed runs
+_LEVELS_KEPT: Final = 32  # the talker's level is the median over this many latest confirmations
 _MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
 
 
 class BackgroundSpeech:
-    """Owns the stream's talker level (the median dBFS of its latest confirmed runs of words) and decides whether
-    unconfirmed words are background speech: unsure (geometric mean probability below `max_confidence`) AND at
-    least `margin_db` under the talker. Either condition alone keeps the words: a quiet second talker whisper is
-    sure of is a talker; an unsure word at the talker's level is the talker, badly heard. `max_confidence` 0: off.
-    """
+    """Owns the stream's talker level (the median speech level, dBFS, of the latest windows in which words were
+    confirmed) and decides whether unconfirmed words are background speech: unsure (geometric mean probability
+    below `max_confidence`) AND heard in a window at least `margin_db` under the talker. Either condition alone keeps
+    the words: a quiet second talker whisper is sure of is a talker; an unsure word at the talker's level is the
+    talker, badly heard. `max_confidence` 0: off."""
 
     def __init__(self, max_confidence: float, margin_db: float) -> None:
         self._max_confidence = max_confidence

@@ -452,15 +452,14 @@ class StreamCore:
         """The words the last pass left open go out without a second pass's agreement (no later pass will see
         their audio), unless they are background speech."""
         forced = self._agreement.force(len(self._agreement.hypothesis))
-        if forced and not self._background.is_background(
-            forced, self._window.speech_level(forced[0].start, forced[-1].end)
-        ):
+        if forced and not self._background.is_background(forced, self._window.speech_level()):
             self._finals.take(forced)
 
     def _take_confirmed(self, words: list[Word]) -> None:
-        """Words a second pass (or one sure pass) confirmed: the talker said them, at the talker's level."""
+        """Words a second pass (or one sure pass) confirmed: the talker said them; the window's speech is at the
+        talker's level."""
         if words:
-            self._background.heard_talker(self._window.speech_level(words[0].start, words[-1].end))
+            self._background.heard_talker(self._window.speech_level())
             self._finals.take(words)
 
     def _on_words(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
