@@ -1,7 +1,7 @@
 """The field-audio matrix: streamed vs offline WER on speech at many levels and under four kinds of noise, a lone
 short word, a sentence said twice, and words emitted on non-speech.
 
-    .venv/bin/python -m bench.vad [--model tiny.en] [--only SUBSTRING] [--pass-seconds 1.0] [--json]
+    .venv/bin/python -m bench.vad [--model tiny.en] [--only SUBSTRING] [--pass-seconds 1.0] [--json] [--cost-only]
 
 Every cell is generated here, in code, from the shared clips (`../shared/audio/`) or synthesised, so nothing but
 this file defines the matrix. Each cell is streamed through the core with the real engine by the reference driver
@@ -33,6 +33,8 @@ from melvin_trio.audio import read_wav
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import StreamCore, StreamSettings
+from melvin_trio.core.vad import make_detector
+from melvin_trio.core.window import AudioWindow
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, read_manifest
 
@@ -222,6 +224,24 @@ def score(reference: str | None, words: list[str]) -> float:
     return count_errors(reference, " ".join(words), "en").wer
 
 
+def detector_cost(seconds: float = 60.0) -> tuple[float, float]:
+    """CPU seconds the speech detector and the audio window spend on `seconds` of speech fed in 0.25 s chunks, as
+    a live stream is: (CPU seconds, percent of one core)."""
+    clip = load(SPEECH_CLIP)
+    audio = np.tile(clip, int(np.ceil(seconds * RATE / clip.size)))[: int(seconds * RATE)]
+    pcm = pcm16(audio)
+    settings = StreamSettings()
+    window = AudioWindow(
+        make_detector(settings.vad_detector), settings.vad_pause_threshold, settings.vad_speech_threshold
+    )
+    chunk = int(0.25 * RATE) * 2
+    started = time.process_time()
+    for i in range(0, len(pcm), chunk):
+        window.feed(pcm[i : i + chunk])
+    cpu = time.process_time() - started
+    return cpu, 100.0 * cpu / seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny.en")
@@ -229,7 +249,15 @@ def main() -> int:
     parser.add_argument("--pass-seconds", type=float, default=1.0, help="stream time one engine call takes")
     parser.add_argument("--json", action="store_true", help="one JSON object per cell as well")
     parser.add_argument("--verbose", action="store_true", help="print the words of every cell")
+    parser.add_argument("--cost-only", action="store_true", help="only the speech detector's CPU cost per stream")
     args = parser.parse_args()
+    cpu, percent = detector_cost()
+    print(
+        f"speech detector ({StreamSettings().vad_detector}) + audio window: {cpu:.2f} s CPU per 60 s of stream, "
+        f"{percent:.2f} % of one core per live stream"
+    )
+    if args.cost_only:
+        return 0
     engine = WhisperCppEngine(REPO / "models" / f"ggml-{args.model}.bin", WhisperCppOptions(n_threads=2))
     print(f"{'cell':<28} {'offline':>8} {'streamed':>9}  {'verdict'}")
     failures = 0
