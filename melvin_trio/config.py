@@ -75,7 +75,9 @@ StreamingSection = StreamSettings
 class LimitsSection:
     auth_timeout_seconds: float = 10.0  # the first message must arrive within this
     max_frame_bytes: int = 1 << 20  # larger WebSocket messages close the connection (1009)
-    drain_seconds: float = 30.0  # on SIGTERM/SIGINT, open streams get this long to send their last final
+    # On SIGTERM/SIGINT, open streams get this long to send their last final; a stream whose client left without
+    # eof gets as long to transcribe the audio it received (its seat is held that long at most).
+    drain_seconds: float = 30.0
     waiting_notice_seconds: float = 10.0  # the waiting text repeats this often
     # Audio received but not yet transcribed, held in memory per stream (a client sending faster than real time,
     # or waiting for a seat). Past it the client is still read and the rest waits in its spool on disk, read back

@@ -129,6 +129,7 @@ class MelvinServer:
                 max_backlog_seconds=config.limits.max_backlog_seconds,
                 ping_interval=config.limits.ping_interval_seconds,
                 ping_timeout=config.limits.ping_timeout_seconds,
+                finish_seconds=config.limits.drain_seconds,
             ),
             api_keys=self.api_keys,
             seats=self.seats,

@@ -53,6 +53,9 @@ class SessionSettings:
     max_backlog_seconds: float = 300.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    # A seated stream whose client left without eof gets this long to transcribe the audio it received
+    # (limits.drain_seconds: the time any ending stream gets for its last final and export).
+    finish_seconds: float = 30.0
 
 
 @dataclass
@@ -132,6 +135,9 @@ class Session:
         self._audio_arrived = trio.Event()
         self._eof_received = False
         self._client_gone = False
+        self._seated = False
+        self._session_scope: trio.CancelScope | None = None
+        self._send_scope: trio.CancelScope | None = None  # the writer's current send
         self._error: str | None = None
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](OUTBOX_SIZE)
         self._writer_done = trio.Event()
@@ -144,10 +150,11 @@ class Session:
         self.ctx.metrics.stream_started()
         try:
             async with trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
                 nursery.start_soon(self._write)
-                nursery.start_soon(self._read, nursery.cancel_scope)
+                nursery.start_soon(self._read)
                 nursery.start_soon(self._watch_drain)
-                nursery.start_soon(self._keep_alive, nursery.cancel_scope)
+                nursery.start_soon(self._keep_alive)
                 nursery.start_soon(self._catch_up_on_progress)
                 await self._transcribe()
                 # The transcriber is done: every final is in the outbox. Let the writer send them, then stop.
@@ -155,13 +162,21 @@ class Session:
                 await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            if self._client_gone and self._seated and self._error is None and not self.core.finished:
+                log.warning(
+                    "stream %s: the client left and the last %.1f s of its audio were not transcribed within "
+                    "limits.drain_seconds (%.0f s)",
+                    self.stream_id,
+                    self.core.lag_seconds,
+                    self.ctx.settings.finish_seconds,
+                )
             with trio.move_on_after(EXPORT_TIMEOUT_S) as scope:
                 scope.shield = True
                 self._export()
                 self.ctx.metrics.stream_ended()
                 if not self._client_gone:
                     await self._send_id()
-                elif self._client_gone:
+                else:
                     log.info("stream %s: the client disconnected without eof; exported", self.stream_id)
 
     def _export(self) -> None:
@@ -188,7 +203,7 @@ class Session:
 
     # --- reader ------------------------------------------------------------------------------------------------
 
-    async def _read(self, session_scope: trio.CancelScope) -> None:
+    async def _read(self) -> None:
         try:
             while True:
                 message = await self.ws.get_message()
@@ -208,10 +223,25 @@ class Session:
                 else:
                     await self._outbox_send.send(protocol.CONTROL_UNKNOWN)
         except ConnectionClosed:
-            if not self._eof_received:
-                # The client vanished: nobody is left to read a final. Stop and export what arrived.
-                self._client_gone = True
-                session_scope.cancel()
+            self._client_left()
+
+    def _client_left(self) -> None:
+        """The client is gone (closed, reset, or silent to pings). Nobody reads the finals any more, but the
+        transcript export must hold the words of all the audio received, as it would after eof: a seated stream
+        ends its input and finishes transcribing what it has, within `finish_seconds` (the seat is held that
+        long at most); one still waiting for a seat gives up its place at once (live clients come first) and
+        exports its audio only."""
+        if not self._eof_received:
+            self._client_gone = True
+        if self._send_scope is not None:
+            self._send_scope.cancel()  # a send to a peer that no longer reads must not hold up the finals
+        assert self._session_scope is not None
+        if not self._seated:
+            self._session_scope.cancel()
+            return
+        self._end_input()
+        deadline = trio.current_time() + self.ctx.settings.finish_seconds
+        self._session_scope.deadline = min(self._session_scope.deadline, deadline)
 
     def _wake(self) -> None:
         self._audio_arrived.set()
@@ -275,7 +305,7 @@ class Session:
         await self._audio_arrived.wait()
         self._audio_arrived = trio.Event()
 
-    async def _keep_alive(self, session_scope: trio.CancelScope) -> None:
+    async def _keep_alive(self) -> None:
         """Ping the client; one that does not answer in time is treated as gone."""
         settings = self.ctx.settings
         while True:
@@ -287,8 +317,7 @@ class Session:
                     return
             if waited.cancelled_caught:
                 log.info("stream %s: no answer to a ping within %.0f s; closing", self.stream_id, settings.ping_timeout)
-                self._client_gone = True
-                session_scope.cancel()
+                self._client_left()
                 return
 
     async def _watch_drain(self) -> None:
@@ -303,11 +332,16 @@ class Session:
         try:
             async with self._outbox_receive:
                 async for message in self._outbox_receive:
+                    if self._client_gone:
+                        continue  # keep draining: the transcriber must never wait for a client that left
                     try:
-                        await self.ws.send_message(message)
+                        with trio.CancelScope() as self._send_scope:
+                            await self.ws.send_message(message)
                     except ConnectionClosed:
-                        self._client_gone = not self._eof_received
-                        # Keep draining so the transcriber is never blocked by a client that left after eof.
+                        if not self._eof_received:
+                            self._client_gone = True
+                    finally:
+                        self._send_scope = None
         finally:
             self._writer_done.set()
 
@@ -322,6 +356,7 @@ class Session:
 
     async def _transcribe(self) -> None:
         async with self.ctx.seats.open_seat(self._send_waiting_notices) as seat:
+            self._seated = True
             log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
             self.ctx.metrics.seat_taken(seat.kind)
             try:
