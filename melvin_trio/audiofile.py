@@ -7,6 +7,7 @@ Opus) and MP3 (libsndfile >= 1.1, as bundled in the soundfile wheel). A file it 
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,8 +81,7 @@ def probe_audio(path: Path, *, label: str | None = None) -> AudioFileInfo:
 def _decoding(path: Path, name: str) -> Iterator[soundfile.SoundFile]:
     """The file open for decoding; libsndfile's errors, on opening or while reading, become AudioFormatError
     naming `name`."""
-    if not path.is_file():
-        raise AudioFormatError(f"{name}: file not found")
+    _check_readable(path, name)
     try:
         with soundfile.SoundFile(str(path)) as f:
             yield f
@@ -89,6 +89,25 @@ def _decoding(path: Path, name: str) -> Iterator[soundfile.SoundFile]:
         raise AudioFormatError(f"{name}: file not found") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFormatError(_cannot_decode(name, exc)) from None
+
+
+def _check_readable(path: Path, name: str) -> None:
+    """Raises AudioFormatError saying why `path` cannot be read as a file: missing, a directory, not a regular
+    file (a device, a pipe), or not readable (permissions)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise AudioFormatError(f"{name}: file not found") from None
+    except OSError as exc:
+        raise AudioFormatError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioFormatError(f"{name}: is a directory, not an audio file")
+    if not stat.S_ISREG(mode):
+        raise AudioFormatError(f"{name}: not a regular file (a device or a pipe), not an audio file")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise AudioFormatError(f"{name}: cannot read: {exc.strerror or exc}") from None
 
 
 def read_audio_pcm16(path: Path) -> bytes:

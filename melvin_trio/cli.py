@@ -5,16 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from melvin_trio import __version__
-from melvin_trio.config import LOG_LEVELS, Config, ConfigError, default_config_path, load_config, model_path
+from melvin_trio.client import CHUNK_MS, DEFAULT_CHUNK_MS
+from melvin_trio.config import (
+    CPU_THREADS,
+    LOG_LEVELS,
+    PORTS,
+    Config,
+    ConfigError,
+    default_config_path,
+    load_config,
+    model_path,
+)
+from melvin_trio.core.protocol import AUTO_LANGUAGE
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import SAMPLE_RATE
+from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
 from melvin_trio.errors import ClientError, MelvinError
 from melvin_trio.models.quant import QUANT_TYPES
 
@@ -22,6 +34,7 @@ log = logging.getLogger("melvin_trio")
 
 QUANT_CHOICES = tuple(QUANT_TYPES)
 LOG_LEVEL_ENV = "MELVIN_LOG_LEVEL"
+KEY_ENV = "MELVIN_API_KEY"
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -43,6 +56,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     config = _config(args)
     name = args.model or config.websocket_stream.cpu.model
+    output = Path(args.output) if args.output else None
+    if output is not None and output.is_dir():
+        raise ClientError(f"--output {output}: is a directory; name a file")
     audio, _ = read_audio(Path(args.file))
     threads = args.threads or config.websocket_stream.cpu.cpu_threads
     engine = WhisperCppEngine(
@@ -51,7 +67,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         name=name,
     )
     language = args.language or config.transcription_default.language
-    if language in (None, "auto"):
+    if language in (None, AUTO_LANGUAGE):
         language, probability = engine.detect_language(audio[: 30 * SAMPLE_RATE])
         log.info("detected language %s (p=%.2f)", language, probability)
     if args.greedy:
@@ -62,11 +78,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         decoding = FILE_DECODING
     words = transcribe_file(engine, audio, language=language, decoding=decoding)
     fmt = "json" if args.json else args.format
-    output = format_transcript(words, language, audio.size / SAMPLE_RATE, fmt)
-    if args.output:
-        Path(args.output).write_text(output, encoding="utf-8")
-    else:
-        sys.stdout.write(output)
+    text = format_transcript(words, language, audio.size / SAMPLE_RATE, fmt)
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ClientError(f"--output {output}: cannot write: {exc.strerror or exc}") from exc
     return 0
 
 
@@ -194,19 +213,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
     import trio
 
     from melvin_trio.audiofile import read_audio_pcm16
-    from melvin_trio.client import Printer, client_ssl_context, default_rest_url, download, stream_pcm
+    from melvin_trio.client import Printer, client_ssl_context, download, stream_pcm
 
-    key = args.key or os.environ.get("MELVIN_API_KEY") or _first_key(args)
-    if not key:
-        raise ClientError("no API key: pass --key, set MELVIN_API_KEY, or run where api_keys.txt is")
+    config = _config(args)  # a missing or bad --config is its own error, whatever else was given
+    key = args.key or os.environ.get(KEY_ENV) or _first_key(config, args)
+    url = args.url or f"ws://127.0.0.1:{config.websocket_port}"
+    rest_url = None
+    if args.save:
+        rest_url = _rest_url(args, config, url)
+        try:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClientError(f"--save {args.save}: cannot make the folder: {exc.strerror or exc}") from exc
     pcm = read_audio_pcm16(Path(args.file))
     printer = Printer(args.json)
     try:
         context = client_ssl_context(ca_file=args.ca_file, insecure=args.insecure)
     except OSError as exc:
         raise ClientError(f"--ca-file {args.ca_file}: {exc.strerror or exc}") from exc
-    config = _config(args)
-    url = args.url or f"ws://127.0.0.1:{config.websocket_port}"
     result = trio.run(
         lambda: stream_pcm(
             url,
@@ -224,19 +248,69 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise ClientError(f"the server closed the stream without an id{why}")
     if not args.json:
         print(f"id: {result.stream_id}")
-    if args.save:
-        rest_url = args.rest_url or default_rest_url(url, config.rest_port)
+    if rest_url is not None:
         for path in download(rest_url, key, result.stream_id, Path(args.save), context):
             print(f"saved {path}", file=sys.stderr)
     return 0
 
 
-def _first_key(args: argparse.Namespace) -> str | None:
-    try:
-        keys = sorted(_config(args).all_api_keys())
-    except ConfigError:
-        return None
-    return keys[0] if keys else None
+def _config_name(args: argparse.Namespace) -> str:
+    path = Path(args.config) if args.config else default_config_path()
+    return str(path) if args.config or path.exists() else "no config file (defaults)"
+
+
+def _first_key(config: Config, args: argparse.Namespace) -> str:
+    """The first key of the local configuration (as the server reads it). Raises ClientError naming where it
+    looked when there is none, ConfigError when the key file cannot be read."""
+    keys = sorted(config.all_api_keys())
+    if keys:
+        return keys[0]
+    source = config.api_keys_file
+    if source is None:
+        where = "its api_keys_file is null and it lists no api_keys"
+    elif not source.exists():
+        where = f"its api_keys_file {source} does not exist"
+    else:
+        where = f"its api_keys_file {source} holds no key"
+    raise ClientError(f"no API key: pass --key or set ${KEY_ENV}; the config ({_config_name(args)}): {where}")
+
+
+def _rest_url(args: argparse.Namespace, config: Config, url: str) -> str:
+    """Where --save fetches the exports: --rest-url; without --url, this machine's configured rest_port; with
+    --url, the same host's default REST port when the URL has the default WebSocket port. Anything else is not
+    known here (another server's configuration, a reverse proxy): ClientError asking for --rest-url."""
+    from melvin_trio.client import default_rest_url, rest_url_beside
+
+    if args.rest_url:
+        return str(args.rest_url)
+    if not args.url:
+        return default_rest_url(url, config.rest_port)
+    beside = rest_url_beside(url)
+    if beside is None:
+        raise ClientError(
+            f"--save with --url {url} needs --rest-url: its REST port is known only beside the default "
+            f"WebSocket port ({Config().websocket_port})"
+        )
+    return beside
+
+
+def _number(kind: Callable[[str], float], low: float, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` (int or float) from `low` to `high` (inclusive; no upper
+    bound if None). A value out of range is a usage mistake naming the range."""
+    integer = kind is int
+    what = "a whole number" if integer else "a number"
+    span = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {what} {span}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _log_level(value: str) -> str:
@@ -273,8 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the WebSocket and REST servers", parents=anywhere)
     p.add_argument("--host", help="override host")
-    p.add_argument("--ws-port", type=int, help="override websocket_port")
-    p.add_argument("--rest-port", type=int, help="override rest_port")
+    port = _number(int, *PORTS)
+    p.add_argument("--ws-port", type=port, help=f"override websocket_port ({PORTS[0]}-{PORTS[1]}; 0: any free port)")
+    p.add_argument("--rest-port", type=port, help=f"override rest_port ({PORTS[0]}-{PORTS[1]}; 0: any free port)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -287,12 +362,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", help="ws://HOST:PORT or wss://HOST[:PORT] (default: this machine, the config's websocket_port)"
     )
     p.add_argument("--key", help="API key (default: $MELVIN_API_KEY, else the first key of the local config)")
-    p.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as possible")
-    p.add_argument("--chunk-ms", type=int, default=250)
-    p.add_argument("--language", help="ask the server for this language")
+    p.add_argument(
+        "--speed", type=_number(float, 0.0), default=1.0, help="x real time (default 1); 0 sends as fast as possible"
+    )
+    p.add_argument(
+        "--chunk-ms",
+        type=_number(int, *CHUNK_MS),
+        default=DEFAULT_CHUNK_MS,
+        help=f"audio per message in ms ({CHUNK_MS[0]}-{CHUNK_MS[1]}, default {DEFAULT_CHUNK_MS})",
+    )
+    p.add_argument(
+        "--language",
+        help=f"ask the server for this language (a code such as en or de), or {AUTO_LANGUAGE} to have it detected "
+        "(default: the server's transcription_default.language)",
+    )
     p.add_argument("--json", action="store_true", help="print every message as one JSON line")
     p.add_argument("--save", metavar="DIR", help="download the audio and transcript exports into DIR")
-    p.add_argument("--rest-url", help="REST base URL for --save (default: the WebSocket host, the config's rest_port)")
+    p.add_argument(
+        "--rest-url",
+        help="REST base URL for --save (default without --url: this machine, the config's rest_port; with --url "
+        "on the default WebSocket port 8394: the same host, port 8393; any other --url needs --rest-url)",
+    )
     p.add_argument("--ca-file", help="wss://: trust this CA or self-signed certificate (PEM) besides the system's")
     p.add_argument("--insecure", action="store_true", help="wss://: do not verify the certificate (testing only)")
     p.set_defaults(func=cmd_stream)
@@ -300,12 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe an audio file (WAV, FLAC, OGG, MP3) offline", parents=anywhere)
     p.add_argument("file")
     p.add_argument("--model", help="model name (e.g. tiny.en, base) or path; default: the cpu section's model")
-    p.add_argument("--language", help="language code, or auto to detect it; default: transcription_default.language")
-    p.add_argument("--threads", type=int, help="CPU threads (default: websocket_stream.cpu.cpu_threads)")
+    p.add_argument(
+        "--language",
+        help=f"language code, or {AUTO_LANGUAGE} to detect it; default: transcription_default.language",
+    )
+    p.add_argument(
+        "--threads",
+        type=_number(int, *CPU_THREADS),
+        help=f"CPU threads, {CPU_THREADS[0]}-{CPU_THREADS[1]} (default: websocket_stream.cpu.cpu_threads)",
+    )
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--format", choices=("txt", "json", "srt", "vtt"), default="txt", help="output format (default txt)")
     p.add_argument("--output", metavar="FILE", help="write the transcript to FILE instead of standard output")
-    p.add_argument("--beam-size", type=int, help="beam width, 1 greedy (default 5; with temperature fallback)")
+    p.add_argument(
+        "--beam-size",
+        type=_number(int, *BEAM_SIZES),
+        help=f"beam width, {BEAM_SIZES[0]}-{BEAM_SIZES[1]}; 1 is greedy (default 5; with temperature fallback)",
+    )
     p.add_argument("--greedy", action="store_true", help="greedy decoding without fallback (as streams are decoded)")
     p.set_defaults(func=cmd_transcribe)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import ssl
 import sys
 import urllib.error
@@ -24,6 +25,8 @@ from melvin_trio.errors import ClientError
 from melvin_trio.server.exports import is_stream_id
 
 ID_TIMEOUT_S: Final = 120.0
+CHUNK_MS: Final = (10, 10_000)  # audio per message, inclusive: from 10 ms up to 10 s (320 kB, under max_frame_bytes)
+DEFAULT_CHUNK_MS: Final = 250
 CLOSE_TIMEOUT_S: Final = 5.0
 
 
@@ -111,7 +114,7 @@ async def stream_pcm(
     pcm: bytes,
     *,
     speed: float = 1.0,
-    chunk_ms: int = 250,
+    chunk_ms: int = DEFAULT_CHUNK_MS,
     language: str | None = None,
     on_message: Callable[[str, Any], None] | None = None,
     ssl_context: ssl.SSLContext | None = None,
@@ -122,6 +125,8 @@ async def stream_pcm(
     closes. A server that closes early (a refused key or
     language) ends the sending quietly: the result then has no id, and its notices say why.
     Raises ClientError if the server cannot be reached or gives no id in time."""
+    if not (math.isfinite(speed) and speed >= 0) or not CHUNK_MS[0] <= chunk_ms <= CHUNK_MS[1]:
+        raise ValueError(f"speed must be finite and >= 0, chunk_ms from {CHUNK_MS[0]} to {CHUNK_MS[1]}")
     result = StreamResult()
     bytes_per_second = sample_rate * SAMPLE_WIDTH
     chunk = max(2, int(bytes_per_second * chunk_ms / 1000) // 2 * 2)
@@ -177,7 +182,8 @@ async def stream_pcm(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_audio)
-            limit = len(pcm) / bytes_per_second / max(speed, 1e-9) + ID_TIMEOUT_S
+            sending = len(pcm) / bytes_per_second / speed if speed > 0 else 0.0
+            limit = sending + ID_TIMEOUT_S
             with trio.move_on_after(limit) as waited:
                 await receive()
             nursery.cancel_scope.cancel()
@@ -216,6 +222,22 @@ def default_rest_url(ws_url: str, rest_port: int) -> str:
     if ":" in host:
         host = f"[{host}]"  # IPv6 literal
     return f"{'https' if parts.scheme == 'wss' else 'http'}://{host}:{rest_port}"
+
+
+def rest_url_beside(ws_url: str) -> str | None:
+    """The REST base URL of the server at `ws_url`, where it can be known without asking: a URL on the default
+    WebSocket port (8394) has its exports on the same host's default REST port (8393), over https for wss. None
+    for any other port (another configuration, a reverse proxy): only the user knows where its REST port is."""
+    from melvin_trio.config import Config
+
+    defaults = Config()
+    try:
+        port = urllib.parse.urlsplit(ws_url).port
+    except ValueError:
+        return None
+    if port != defaults.websocket_port:
+        return None
+    return default_rest_url(ws_url, defaults.rest_port)
 
 
 class Printer:

@@ -24,6 +24,8 @@ from melvin_trio.core.vad import SPEECH_DETECTORS
 from melvin_trio.errors import MelvinError
 
 API_KEYS_ENV: Final = "MELVIN_API_KEYS"
+PORTS: Final = (0, 65535)  # 0: any free port
+CPU_THREADS: Final = (1, 256)  # whisper.cpp threads per context
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -249,8 +251,8 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, base: Path) -> T:
 
 
 def _check_port(config: Config, key: str) -> None:
-    if not 0 <= getattr(config, key) <= 65535:
-        raise ConfigError(f"{key}: must be a port number from 0 to 65535")
+    if not PORTS[0] <= getattr(config, key) <= PORTS[1]:
+        raise ConfigError(f"{key}: must be a port number from {PORTS[0]} to {PORTS[1]}")
 
 
 NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -267,15 +269,15 @@ def _validate(config: Config) -> None:
     cluster = config.cluster
     if cluster.heartbeat_seconds <= 0 or cluster.stale_after_seconds < 3 * cluster.heartbeat_seconds:
         raise ConfigError("cluster: need heartbeat_seconds > 0 and stale_after_seconds >= 3 x heartbeat_seconds")
-    if cluster.agent_port is not None and not 0 <= cluster.agent_port <= 65535:
-        raise ConfigError("cluster.agent_port: must be a port number from 0 to 65535, or null")
+    if cluster.agent_port is not None and not PORTS[0] <= cluster.agent_port <= PORTS[1]:
+        raise ConfigError(f"cluster.agent_port: must be a port number from {PORTS[0]} to {PORTS[1]}, or null")
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
     if config.keep_data_for_hours <= 0:
         raise ConfigError("keep_data_for_hours: must be positive")
     stream = config.websocket_stream
-    if stream.cpu.cpu_threads < 1:
-        raise ConfigError("websocket_stream.cpu.cpu_threads: must be at least 1")
+    if not CPU_THREADS[0] <= stream.cpu.cpu_threads <= CPU_THREADS[1]:
+        raise ConfigError(f"websocket_stream.cpu.cpu_threads: must be from {CPU_THREADS[0]} to {CPU_THREADS[1]}")
     for name, section in (("cpu", stream.cpu), ("cuda", stream.cuda)):
         if section.worker_seats < 0:
             raise ConfigError(f"websocket_stream.{name}.worker_seats: must not be negative")

@@ -5,6 +5,8 @@ Each case runs the real CLI in a child process against real servers, files and m
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import socket
@@ -17,9 +19,12 @@ import pytest
 import trio
 
 from melvin_trio.cli import build_parser
-from melvin_trio.engine.base import Engine
+from melvin_trio.client import CHUNK_MS, rest_url_beside
+from melvin_trio.core.protocol import AUTO_LANGUAGE, AuthOk, choose_language, parse_auth
+from melvin_trio.engine.base import BEAM_SIZES, Engine
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import is_stream_id
+from melvin_trio.server.filerest import SETTINGS
 from tests.conftest import REPO
 from tests.server_harness import API_KEY, running_server
 
@@ -306,3 +311,162 @@ async def test_stream_finds_the_server_and_its_exports_from_the_config(
     assert is_stream_id(stream_id)
     assert (tmp_path / "saved" / f"{stream_id}.wav").is_file()
     assert (tmp_path / "saved" / f"{stream_id}.json").is_file()
+
+
+NO_KEYS = {"MELVIN_API_KEYS": "", "MELVIN_API_KEY": ""}
+
+
+@pytest.mark.parametrize("case", ["missing config", "missing key file", "empty key file", "no key file"])
+@pytest.mark.parametrize("before", [True, False])
+async def test_stream_without_a_key_names_the_config_problem(
+    clips: list[Clip], tmp_path: Path, case: str, before: bool
+) -> None:
+    """A fresh tester's report: `stream --config X` with X missing, or with no key configured, said "no API key"
+    without naming the file at fault."""
+    config, keys = tmp_path / "client.yml", tmp_path / "keys.txt"
+    if case != "missing config":
+        config.write_text("api_keys_file: null\n" if case == "no key file" else "api_keys_file: keys.txt\n")
+    if case == "empty key file":
+        keys.write_text("# no keys yet\n\n")
+    command = ["stream", str(_kittens(clips))]
+    argv = ["--config", str(config), *command] if before else [*command, "--config", str(config)]
+    line = one_error_line(await cli(*argv, env=NO_KEYS))
+    expected = {
+        "missing config": f"error: {config}: configuration file not found",
+        "missing key file": f"its api_keys_file {keys} does not exist",
+        "empty key file": f"its api_keys_file {keys} holds no key",
+        "no key file": "its api_keys_file is null and it lists no api_keys",
+    }[case]
+    assert expected in line
+    if case != "missing config":
+        assert line.startswith(f"error: no API key: pass --key or set $MELVIN_API_KEY; the config ({config}): ")
+
+
+def _numeric_actions(parser: argparse.ArgumentParser, path: str = "") -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _numeric_actions(sub, f"{path} {name}".strip())
+        elif action.option_strings:
+            found.append((path, action))
+    return found
+
+
+def test_every_numeric_option_is_range_checked() -> None:
+    """No option takes a bare int or float (which accept -1, 0, nan, inf alike): each names its range."""
+    bare = [(path, a.option_strings[0]) for path, a in _numeric_actions(build_parser()) if a.type in (int, float)]
+    assert bare == []
+
+
+def test_the_cli_and_the_file_api_share_the_beam_range() -> None:
+    assert SETTINGS["beam_size"][1:] == BEAM_SIZES
+    for value in (str(BEAM_SIZES[0]), str(BEAM_SIZES[1])):
+        assert build_parser().parse_args(["transcribe", "x.wav", "--beam-size", value]).beam_size == int(value)
+    args = build_parser().parse_args(["stream", "x.wav", "--speed", "0", "--chunk-ms", str(CHUNK_MS[0])])
+    assert (args.speed, args.chunk_ms) == (0.0, CHUNK_MS[0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["stream", "x.wav", "--speed", "-1"], "argument --speed: must be a number at least 0, got '-1'"),
+        (["stream", "x.wav", "--speed", "nan"], "argument --speed: must be a number at least 0, got 'nan'"),
+        (["stream", "x.wav", "--speed", "inf"], "argument --speed: must be a number at least 0, got 'inf'"),
+        (["stream", "x.wav", "--speed", "fast"], "argument --speed: 'fast' is not a number"),
+        (["stream", "x.wav", "--chunk-ms", "0"], f"must be a whole number from {CHUNK_MS[0]} to {CHUNK_MS[1]}"),
+        (["transcribe", "x.wav", "--beam-size", "0"], f"must be a whole number from 1 to {BEAM_SIZES[1]}, got '0'"),
+        (["transcribe", "x.wav", "--beam-size", "17"], "--beam-size: must be a whole number from 1 to 16, got '17'"),
+        (["transcribe", "x.wav", "--threads", "0"], "argument --threads: must be a whole number from 1 to"),
+        (["serve", "--ws-port", "70000"], "argument --ws-port: must be a whole number from 0 to 65535"),
+        (["serve", "--rest-port", "-1"], "argument --rest-port: must be a whole number from 0 to 65535"),
+    ],
+)
+async def test_a_number_out_of_range_is_a_usage_mistake(argv: list[str], named: str) -> None:
+    assert named in one_error_line(await cli(*argv), 2)
+
+
+@pytest.mark.parametrize("command", ["transcribe", "stream"])
+@pytest.mark.parametrize("case", ["directory", "unreadable", "device"])
+async def test_an_input_that_is_no_readable_file_says_why(tmp_path: Path, command: str, case: str) -> None:
+    if case == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its mode")
+    path = {"directory": tmp_path, "device": Path("/dev/null"), "unreadable": tmp_path / "locked.wav"}[case]
+    if case == "unreadable":
+        path.write_bytes(b"RIFF")
+        path.chmod(0)
+    line = one_error_line(await cli(command, str(path), *(["--key", "k"] if command == "stream" else [])))
+    expected = {
+        "directory": "is a directory, not an audio file",
+        "device": "not a regular file (a device or a pipe)",
+        "unreadable": "cannot read: Permission denied",
+    }[case]
+    assert line == f"error: {path}: {expected}" or line.startswith(f"error: {path}: {expected}")
+
+
+async def test_transcribe_output_into_a_directory_is_one_line(clips: list[Clip], tmp_path: Path) -> None:
+    line = one_error_line(await cli("transcribe", str(_kittens(clips)), "--output", str(tmp_path)))
+    assert line == f"error: --output {tmp_path}: is a directory; name a file"
+
+
+async def test_stream_asks_the_server_to_detect_the_language(
+    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path
+) -> None:
+    """`stream --language auto` is what `transcribe --language auto` is: detection (on an English-only server,
+    English); it used to be refused as an unknown language."""
+    async with running_server(tiny_en_engine, tmp_path) as running:
+        done = await cli(
+            "stream",
+            str(_kittens(clips)),
+            "--url",
+            running.ws_url,
+            "--key",
+            API_KEY,
+            "--speed",
+            "0",
+            "--language",
+            AUTO_LANGUAGE,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    assert "kittens" in done.stdout.decode().lower()
+
+
+def test_auto_asks_for_detection_wherever_a_language_is_chosen() -> None:
+    known = {"en", "de"}.__contains__
+    assert choose_language(AUTO_LANGUAGE, "en", english_only=False, known=known) is None  # detect
+    assert choose_language(AUTO_LANGUAGE, "de", english_only=True, known=known) == "en"  # nothing to detect
+    assert choose_language(None, "de", english_only=False, known=known) == "de"  # the server's default
+    first = parse_auth(json.dumps({"Authorization": "k", "language": "Auto"}), ["k"])
+    assert first == AuthOk(language=AUTO_LANGUAGE)
+
+
+@pytest.mark.parametrize(
+    ("url", "rest"),
+    [
+        ("ws://10.0.0.5:8394", "http://10.0.0.5:8393"),
+        ("wss://asr.example.org:8394/", "https://asr.example.org:8393"),
+        ("ws://[::1]:8394", "http://[::1]:8393"),
+        ("ws://10.0.0.5:9000", None),
+        ("wss://asr.example.org/ws", None),
+    ],
+)
+def test_the_rest_url_beside_a_websocket_url(url: str, rest: str | None) -> None:
+    assert rest_url_beside(url) == rest
+
+
+async def test_stream_save_with_another_url_needs_rest_url(
+    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path
+) -> None:
+    """A fresh tester's report: `stream --url ws://host:port --save` fetched the exports from the local config's
+    REST port, an unrelated server. Now it is refused before anything is streamed, in one line."""
+    async with running_server(tiny_en_engine, tmp_path / "server") as running:
+        common = ["stream", str(_kittens(clips)), "--url", running.ws_url, "--key", API_KEY, "--speed", "0"]
+        refused = await cli(*common, "--save", str(tmp_path / "saved"))
+        saved = await cli(*common, "--save", str(tmp_path / "saved"), "--rest-url", running.rest_url)
+        exports = running.export_ids()
+    line = one_error_line(refused)
+    assert line.startswith(f"error: --save with --url {running.ws_url} needs --rest-url")
+    assert saved.returncode == 0, saved.stderr.decode()
+    (stream_id,) = exports  # the refused one streamed nothing
+    assert (tmp_path / "saved" / f"{stream_id}.json").is_file()
+    assert (tmp_path / "saved" / f"{stream_id}.wav").is_file()

@@ -22,6 +22,9 @@ WAITING_FOR_SEAT: Final = "No transcription workers available. Retrying in 10 se
 CONTROL_UNKNOWN: Final = "control message unknown"
 
 _LANGUAGE_KEYS: Final = ("language", "lang")
+# The language that asks for detection (on the stream's speech, or a file's first 30 s), wherever a language is
+# chosen: the first WebSocket message, `stream --language`, `transcribe --language`, the file API's form.
+AUTO_LANGUAGE: Final = "auto"
 
 
 def language_not_supported(language: str) -> str:
@@ -49,8 +52,9 @@ def choose_language(
     asked: str | None, default: str | None, *, english_only: bool, known: Callable[[str], bool]
 ) -> str | LanguageRefused | None:
     """The stream's language: the client's, else the server default; None means detect it on the stream's speech
-    (never on an English-only server: there is nothing to detect). A language the model cannot do is refused."""
-    language = asked or default
+    (the client asked for `auto`, or the default is null; never on an English-only server: there is nothing to
+    detect). A language the model cannot do is refused."""
+    language = None if asked == AUTO_LANGUAGE else asked or default
     if language is None:
         return "en" if english_only else None
     if not known(language):

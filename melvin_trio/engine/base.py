@@ -63,6 +63,10 @@ GREEDY: Final = Decoding()
 # fallback, at about 1.8x its time. Greedy is one setting away: `beam_size` 1 in a job's settings, `--beam-size 1`.
 FILE_DECODING: Final = Decoding(beam_size=5, temperature_inc=0.2)
 
+# The ranges a caller may choose (the file API's settings, `transcribe --beam-size`), inclusive.
+BEAM_SIZES: Final = (1, 16)  # 1 is greedy; whisper.cpp's beam search allows up to 16
+TEMPERATURES: Final = (0.0, 1.0)  # temperature and temperature_inc
+
 
 class EngineError(MelvinError, RuntimeError):
     """A transcription failed; the engine stays usable for the next call."""

@@ -26,7 +26,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from melvin_trio.audio import SAMPLE_RATE
 from melvin_trio.audiofile import AudioFormatError, probe_audio
+from melvin_trio.core.protocol import AUTO_LANGUAGE
 from melvin_trio.core.words import join_text
+from melvin_trio.engine.base import BEAM_SIZES, TEMPERATURES
 from melvin_trio.filetranscribe import segments
 from melvin_trio.server.exports import ExportStore
 from melvin_trio.server.jobs import JobRunner, JobSpec, JobStore, Status, job_object, new_job_id, spec_of, words_of
@@ -38,9 +40,9 @@ DISCARD_LIMIT_BYTES: Final = 4 << 20
 DISCARD_SECONDS: Final = 10.0
 # whisper.cpp's own decoding settings a job may set, with their checks.
 SETTINGS: Final[dict[str, tuple[type, float, float]]] = {
-    "beam_size": (int, 1, 16),
-    "temperature": (float, 0.0, 1.0),
-    "temperature_inc": (float, 0.0, 1.0),
+    "beam_size": (int, *BEAM_SIZES),
+    "temperature": (float, *TEMPERATURES),
+    "temperature_inc": (float, *TEMPERATURES),
     "initial_prompt": (str, 0, 2000),
 }
 TASKS: Final = ("transcribe", "translate")
@@ -167,6 +169,8 @@ def _spec(api: FileApi, fields: dict[str, str], filename: str, *, model_status: 
     if task not in TASKS:
         raise Refused(400, f"unknown task {task!r}; tasks: {', '.join(TASKS)}", "task")
     language = (fields.get("language") or "").strip().lower() or None
+    if language == AUTO_LANGUAGE:
+        language = None  # detected, as when absent
     if language is not None and not api.known_language(language):
         raise Refused(400, f"unsupported language code: {language}", "language")
     if not api.multilingual(model):
