@@ -3,9 +3,10 @@
 
 Uploads are multipart forms. Quart's form parser writes a file part past 500 KB to a temporary file as it arrives,
 and it is then copied into `data_dir/jobs/`: an upload never sits in memory whole. `limits.max_upload_bytes` bounds
-it (413). Every refusal of a request with a body reads and discards the body, or, when that is more than
-`DISCARD_LIMIT_BYTES` or does not arrive in time, closes the connection: the next request on a kept-alive
-connection is answered either way.
+it (413). Every refusal of a request with a body reads and discards the body, so the next request on a kept-alive
+connection is answered; when the body is more than `DISCARD_LIMIT_BYTES` or does not arrive in time, the answer
+says `Connection: close` instead and the client must open a new connection (Hypercorn does not always close the
+old one: the unread body can stall its reader until the client closes).
 """
 
 from __future__ import annotations
@@ -331,7 +332,8 @@ def register_file_api(
     @app.after_request
     async def discard_refused_body(response: Response) -> Response:
         """A refused request's body is read and dropped, so the connection can carry the next request; a body
-        too large for that (or too slow) closes the connection instead."""
+        too large for that (or too slow) gets `Connection: close` instead: the client's next request needs a new
+        connection."""
         if response.status_code < 400 or not _has_body():
             return response
         length = request.content_length
