@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import struct
+import time
 import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -132,3 +133,26 @@ async def test_finishing_for_a_client_that_left_is_bounded_by_drain_seconds(
                 messages = await read_until_closed(ws)
     assert any('"fine."' in m for m in messages if isinstance(m, str))
     assert any("were not transcribed within limits.drain_seconds" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_client_silent_to_pings_is_finished_like_one_that_left(tmp_path: Path) -> None:
+    """A dead network path (no close, no reset, no answer to pings): once the ping times out the stream is
+    finished and exported with its words, and the seat comes back."""
+
+    def slow_pass(audio: np.ndarray, prompt: str) -> list[Word]:
+        time.sleep(1.0)  # no final is out before the ping times out (after 1 s)
+        return [Word("heard.", 0.1, 0.4, 0.9)]
+
+    engine = FakeEngine([slow_pass])
+    limits = {"ping_interval_seconds": 0.5, "ping_timeout_seconds": 0.5}
+    with trio.fail_after(60):
+        async with running_server(engine, tmp_path, limits=limits) as running:
+            stream = await open_raw_session(running)  # never reads, never answers a ping
+            await stream.send_all(client_frame(0x2, _speech(3)))
+            await wait_for(lambda: bool(running.export_ids()))
+            (stream_id,) = running.export_ids()
+            status, _, body = await running.aget(f"/export/transcript/{stream_id}")
+            assert await _seats_free(running) == {"total": 1, "free": 1, "waiting": 0}
+            await stream.aclose()
+    assert status == 200
+    assert "heard." in [w["word"] for final in json.loads(body) for w in final["result"]]
