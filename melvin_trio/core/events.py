@@ -34,6 +34,7 @@ class TranscribeRequest:
     cut_sample: int | None = None  # the window ends in a pause: every word goes out, and the window is cut here
     cut_in_pause: bool = False  # the cut lies in a pause the detector heard, not inside running speech
     speech_end: float | None = None  # stream time where the last speech in the window ends
+    behind: bool = False  # a pass of a stream that is behind: non-overlapping windows, no prompt
 
 
 @dataclass(frozen=True)

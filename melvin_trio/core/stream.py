@@ -17,7 +17,7 @@ words two passes confirm), `FinalsPolicy` (core/finals.py: when confirmed words 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, auto
 from typing import Final
 
@@ -70,6 +70,8 @@ _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of i
 _REPEAT_PAUSE_S: Final = 0.3  # a run of words said again after a pause this long was said again: not a loop
 _ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
+_UNCOVERED_MIN_S: Final = 0.5  # speech this long after a behind pass's last word is a sentence whisper left out...
+_COVER_TOLERANCE_S: Final = 0.3  # ...when it begins this long after that word began (whisper's times are that loose)
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -125,6 +127,7 @@ class _Transcribe:
     last: bool
     cut_sample: int | None
     in_pause: bool
+    behind: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class StreamCore:
         self._window.keep_speech = not self._language_sure
         self._last_pass_end = 0  # absolute sample where the last pass's window ended
         self._passes_in_window = 0  # transcriptions of the window since it was last cut
+        self._retried_speech = -1  # absolute sample where the last speech a behind pass left out (and retried) began
         self._agreement = LocalAgreement(settings.confirm_min_probability)
         self._finals = FinalsPolicy(settings)
         self._outstanding: Request | None = None
@@ -272,7 +276,7 @@ class StreamCore:
         # audio it covers, so the backlog shrinks only when each pass covers more audio than it costs.
         behind = self.behind
         if (utterance := self._utterance_end(end, latest=behind)) is not None:
-            return _Transcribe(utterance, complete=True, last=False, cut_sample=utterance, in_pause=True)
+            return _Transcribe(utterance, complete=True, last=False, cut_sample=utterance, in_pause=True, behind=behind)
         if end < window.total:
             # A full window without a pause (a backlog, or speech running on past window_seconds): end the
             # utterance at the quietest moment near the window's end, most likely between two words. Whisper's
@@ -280,7 +284,7 @@ class StreamCore:
             # Never before a word already confirmed: the next window would hear it again.
             confirmed_until = int(self._agreement.confirmed_until * SAMPLE_RATE)
             quiet = window.quietest_sample(max(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), confirmed_until), end)
-            return _Transcribe(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False)
+            return _Transcribe(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False, behind=behind)
         last = self._eof
         if not last and (not enough_new or behind):
             # Behind: no pass re-transcribes audio that a later pass will see again; the next one waits for an
@@ -291,7 +295,7 @@ class StreamCore:
         # Nothing new was said and the last pass left nothing open: no need to ask again.
         if not last and self._finals_policy_idle() and not self._has_speech(self._last_pass_end, end):
             return _Skip(end, False)
-        return _Transcribe(end, complete=last, last=last, cut_sample=None, in_pause=False)
+        return _Transcribe(end, complete=last, last=last, cut_sample=None, in_pause=False, behind=behind and last)
 
     def _finals_policy_idle(self) -> bool:
         return not (self._finals.pending or self._agreement.hypothesis)
@@ -342,6 +346,64 @@ class StreamCore:
         quarter = (pause_end - speech_end) // 4
         return window.quietest_sample(speech_end + quarter, pause_end - quarter)
 
+    def _retrying_uncovered(self, request: TranscribeRequest, words: list[Word]) -> TranscribeRequest:
+        """`request`, or, when it is a behind pass after whose last word the detector heard speech no word covers,
+        the same request ending (and cut) in the pause before that speech, so the next window transcribes it again.
+
+        Given a window of several utterances, whisper sometimes stops after one that ends in a long pause (it ends
+        the text with a single timestamp, and whisper.cpp skips the rest of the window): "Oh, you think darkness is
+        your ally." vanished after "... what you can do for your country." and two seconds of pause. Each stretch of
+        speech is retried once: whisper may never transcribe a cough or babble."""
+        if not (request.behind and request.complete):
+            return request
+        window = self._window
+        begin = max(int(request.offset * SAMPLE_RATE), window.start)
+        spoken = without_non_speech(words)
+        covered = request.offset + max((w.start for w in spoken), default=0.0) + _COVER_TOLERANCE_S
+        uncovered = self._speech_after(begin, request.end_sample, covered)
+        if uncovered is None or uncovered[1] <= self._retried_speech:
+            return request
+        pause_start, speech_start = uncovered
+        self._retried_speech = speech_start
+        low = max(pause_start, int(covered * SAMPLE_RATE))
+        quarter = (speech_start - low) // 4
+        cut = window.quietest_sample(low + quarter, speech_start - quarter)
+        return replace(
+            request, end_sample=cut, last=False, cut_sample=cut, cut_in_pause=True, speech_end=self._speech_end(cut)
+        )
+
+    def _speech_after(self, begin: int, end: int, after: float) -> tuple[int, int] | None:
+        """The first utterance between absolute samples `begin` and `end` that starts after a pause of
+        `pause_seconds`, later than stream time `after`, and holds `_UNCOVERED_MIN_S` of speech: (the pause's
+        start, the utterance's start) as absolute samples, or None."""
+        settings = self.settings
+        first_frame = -(-begin // FRAME_SAMPLES)
+        speech = self._window.speech(first_frame * FRAME_SAMPLES, end)
+        is_speech = (speech >= settings.vad_speech_threshold).tolist()
+        is_pause = (speech < settings.vad_pause_threshold).tolist()
+        pause = round(settings.pause_seconds / FRAME_SECONDS)
+        needed = round(_UNCOVERED_MIN_S / FRAME_SECONDS)
+        after_frame = after / FRAME_SECONDS - first_frame
+        quiet = 0
+        pause_start: int | None = None  # frame where the last long enough pause began
+        start: int | None = None  # the frame where the utterance after it began
+        count = 0
+        for index, (voiced, paused) in enumerate(zip(is_speech, is_pause, strict=True)):
+            if paused:
+                quiet += 1
+                if quiet >= pause:
+                    pause_start, start, count = index + 1 - quiet, None, 0
+                continue
+            quiet = 0
+            if pause_start is None or not voiced:
+                continue
+            if start is None:
+                start = index
+            count += 1
+            if count >= needed and start > after_frame:
+                return (first_frame + pause_start) * FRAME_SAMPLES, (first_frame + start) * FRAME_SAMPLES
+        return None
+
     def _voiced_frames(self, begin: int, end: int) -> npt.NDArray[np.intp]:
         """Absolute indices of the frames between samples `begin` and `end` the detector does not call a pause."""
         begin = max(begin, self._window.start)
@@ -376,13 +438,16 @@ class StreamCore:
                 audio=window.audio(step.end),
                 offset=window.start / SAMPLE_RATE,
                 language=self.language or "",
-                prompt=self._finals.prompt(),
+                # Behind, no prompt: prompted, whisper gave most multi-utterance windows no timestamps at all (16 of
+                # 26 on en-long), so no word time could tell which speech it left out (`_retrying_uncovered`).
+                prompt="" if step.behind else self._finals.prompt(),
                 end_sample=step.end,
                 complete=step.complete,
                 last=step.last,
                 cut_sample=step.cut_sample,
                 cut_in_pause=step.in_pause,
                 speech_end=self._speech_end(step.end),
+                behind=step.behind,
             )
         else:
             if isinstance(step, _Skip):
@@ -405,7 +470,7 @@ class StreamCore:
             self._on_language(result)
             return []
         if isinstance(request, TranscribeRequest) and isinstance(result, list):
-            return self._on_words(request, result)
+            return self._on_words(self._retrying_uncovered(request, result), result)
         raise StateError(f"{type(result).__name__} does not answer a {type(request).__name__}")
 
     def poll(self) -> list[Event]:
