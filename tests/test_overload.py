@@ -58,11 +58,10 @@ async def test_a_client_far_faster_than_real_time_is_reported_behind_and_transcr
     assert result.stream_id is not None
     text = " ".join(f["text"] for f in result.finals)
     # The same audio through `melvin-trio transcribe`: WER 0.05 (greedy or with fallback). Behind, each utterance is
-    # transcribed once, in a window that ends in a pause: measured 0.07 on a quiet machine (87443db). But whisper
-    # sometimes drops a whole sentence from such a window ("Oh, you think darkness is your ally" from a 7.2 s window
-    # that also holds the end of jfk: WER 0.12-0.16, reproducible with the reference driver at 7.5 s of audio per
-    # pass). An open fault (issue 10); this bound catches any larger loss.
-    assert count_errors(reference, text, "en").wer <= 0.2, text
+    # transcribed once, in a window that ends in a pause, and speech whisper left out after a pass's last word is
+    # transcribed again (it dropped "Oh, you think darkness is your ally." here: WER 0.12-0.16 before 604ad35):
+    # measured 0.06 in three runs on a quiet machine. Right: within offline + 0.05.
+    assert count_errors(reference, text, "en").wer <= 0.10, text
     messages = [r.getMessage() for r in caplog.records]
     assert any("is behind" in m for m in messages)
     assert any("caught up" in m for m in messages)
