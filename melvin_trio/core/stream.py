@@ -311,10 +311,7 @@ class StreamCore:
         pass reaching past it heard the soft onset of the next word, and that word came out twice.
         """
         window, settings = self._window, self.settings
-        first_frame = -(-window.start // FRAME_SAMPLES)  # the first whole frame inside the window
-        speech = window.speech(first_frame * FRAME_SAMPLES, end)
-        speech_mask = speech >= settings.vad_speech_threshold
-        pause_mask = speech < settings.vad_pause_threshold
+        first_frame, speech_mask, pause_mask = self._frame_masks(window.start, end)
         min_speech = max(1, round(settings.vad_min_speech_seconds / FRAME_SECONDS))
         pause = round(settings.pause_seconds / FRAME_SECONDS)
         short_pause = round(settings.short_pause_seconds / FRAME_SECONDS)
@@ -322,7 +319,7 @@ class StreamCore:
         spoken = 0
         quiet = 0
         found: tuple[int, int] | None = None  # (speech end, pause end) in frames from first_frame
-        for index, (is_speech, is_pause) in enumerate(zip(speech_mask.tolist(), pause_mask.tolist(), strict=True)):
+        for index, (is_speech, is_pause) in enumerate(zip(speech_mask, pause_mask, strict=True)):
             spoken += is_speech
             if not is_pause:
                 quiet = 0
@@ -341,10 +338,19 @@ class StreamCore:
         if found is None:
             return None
         speech_end, pause_end = ((first_frame + frame) * FRAME_SAMPLES for frame in found)
-        # The quietest moment of the pause's middle half: the detector's decision lags the sound by a frame or
-        # two; the level is exact.
-        quarter = (pause_end - speech_end) // 4
-        return window.quietest_sample(speech_end + quarter, pause_end - quarter)
+        return window.cut_in_pause(speech_end, pause_end)
+
+    def _frame_masks(self, begin: int, end: int) -> tuple[int, list[bool], list[bool]]:
+        """The first whole frame at or after absolute sample `begin`, and for each frame from there to `end`
+        whether the detector calls it speech and whether it calls it a pause (frames in between are neither)."""
+        first_frame = -(-begin // FRAME_SAMPLES)
+        speech = self._window.speech(first_frame * FRAME_SAMPLES, end)
+        settings = self.settings
+        return (
+            first_frame,
+            (speech >= settings.vad_speech_threshold).tolist(),
+            (speech < settings.vad_pause_threshold).tolist(),
+        )
 
     def _retrying_uncovered(self, request: TranscribeRequest, words: list[Word]) -> TranscribeRequest:
         """`request`, or, when it is a behind pass after whose last word the detector heard speech no word covers,
@@ -365,9 +371,7 @@ class StreamCore:
             return request
         pause_start, speech_start = uncovered
         self._retried_speech = speech_start
-        low = max(pause_start, int(covered * SAMPLE_RATE))
-        quarter = (speech_start - low) // 4
-        cut = window.quietest_sample(low + quarter, speech_start - quarter)
+        cut = window.cut_in_pause(max(pause_start, int(covered * SAMPLE_RATE)), speech_start)
         return replace(
             request, end_sample=cut, last=False, cut_sample=cut, cut_in_pause=True, speech_end=self._speech_end(cut)
         )
@@ -377,10 +381,7 @@ class StreamCore:
         `pause_seconds`, later than stream time `after`, and holds `_UNCOVERED_MIN_S` of speech: (the pause's
         start, the utterance's start) as absolute samples, or None."""
         settings = self.settings
-        first_frame = -(-begin // FRAME_SAMPLES)
-        speech = self._window.speech(first_frame * FRAME_SAMPLES, end)
-        is_speech = (speech >= settings.vad_speech_threshold).tolist()
-        is_pause = (speech < settings.vad_pause_threshold).tolist()
+        first_frame, is_speech, is_pause = self._frame_masks(begin, end)
         pause = round(settings.pause_seconds / FRAME_SECONDS)
         needed = round(_UNCOVERED_MIN_S / FRAME_SECONDS)
         after_frame = after / FRAME_SECONDS - first_frame

@@ -120,6 +120,12 @@ class AudioWindow:
         del self._speech[:drop]
         self._frames_start = max(self._frames_start, keep_from)
 
+    def cut_in_pause(self, pause_start: int, pause_end: int) -> int:
+        """Where to cut in a pause between absolute samples `pause_start` and `pause_end`: the quietest moment of its
+        middle half (the detector's decision lags the sound by a frame or two; the level is exact)."""
+        quarter = (pause_end - pause_start) // 4
+        return self.quietest_sample(pause_start + quarter, pause_end - quarter)
+
     def quietest_sample(self, begin: int, end: int) -> int:
         """The middle of the quietest 100 ms between `begin` and `end` (absolute samples): the level is exact here,
         and a cut there most likely falls between two words."""
