@@ -10,6 +10,7 @@ utterance's last words, the last pass's) are checked here.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Final
 
 from melvin_trio.core.words import Word
@@ -35,11 +36,7 @@ class BackgroundSpeech:
     @property
     def talker_level(self) -> float | None:
         """The talker's level in dBFS, or None before any confirmed speech."""
-        if not self._levels:
-            return None
-        ordered = sorted(self._levels)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        return statistics.median(self._levels) if self._levels else None
 
     def heard_talker(self, level_dbfs: float | None) -> None:
         """Words at `level_dbfs` were confirmed (two passes agreed, or one was sure): the talker said them."""
