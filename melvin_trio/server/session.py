@@ -50,12 +50,13 @@ class SessionSettings:
     auth_timeout: float
     waiting_notice_interval: float
     known_language: Callable[[str], bool]
-    max_backlog_seconds: float = 300.0
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
+    # The limits below have their defaults in config.py (the one source); the server passes every one.
+    max_backlog_seconds: float
+    ping_interval: float
+    ping_timeout: float
     # A seated stream whose client left without eof gets this long to transcribe the audio it received
     # (limits.drain_seconds: the time any ending stream gets for its last final and export).
-    finish_seconds: float = 30.0
+    finish_seconds: float
 
 
 @dataclass
