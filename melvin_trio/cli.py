@@ -24,7 +24,7 @@ from melvin_trio.config import (
     load_config,
     model_path,
 )
-from melvin_trio.core.protocol import AUTO_LANGUAGE
+from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
 from melvin_trio.errors import ClientError, MelvinError
@@ -251,6 +251,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if rest_url is not None:
         for path in download(rest_url, key, result.stream_id, Path(args.save), context):
             print(f"saved {path}", file=sys.stderr)
+    failed = [notice for notice in result.notices if notice.startswith(TRANSCRIPTION_FAILED)]
+    if failed:
+        # The audio was exported (the id came), but the transcript is short: a script must not take it as done.
+        raise ClientError(f"stream {result.stream_id}: {failed[-1]}")
     return 0
 
 

@@ -22,6 +22,7 @@ from melvin_trio.cli import build_parser
 from melvin_trio.client import CHUNK_MS, rest_url_beside
 from melvin_trio.core.protocol import AUTO_LANGUAGE, AuthOk, choose_language, parse_auth
 from melvin_trio.engine.base import BEAM_SIZES, Engine
+from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import is_stream_id
 from melvin_trio.server.filerest import SETTINGS
@@ -470,3 +471,17 @@ async def test_stream_save_with_another_url_needs_rest_url(
     (stream_id,) = exports  # the refused one streamed nothing
     assert (tmp_path / "saved" / f"{stream_id}.json").is_file()
     assert (tmp_path / "saved" / f"{stream_id}.wav").is_file()
+
+
+async def test_stream_the_server_could_not_transcribe_exits_1(clips: list[Clip], tmp_path: Path) -> None:
+    """The id came (the audio was exported) but the transcription failed: a script must see a failure, not an
+    empty transcript with status 0."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    limits = {"engine_call_timeout_seconds": 1.0}
+    async with running_server(FakeEngine([Hang()]), tmp_path, limits=limits) as running:
+        done = await cli("stream", str(jfk.path), "--url", running.ws_url, "--key", API_KEY, "--speed", "0")
+        exported = running.export_ids()
+    assert len(exported) == 1
+    assert one_error_line(done) == (
+        f"error: stream {exported[0]}: Transcription failed: the engine took longer than 1 s"
+    )

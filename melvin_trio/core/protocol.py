@@ -39,8 +39,11 @@ def storage_error(reason: str) -> str:
     return f"Server storage error ({reason}): the stream ends here"
 
 
+TRANSCRIPTION_FAILED: Final = "Transcription failed: "  # the notice's prefix; clients test for it
+
+
 def transcription_failed(error: object) -> str:
-    return f"Transcription failed: {error}"
+    return f"{TRANSCRIPTION_FAILED}{error}"
 
 
 @dataclass(frozen=True)
