@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--pass-seconds", type=float, default=1.0, help="stream time one engine call takes")
     parser.add_argument("--fast-pass-seconds", type=float, default=0.4, help="the same, with a reduced audio_ctx")
     parser.add_argument("--reduce-audio-ctx", action="store_true")
+    parser.add_argument("--dtw", action="store_true", help="DTW token times on every engine")
     parser.add_argument(
         "--reduce-partial-passes",
         action="store_true",
@@ -55,12 +56,12 @@ def main() -> int:
     stream = build_set(args.set, args.seconds, args.clip)
     engine = WhisperCppEngine(
         Path(REPO / "models" / f"ggml-{stream.model}.bin"),
-        WhisperCppOptions(n_threads=2, reduce_audio_ctx=args.reduce_audio_ctx),
+        WhisperCppOptions(n_threads=2, reduce_audio_ctx=args.reduce_audio_ctx, dtw_token_timestamps=args.dtw),
     )
     fields = {k: type(getattr(StreamSettings(), k))(v) for k, v in (item.split("=", 1) for item in args.settings)}
     core = StreamCore(StreamSettings(**fields), stream.language)
     fast = (
-        WhisperCppEngine(Path(REPO / "models" / f"ggml-{stream.model}.bin"), WhisperCppOptions(reduce_audio_ctx=True))
+        WhisperCppEngine(Path(REPO / "models" / f"ggml-{stream.model}.bin"), WhisperCppOptions(reduce_audio_ctx=True, dtw_token_timestamps=args.dtw))
         if args.reduce_partial_passes
         else engine
     )
