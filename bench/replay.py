@@ -61,7 +61,10 @@ def main() -> int:
     fields = {k: type(getattr(StreamSettings(), k))(v) for k, v in (item.split("=", 1) for item in args.settings)}
     core = StreamCore(StreamSettings(**fields), stream.language)
     fast = (
-        WhisperCppEngine(Path(REPO / "models" / f"ggml-{stream.model}.bin"), WhisperCppOptions(reduce_audio_ctx=True, dtw_token_timestamps=args.dtw))
+        WhisperCppEngine(
+            Path(REPO / "models" / f"ggml-{stream.model}.bin"),
+            WhisperCppOptions(reduce_audio_ctx=True, dtw_token_timestamps=args.dtw),
+        )
         if args.reduce_partial_passes
         else engine
     )
