@@ -109,6 +109,10 @@ async def _receive_upload(api: FileApi) -> tuple[dict[str, str], Path, str]:
         upload.stream.close()
 
     await trio.to_thread.run_sync(copy)
+    received = sum(len(v) for v in form.values()) + target.stat().st_size
+    if received > api.max_upload_bytes:  # a chunked upload: no Content-Length said so before
+        target.unlink(missing_ok=True)
+        raise Refused(413, f"upload larger than the limit of {api.max_upload_bytes} bytes")
     fields = {k: str(v) for k, v in form.items()}
     fields["timestamp_granularities[]"] = ",".join(form.getlist("timestamp_granularities[]"))
     return fields, target, upload.filename or "upload"
@@ -227,9 +231,10 @@ def register_file_api(
 ) -> None:
     """Add the file routes to `app`, and the rule that a refused request's body is read or its connection closed."""
     api = FileApi(store, runner, exports, authorised, max_upload_bytes, multilingual, known_language)
-    # Bodies up to the upload limit are accepted by Quart; the routes that take none refuse them (and the hook
-    # below discards what was sent).
-    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
+    # Quart reads bodies up to this; past it, it drops the rest, and the hook below could not read a refused
+    # body to keep the connection: so at least DISCARD_LIMIT_BYTES, and uploads are held to max_upload_bytes by
+    # _receive_upload (by Content-Length, or by the bytes received for a chunked one).
+    app.config["MAX_CONTENT_LENGTH"] = max(max_upload_bytes, DISCARD_LIMIT_BYTES)
 
     @app.post("/transcriptions")
     async def post_transcription() -> Any:
