@@ -27,7 +27,7 @@ from melvin_trio.config import (
 from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
-from melvin_trio.errors import ClientError, MelvinError
+from melvin_trio.errors import ClientError, MelvinError, UsageError
 from melvin_trio.models.quant import QUANT_TYPES
 
 log = logging.getLogger("melvin_trio")
@@ -291,7 +291,7 @@ def _rest_url(args: argparse.Namespace, config: Config, url: str) -> str:
         return default_rest_url(url, config.rest_port)
     beside = rest_url_beside(url)
     if beside is None:
-        raise ClientError(
+        raise UsageError(
             f"--save with --url {url} needs --rest-url: its REST port is known only beside the default "
             f"WebSocket port ({Config().websocket_port})"
         )
@@ -470,6 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = args.log_level or _log_level_from_env()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return int(args.func(args))
+    except UsageError as exc:
+        prog = f"melvin-trio {args.command}"
+        print(f"{prog}: error: {exc} (see {prog} --help)", file=sys.stderr)
+        return 2
     except MelvinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

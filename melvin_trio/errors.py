@@ -12,5 +12,9 @@ class ClientError(MelvinError):
     """The `stream` client could not stream: the server is unreachable, refused the stream, or closed it early."""
 
 
+class UsageError(MelvinError):
+    """Options that cannot work together, found after parsing: a usage mistake (exit 2), as argparse's own."""
+
+
 class ServeError(MelvinError):
     """The server could not start (e.g. a port is taken)."""

@@ -465,8 +465,8 @@ async def test_stream_save_with_another_url_needs_rest_url(
         refused = await cli(*common, "--save", str(tmp_path / "saved"))
         saved = await cli(*common, "--save", str(tmp_path / "saved"), "--rest-url", running.rest_url)
         exports = running.export_ids()
-    line = one_error_line(refused)
-    assert line.startswith(f"error: --save with --url {running.ws_url} needs --rest-url")
+    line = one_error_line(refused, status=2)  # a usage mistake, as README says
+    assert line.startswith(f"melvin-trio stream: error: --save with --url {running.ws_url} needs --rest-url")
     assert saved.returncode == 0, saved.stderr.decode()
     (stream_id,) = exports  # the refused one streamed nothing
     assert (tmp_path / "saved" / f"{stream_id}.json").is_file()
