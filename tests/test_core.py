@@ -88,6 +88,7 @@ def drive(
     *,
     chunk: int = 8000,
     engine_seconds: float = 0.5,
+    step_seconds: float = 0.25,
 ) -> Run:
     """Feed `pcm` in real time where each engine call takes `engine_seconds` of stream time; eof at the end. The
     engine is told each request's offset (the world answers with the words inside that window)."""
@@ -97,7 +98,9 @@ def drive(
     def note(request: TranscribeRequest) -> None:
         current[0] = request.offset
 
-    return driver.drive(core, pcm, engine, chunk_bytes=chunk, pass_seconds=engine_seconds, on_request=note)
+    return driver.drive(
+        core, pcm, engine, chunk_bytes=chunk, pass_seconds=engine_seconds, step_seconds=step_seconds, on_request=note
+    )
 
 
 def sentence_world() -> World:
@@ -317,6 +320,33 @@ def test_unconfirmed_words_are_dropped_only_when_faint_and_unsure(gain: float, p
     texts = [w.text for w in run.words]
     assert texts[:9] == [w.text for w in talker]
     assert (texts[9:] == ["thank", "you", "very"]) is kept, texts
+
+
+def test_a_faint_unsure_tail_after_a_backlog_is_dropped_too() -> None:
+    """The talker's words all came in a backlog (5 s at once: behind, so every word is forced and none confirmed by
+    agreement; at probability 0.8 none is settled by one pass either): their level still counts as the talker's, and the
+    faint, unsure tail after them is dropped."""
+    talker = sentence_world().words[:9]  # loud, ends at 4.0 s
+    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, 0.2) for i, t in enumerate(["thank", "you", "very"])]
+    world = World(talker + tail, seconds=8.0)
+    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32)
+    pcm[int(5.0 * RATE) :] *= 0.05
+    engine = world.engine
+
+    def scripted(offset_of: Callable[[], float]) -> FakeEngine:
+        answer = next(iter(engine(offset_of).script))
+        assert callable(answer)
+
+        def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
+            unsure = {w.text for w in tail}
+            return [Word(w.text, w.start, w.end, 0.2 if w.text in unsure else 0.8) for w in answer(audio, prompt)]
+
+        return FakeEngine([with_probabilities])
+
+    core = core_of(StreamSettings(), "en")
+    run = drive(core, pcm.astype("<i2").tobytes(), scripted, chunk=5 * 2 * RATE, step_seconds=5.0)
+    assert run.requests[0].behind  # the talker's words came in one backlog pass
+    assert [w.text for w in run.words] == [w.text for w in talker]
 
 
 def test_silence_is_never_sent_to_the_engine() -> None:

@@ -44,10 +44,20 @@ class BackgroundSpeech:
             self._levels.append(level_dbfs)
             del self._levels[:-_LEVELS_KEPT]
 
+    def is_sure(self, words: list[Word]) -> bool:
+        """Whether whisper was sure of `words` (geometric mean probability at least `max_confidence`): unconfirmed
+        words this sure are the talker's, and teach its level where nothing was confirmed (a backlog, a sender
+        faster than real time: every word is forced)."""
+        return bool(words) and self._max_confidence > 0 and _confidence(words) >= self._max_confidence
+
     def is_background(self, words: list[Word], level_dbfs: float | None) -> bool:
         """Whether `words` (no second pass confirmed them), heard at `level_dbfs`, are background speech. Without
         a level, or before the talker was heard, never."""
         if not words or level_dbfs is None or (talker := self.talker_level) is None:
             return False
-        confidence = math.exp(sum(math.log(max(w.probability, _MIN_PROBABILITY)) for w in words) / len(words))
-        return confidence < self._max_confidence and level_dbfs <= talker - self._margin_db
+        return _confidence(words) < self._max_confidence and level_dbfs <= talker - self._margin_db
+
+
+def _confidence(words: list[Word]) -> float:
+    """The geometric mean of the words' probabilities."""
+    return math.exp(sum(math.log(max(w.probability, _MIN_PROBABILITY)) for w in words) / len(words))

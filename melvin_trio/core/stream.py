@@ -518,8 +518,15 @@ class StreamCore:
         """The words the last pass left open go out without a second pass's agreement (no later pass will see
         their audio), unless they are background speech."""
         forced = self._agreement.force(len(self._agreement.hypothesis))
-        if forced and not self._background.is_background(forced, self._window.speech_level()):
-            self._finals.take(forced)
+        level = self._window.speech_level()
+        if not forced or self._background.is_background(forced, level):
+            return
+        if self._background.is_sure(forced):
+            # Without this, a stream in which agreement confirmed nothing (all of it a backlog) never learned its
+            # talker's level, and the rule never judged its faint tail (a fresh tester: "it would be good to go."
+            # on 2 s of babble after the talker, at --speed 0).
+            self._background.heard_talker(level)
+        self._finals.take(forced)
 
     def _take_confirmed(self, words: list[Word]) -> None:
         """Words a second pass (or one sure pass) confirmed: the talker said them; the window's speech is at the
