@@ -14,7 +14,6 @@ import argparse
 import difflib
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -54,17 +53,15 @@ def main() -> int:
     args = parser.parse_args()
 
     stream = build_set(args.set, args.seconds, args.clip)
+    model_file = REPO / "models" / f"ggml-{stream.model}.bin"
     engine = WhisperCppEngine(
-        Path(REPO / "models" / f"ggml-{stream.model}.bin"),
+        model_file,
         WhisperCppOptions(n_threads=2, reduce_audio_ctx=args.reduce_audio_ctx, dtw_token_timestamps=args.dtw),
     )
     fields = {k: type(getattr(StreamSettings(), k))(v) for k, v in (item.split("=", 1) for item in args.settings)}
     core = StreamCore(StreamSettings(**fields), stream.language)
     fast = (
-        WhisperCppEngine(
-            Path(REPO / "models" / f"ggml-{stream.model}.bin"),
-            WhisperCppOptions(reduce_audio_ctx=True, dtw_token_timestamps=args.dtw),
-        )
+        WhisperCppEngine(model_file, WhisperCppOptions(reduce_audio_ctx=True, dtw_token_timestamps=args.dtw))
         if args.reduce_partial_passes
         else engine
     )

@@ -45,6 +45,7 @@ import yaml
 from bench.common import REPO, RESULTS, clips, long_form, machine, save
 from melvin_trio.audio import float_to_pcm16
 from melvin_trio.client import open_connection
+from melvin_trio.core.vad import frame_energies_db
 from melvin_trio.evaluation import count_errors, normalise
 from melvin_trio.server.exports import is_stream_id
 
@@ -95,10 +96,10 @@ def speech_onset(audio: npt.NDArray[np.float32]) -> float:
     loudest frame. The shared clips open with 0-0.6 s of room silence (median 0.3 s on en-long), which a first
     partial timed from the clip's start would count as latency."""
     frame = 160
-    frames = audio[: audio.size // frame * frame].reshape(-1, frame).astype(np.float64)
+    frames = audio[: audio.size // frame * frame].reshape(-1, frame)
     if frames.size == 0:
         return 0.0
-    levels = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    levels = frame_energies_db(frames)
     return float(np.argmax(levels >= levels.max() - ONSET_BELOW_PEAK_DB)) * frame / 16000
 
 

@@ -285,6 +285,34 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
     assert run.requests[-1].last
 
 
+def _talker_then_tail(
+    tail_probability: float, talker_probability: float, tail_gain: float
+) -> tuple[list[Word], bytes, Callable[[Callable[[], float]], FakeEngine]]:
+    """A loud talker (nine words ending at 4.0 s), then "thank you very" at 5.5-6.6 s with its audio from 5.0 s
+    scaled by `tail_gain`; the engine gives the tail's words `tail_probability` and the talker's
+    `talker_probability`. Returns the talker's words, the stream's s16le audio and the engine."""
+    talker = sentence_world().words[:9]
+    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, tail_probability) for i, t in enumerate(["thank", "you", "very"])]
+    world = World(talker + tail, seconds=8.0)
+    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32)
+    pcm[int(5.0 * RATE) :] *= tail_gain
+    tail_texts = {w.text for w in tail}
+
+    def scripted(offset_of: Callable[[], float]) -> FakeEngine:
+        answer = next(iter(world.engine(offset_of).script))
+        assert callable(answer)
+
+        def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
+            return [
+                Word(w.text, w.start, w.end, tail_probability if w.text in tail_texts else talker_probability)
+                for w in answer(audio, prompt)
+            ]
+
+        return FakeEngine([with_probabilities])
+
+    return talker, pcm.astype("<i2").tobytes(), scripted
+
+
 @pytest.mark.parametrize(
     ("gain", "probability", "kept"),
     [
@@ -296,27 +324,8 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
 def test_unconfirmed_words_are_dropped_only_when_faint_and_unsure(gain: float, probability: float, kept: bool) -> None:
     """An utterance's last words go out without a second pass; far under the talker and unsure, they are whisper's
     invention on background speech (bench/vad.py, babble at 20 dB SNR: "Thank you very much.")."""
-    talker = sentence_world().words[:9]  # confirmed by agreement, loud: ends at 4.0 s
-    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, probability) for i, t in enumerate(["thank", "you", "very"])]
-    world = World(talker + tail, seconds=8.0)
-    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32)
-    pcm[int(5.0 * RATE) :] *= gain
-    engine = world.engine
-
-    def scripted(offset_of: Callable[[], float]) -> FakeEngine:
-        inner = engine(offset_of).script
-        answer = next(iter(inner))
-        assert callable(answer)
-
-        def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
-            words = answer(audio, prompt)
-            return [
-                Word(w.text, w.start, w.end, probability if w.text in ("thank", "you", "very") else 0.9) for w in words
-            ]
-
-        return FakeEngine([with_probabilities])
-
-    run = drive(core_of(StreamSettings(), "en"), pcm.astype("<i2").tobytes(), scripted)
+    talker, pcm, scripted = _talker_then_tail(probability, 0.9, gain)  # the talker's words confirmed by agreement
+    run = drive(core_of(StreamSettings(), "en"), pcm, scripted)
     texts = [w.text for w in run.words]
     assert texts[:9] == [w.text for w in talker]
     assert (texts[9:] == ["thank", "you", "very"]) is kept, texts
@@ -326,25 +335,8 @@ def test_a_faint_unsure_tail_after_a_backlog_is_dropped_too() -> None:
     """The talker's words all came in a backlog (5 s at once: behind, so every word is forced and none confirmed by
     agreement; at probability 0.8 none is settled by one pass either): their level still counts as the talker's, and the
     faint, unsure tail after them is dropped."""
-    talker = sentence_world().words[:9]  # loud, ends at 4.0 s
-    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, 0.2) for i, t in enumerate(["thank", "you", "very"])]
-    world = World(talker + tail, seconds=8.0)
-    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32)
-    pcm[int(5.0 * RATE) :] *= 0.05
-    engine = world.engine
-
-    def scripted(offset_of: Callable[[], float]) -> FakeEngine:
-        answer = next(iter(engine(offset_of).script))
-        assert callable(answer)
-
-        def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
-            unsure = {w.text for w in tail}
-            return [Word(w.text, w.start, w.end, 0.2 if w.text in unsure else 0.8) for w in answer(audio, prompt)]
-
-        return FakeEngine([with_probabilities])
-
-    core = core_of(StreamSettings(), "en")
-    run = drive(core, pcm.astype("<i2").tobytes(), scripted, chunk=5 * 2 * RATE, step_seconds=5.0)
+    talker, pcm, scripted = _talker_then_tail(0.2, 0.8, 0.05)
+    run = drive(core_of(StreamSettings(), "en"), pcm, scripted, chunk=5 * 2 * RATE, step_seconds=5.0)
     assert run.requests[0].behind  # the talker's words came in one backlog pass
     assert [w.text for w in run.words] == [w.text for w in talker]
 

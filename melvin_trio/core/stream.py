@@ -518,8 +518,10 @@ class StreamCore:
         """The words the last pass left open go out without a second pass's agreement (no later pass will see
         their audio), unless they are background speech."""
         forced = self._agreement.force(len(self._agreement.hypothesis))
+        if not forced:
+            return  # most cuts: no level to measure
         level = self._window.speech_level()
-        if not forced or self._background.is_background(forced, level):
+        if self._background.is_background(forced, level):
             return
         if self._background.is_sure(forced):
             # Without this, a stream in which agreement confirmed nothing (all of it a backlog) never learned its

@@ -82,6 +82,11 @@ def _openai_error(status: int, message: str, param: str | None = None) -> tuple[
     return jsonify({"error": {"message": message, "type": kind, "param": param, "code": None}}), status
 
 
+def _too_large(api: FileApi) -> Refused:
+    """The refusal of an upload whose size was known only once it was read (no Content-Length)."""
+    return Refused(413, f"upload larger than the limit of {api.max_upload_bytes} bytes")
+
+
 async def _receive_upload(api: FileApi) -> tuple[dict[str, str], Path, str]:
     """The form's fields, and the file part copied into the job folder (its path and its name).
 
@@ -95,7 +100,7 @@ async def _receive_upload(api: FileApi) -> tuple[dict[str, str], Path, str]:
         form = await request.form
         files = await request.files
     except RequestEntityTooLarge:
-        raise Refused(413, f"upload larger than the limit of {api.max_upload_bytes} bytes") from None
+        raise _too_large(api) from None
     except HTTPException as exc:
         raise Refused(400, f"malformed form: {exc.description}") from None
     upload: FileStorage | None = files.get("file")
@@ -112,7 +117,7 @@ async def _receive_upload(api: FileApi) -> tuple[dict[str, str], Path, str]:
     received = sum(len(v) for v in form.values()) + target.stat().st_size
     if received > api.max_upload_bytes:  # a chunked upload: no Content-Length said so before
         target.unlink(missing_ok=True)
-        raise Refused(413, f"upload larger than the limit of {api.max_upload_bytes} bytes")
+        raise _too_large(api)
     fields = {k: str(v) for k, v in form.items()}
     fields["timestamp_granularities[]"] = ",".join(form.getlist("timestamp_granularities[]"))
     return fields, target, upload.filename or "upload"
