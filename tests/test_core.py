@@ -341,6 +341,26 @@ def test_a_faint_unsure_tail_after_a_backlog_is_dropped_too() -> None:
     assert [w.text for w in run.words] == [w.text for w in talker]
 
 
+def test_a_faint_unsure_tail_in_the_talkers_own_pass_is_dropped() -> None:
+    """A pass that was behind (the whole 8 s at once: a loaded CPU) holds the talker and the faint tail after it:
+    the talker's speech sets the window's level, so the tail is judged by the audio under its own words (a fresh
+    tester, on a loaded box: "of the German" on 2 s of babble after the talker)."""
+    talker, pcm, scripted = _talker_then_tail(0.2, 0.8, 0.05)
+    run = drive(core_of(StreamSettings(), "en"), pcm, scripted, chunk=8 * 2 * RATE, step_seconds=8.0)
+    assert len(run.requests) == 1  # one pass for the talker and the tail
+    assert run.requests[0].behind
+    assert [w.text for w in run.words] == [w.text for w in talker]
+
+
+@pytest.mark.parametrize(("gain", "probability"), [(1.0, 0.2), (0.05, 0.9)])
+def test_a_tail_in_the_talkers_own_pass_is_kept_if_loud_or_sure(gain: float, probability: float) -> None:
+    """The same pass, with a tail at the talker's level (the talker, badly heard) or one whisper is sure of (a
+    quiet second talker): kept."""
+    talker, pcm, scripted = _talker_then_tail(probability, 0.8, gain)
+    run = drive(core_of(StreamSettings(), "en"), pcm, scripted, chunk=8 * 2 * RATE, step_seconds=8.0)
+    assert [w.text for w in run.words] == [w.text for w in talker] + ["thank", "you", "very"]
+
+
 def test_silence_is_never_sent_to_the_engine() -> None:
     pcm = np.zeros(30 * RATE, dtype="<i2").tobytes()
     noise = (np.random.default_rng(3).standard_normal(30 * RATE) * 0.01 * 32767).astype("<i2").tobytes()

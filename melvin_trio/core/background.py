@@ -4,7 +4,9 @@ Heard alone (the tail of a window after the talker stopped), faint background sp
 bench/vad.py, speech over babble at 20 dB SNR, ended in "Thank you very much." (geometric mean probability 0.36,
 20 dB under the talker) where offline transcription of the same audio has nothing. Local agreement rarely lets
 such words through (two passes seldom invent the same text); the words that go out without a second pass (an
-utterance's last words, the last pass's) are checked here.
+utterance's last words, the last pass's) are checked here: all of them against the window's speech level, and
+their unsure tail against its own (a pass that was behind holds the talker and the tail after it in one window,
+and the talker's speech sets that window's level).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from melvin_trio.core.words import Word
 __all__ = ["BackgroundSpeech"]
 
 _LEVELS_KEPT: Final = 32  # the talker's level is the median over this many latest confirmations
+_MIN_TAIL_WORDS: Final = 2  # one word's times are too often off (reaching into a pause) to judge it by its own audio
 _MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
 
 
@@ -49,6 +52,19 @@ class BackgroundSpeech:
         words this sure are the talker's, and teach its level where nothing was confirmed (a backlog, a sender
         faster than real time: every word is forced)."""
         return bool(words) and self._max_confidence > 0 and _confidence(words) >= self._max_confidence
+
+    def unsure_tail(self, words: list[Word]) -> tuple[list[Word], list[Word]]:
+        """`words` split into what comes before their unsure tail and that tail: the longest run of words at the
+        end each below `max_confidence`, if it holds at least two words and is not all of them (all of them are
+        judged as a whole); else (`words`, [])."""
+        if self._max_confidence <= 0:
+            return words, []
+        first = len(words)
+        while first > 0 and words[first - 1].probability < self._max_confidence:
+            first -= 1
+        if first == 0 or len(words) - first < _MIN_TAIL_WORDS:
+            return words, []
+        return words[:first], words[first:]
 
     def is_background(self, words: list[Word], level_dbfs: float | None) -> bool:
         """Whether `words` (no second pass confirmed them), heard at `level_dbfs`, are background speech. Without

@@ -523,11 +523,18 @@ class StreamCore:
         level = self._window.speech_level()
         if self._background.is_background(forced, level):
             return
-        if self._background.is_sure(forced):
+        talker, tail = self._background.unsure_tail(forced)
+        if self._background.is_sure(talker):
             # Without this, a stream in which agreement confirmed nothing (all of it a backlog) never learned its
             # talker's level, and the rule never judged its faint tail (a fresh tester: "it would be good to go."
             # on 2 s of babble after the talker, at --speed 0).
             self._background.heard_talker(level)
+        if tail:
+            # A pass that was behind can hold the talker and the babble after it: the talker sets the window's
+            # level, so the tail is judged by the audio under its own words.
+            tail_level = self._window.speech_level(int(tail[0].start * SAMPLE_RATE), int(tail[-1].end * SAMPLE_RATE))
+            if self._background.is_background(tail, tail_level):
+                forced = talker
         self._finals.take(forced)
 
     def _take_confirmed(self, words: list[Word]) -> None:

@@ -98,14 +98,17 @@ class AudioWindow:
     def speech(self, begin: int, end: int) -> npt.NDArray[np.float64]:
         return self._slice(self._speech, begin, end)
 
-    def speech_level(self) -> float | None:
-        """The power-mean level (dBFS) of the window's frames the detector calls speech (all of them if none is),
-        or None for an empty window. The whole window, not a few words' times: whisper's times for an utterance's
-        last word often reach into the pause after it (measured on en-long: 10 to 22 dB under the talker)."""
-        levels = self.levels(self.start, self.total)
+    def speech_level(self, begin: int | None = None, end: int | None = None) -> float | None:
+        """The power-mean level (dBFS) of the frames the detector calls speech (all of them if none is) between
+        absolute samples `begin` and `end` (default: the whole window), or None for no audio. By default the whole
+        window, not a few words' times: whisper's times for an utterance's last word often reach into the pause
+        after it (measured on en-long: 10 to 22 dB under the talker)."""
+        begin = self.start if begin is None else max(begin, self.start)
+        end = self.total if end is None else min(end, self.total)
+        levels = self.levels(begin, end)
         if levels.size == 0:
             return None
-        speech = self.speech(self.start, self.total)[: levels.size] >= self._speech_threshold
+        speech = self.speech(begin, end)[: levels.size] >= self._speech_threshold
         chosen = levels[speech] if speech.any() else levels
         return float(10.0 * np.log10(np.mean(10.0 ** (chosen / 10.0))))
 
