@@ -89,8 +89,9 @@ class LimitsSection:
     # ping_timeout_seconds is gone (a dead network path holds no seat).
     ping_interval_seconds: float = 20.0
     ping_timeout_seconds: float = 20.0
-    # An engine call (one pass, normally 0.3-3 s) running longer than this is aborted; its stream ends with a
-    # message and its export, the seat is returned, and the worker serves the others.
+    # An engine call (one pass, normally 0.3-3 s) running longer than this is aborted and the worker serves the
+    # others. Once, the stream goes on (its next pass covers the audio: a busy CPU); twice in a row (a stuck
+    # engine), the stream ends with a message and its export, and its seat is returned.
     engine_call_timeout_seconds: float = 60.0
     # An upload to the file API (POST /transcriptions, /v1/audio/*) larger than this is refused with 413.
     max_upload_bytes: int = 500 * 1024 * 1024

@@ -836,6 +836,26 @@ def test_an_event_the_phase_does_not_expect_is_an_error() -> None:
         core.apply(DetectRequest(np.zeros(0, dtype=np.float32)), Detected("en", 1.0))
 
 
+def test_an_abandoned_request_is_asked_again_and_nothing_is_lost() -> None:
+    """The engine gave no answer (a call aborted past its time limit): the next request covers the same audio, and
+    its answer is taken as if the first had never been asked."""
+    world = World([W("one", 0.5), W("two", 1.0)], seconds=1.5)
+    core = core_of(StreamSettings(), "en")
+    core.feed(world.pcm())
+    core.end_of_stream()
+    first = core.next_request()
+    assert isinstance(first, TranscribeRequest)
+    with pytest.raises(StateError, match="not outstanding"):
+        core.abandon(DetectRequest(np.zeros(0, dtype=np.float32)))
+    core.abandon(first)
+    again = core.next_request()
+    assert isinstance(again, TranscribeRequest)
+    assert (again.offset, again.end_sample, again.last) == (first.offset, first.end_sample, first.last)
+    events = core.apply(again, [W("one", 0.5), W("two", 1.0)])
+    assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == ["one", "two"]
+    assert core.finished
+
+
 def test_language_is_detected_on_speech_only_and_an_unsure_guess_is_checked_again() -> None:
     """Long silence first: it is dropped while waiting, and the detection audio holds the speech only."""
     words = [

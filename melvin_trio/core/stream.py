@@ -474,6 +474,14 @@ class StreamCore:
             return self._on_words(self._retrying_uncovered(request, result), result)
         raise StateError(f"{type(result).__name__} does not answer a {type(request).__name__}")
 
+    def abandon(self, request: Request) -> None:
+        """The engine gave no answer to `request` (the call was aborted past its time limit): nothing changes but
+        that it is no longer outstanding, so its audio stays in the window and the next request covers it again.
+        Raises StateError if `request` is not the outstanding one."""
+        if request is not self._outstanding:
+            raise StateError("abandoning a request that is not outstanding")
+        self._outstanding = None
+
     def poll(self) -> list[Event]:
         """Finals that became due as stream time passed (the time limit), with the partial that follows them."""
         return self._emit()

@@ -25,7 +25,7 @@ class Hang:
     """A script entry: the call blocks until it is aborted (an engine stuck in a call), then raises EngineAborted."""
 
 
-Script = list[Word] | EngineError | Hang | Callable[[Audio, str], list[Word]]
+Script = list[Word] | EngineError | Hang | Callable[[Audio, str], "list[Word] | Hang"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,9 @@ class FakeCall:
 
 @dataclass
 class FakeEngine:
-    """Answers `transcribe` from `script`, one entry per call: a word list, an exception to raise, or a function
-    of (audio, prompt). Records every call in `calls`. When the script runs out, the last entry repeats."""
+    """Answers `transcribe` from `script`, one entry per call: a word list, an exception to raise, a Hang, or a
+    function of (audio, prompt) returning a word list or a Hang. Records every call in `calls`. When the script
+    runs out, the last entry repeats."""
 
     script: Iterable[Script] = ()
     model_name: str = "fake"
@@ -72,12 +73,12 @@ class FakeEngine:
         self._last = entry
         if isinstance(entry, EngineError):
             raise entry
+        if callable(entry) and not isinstance(entry, Hang):
+            entry = entry(audio, prompt)
         if isinstance(entry, Hang):
             while not (abort is not None and abort()):
                 time.sleep(0.01)
             raise EngineAborted("aborted")
-        if callable(entry):
-            return entry(audio, prompt)
         return list(entry)
 
     def detect_language(self, audio: Audio) -> tuple[str, float]:

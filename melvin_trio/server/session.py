@@ -28,7 +28,7 @@ from melvin_trio.core.stream import (
     StreamSettings,
     TranscribeRequest,
 )
-from melvin_trio.engine.base import EngineError
+from melvin_trio.engine.base import EngineError, EngineTimedOut
 from melvin_trio.server import logcontext
 from melvin_trio.server.exports import ExportStore, Recording
 from melvin_trio.server.metrics import Metrics
@@ -360,6 +360,7 @@ class Session:
             self._seated = True
             log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
             self.ctx.metrics.seat_taken(seat.kind)
+            timed_out_last = False  # the previous engine call passed its time limit
             try:
                 while True:
                     await self._send_events(self.core.poll())
@@ -374,9 +375,17 @@ class Session:
                         self._progress.set()  # silence may have been dropped
                         continue
                     request, outcome = result
+                    if isinstance(outcome, EngineTimedOut) and not timed_out_last:
+                        # One slow pass (a busy CPU) is not a stuck engine: its audio is covered by the next pass,
+                        # and the stream goes on behind. Two in a row end it.
+                        log.warning("stream %s: %s; the pass is retried", self.stream_id, outcome)
+                        self.core.abandon(request)
+                        timed_out_last = True
+                        continue
                     if isinstance(outcome, EngineError):
                         await self._fail(outcome)
                         return
+                    timed_out_last = False
                     if isinstance(outcome, Detected):
                         log.info(
                             "stream %s: language %s (p=%.2f)", self.stream_id, outcome.language, outcome.probability
