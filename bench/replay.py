@@ -14,6 +14,7 @@ import argparse
 import difflib
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,7 @@ import numpy.typing as npt
 from bench.common import REPO
 from bench.stream import SETS, build_set
 from melvin_trio.core.driver import drive
-from melvin_trio.core.stream import Event, SendFinal, StreamCore, StreamSettings, TranscribeRequest
+from melvin_trio.core.stream import Event, SendFinal, SendPartial, StreamCore, StreamSettings, TranscribeRequest
 from melvin_trio.core.words import Word
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, normalise
@@ -58,11 +59,22 @@ def main() -> int:
         model_file,
         WhisperCppOptions(n_threads=2, reduce_audio_ctx=args.reduce_audio_ctx, dtw_token_timestamps=args.dtw),
     )
-    fields = {k: type(getattr(StreamSettings(), k))(v) for k, v in (item.split("=", 1) for item in args.settings)}
+
+    def parsed(field: str, value: str) -> Any:
+        default = getattr(StreamSettings(), field)
+        return value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value)
+
+    fields = {k: parsed(k, v) for k, v in (item.split("=", 1) for item in args.settings)}
     core = StreamCore(StreamSettings(**fields), stream.language)
     fast = (
         WhisperCppEngine(model_file, WhisperCppOptions(reduce_audio_ctx=True, dtw_token_timestamps=args.dtw))
         if args.reduce_partial_passes
+        else engine
+    )
+    # Previews (preview_pass=1) run at the reduced encoder context, as the server's workers run them.
+    preview = (
+        WhisperCppEngine(model_file, WhisperCppOptions(n_threads=2, reduce_audio_ctx=True))
+        if core.settings.preview_pass
         else engine
     )
     pcm = stream.pcm
@@ -76,7 +88,7 @@ def main() -> int:
         def transcribe(self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "") -> list[Word]:
             nonlocal passes, busy
             started = time.perf_counter()
-            chosen = engine if current[-1].complete else fast
+            chosen = preview if current[-1].preview else engine if current[-1].complete else fast
             words = chosen.transcribe(audio, language=language, prompt=prompt)
             busy += time.perf_counter() - started
             passes += 1
@@ -94,9 +106,15 @@ def main() -> int:
             return engine.detect_language(audio)
 
     def cost(request: TranscribeRequest) -> float:
+        if request.preview:
+            return float(args.fast_pass_seconds)
         return float(args.pass_seconds if request.complete or fast is engine else args.fast_pass_seconds)
 
+    partial_times: list[float] = []
+
     def show(clock: float, event: Event) -> None:
+        if isinstance(event, SendPartial) and event.text.strip():
+            partial_times.append(clock)
         if args.verbose and isinstance(event, SendFinal):
             print(f"  FINAL @{clock:.2f}", [(w.text, round(w.start, 2), round(w.end, 2)) for w in event.words])
 
@@ -120,6 +138,11 @@ def main() -> int:
     if latencies:
         lat = sorted(latencies)
         print(f"latency (stream time) p50 {statistics.median(lat):.2f} p90 {lat[int(0.9 * (len(lat) - 1))]:.2f}")
+    # As bench/stream.py times it: from each clip's speech onset to the first partial with text after it.
+    firsts = [next((t - start for t in partial_times if t >= start), None) for start in stream.speech_starts]
+    timed = sorted(x for x in firsts if x is not None)
+    if timed:
+        print(f"first partial (stream time) median {statistics.median(timed):.2f} over {len(timed)} clips")
     ref, hyp = normalise(stream.reference, stream.language), normalise(hypothesis, stream.language)
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
         if op != "equal":

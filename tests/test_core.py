@@ -361,6 +361,44 @@ def test_a_tail_in_the_talkers_own_pass_is_kept_if_loud_or_sure(gain: float, pro
     assert [w.text for w in run.words] == [w.text for w in talker] + ["thank", "you", "very"]
 
 
+def test_a_preview_shows_the_first_words_at_once_and_confirms_none() -> None:
+    """preview_pass: an utterance's first pass is a preview (for a reduced encoder context): its words make the
+    partial until the full pass answers, which follows at once over the same window; no word of a preview becomes
+    final, so a preview that misheard (here: every word in capitals) changes no final."""
+    world = sentence_world()
+    requests: list[TranscribeRequest] = []
+    engine = world.engine(lambda: requests[-1].offset, None)
+    answer = next(iter(engine.script))
+    assert callable(answer)
+
+    def heard(audio: np.ndarray, prompt: str) -> list[Word]:
+        words = answer(audio, prompt)
+        assert isinstance(words, list)
+        return [Word(w.text.upper(), w.start, w.end, w.probability) for w in words] if requests[-1].preview else words
+
+    run = driver.drive(
+        core_of(StreamSettings(preview_pass=True), "en"),
+        world.pcm(),
+        FakeEngine([heard]),
+        on_request=requests.append,
+    )
+    previews = [i for i, r in enumerate(requests) if r.preview]
+    assert previews
+    for i in previews:
+        full = requests[i + 1]
+        assert not full.preview
+        assert full.offset == requests[i].offset
+        assert full.end_sample >= requests[i].end_sample
+    assert any(p.strip().isupper() for p in run.partials)  # a preview's words were shown
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+
+
+def test_without_preview_pass_no_request_is_a_preview() -> None:
+    world = sentence_world()
+    run = drive(core_of(StreamSettings(preview_pass=False), "en"), world.pcm(), world.engine)
+    assert not any(r.preview for r in run.requests)
+
+
 def test_silence_is_never_sent_to_the_engine() -> None:
     pcm = np.zeros(30 * RATE, dtype="<i2").tobytes()
     noise = (np.random.default_rng(3).standard_normal(30 * RATE) * 0.01 * 32767).astype("<i2").tobytes()

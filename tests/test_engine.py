@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from melvin_trio.audio import read_wav
-from melvin_trio.engine.base import Engine, EngineError, UnsupportedLanguage, Word
+from melvin_trio.engine.base import PREVIEW, Engine, EngineError, UnsupportedLanguage, Word
 from melvin_trio.engine.fake import FakeEngine
-from melvin_trio.engine.whispercpp import reduced_audio_ctx, token_limit
+from melvin_trio.engine.whispercpp import FULL_AUDIO_CTX, WhisperCppEngine, reduced_audio_ctx, token_limit
 from melvin_trio.evaluation import Clip, ErrorCount, count_errors
 
 
@@ -78,6 +78,21 @@ def test_engine_is_reusable_after_an_abort(tiny_en_engine: Engine, clips: list[C
     with pytest.raises(EngineError, match="aborted"):
         tiny_en_engine.transcribe(audio, language="en", abort=lambda: True)
     assert tiny_en_engine.transcribe(audio, language="en")
+
+
+def test_a_preview_at_the_reduced_context_hears_the_same_words(tiny_en_engine: Engine, clips: list[Clip]) -> None:
+    """PREVIEW encodes only the window's length: the text of a short window is the full context's."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    audio, _ = read_wav(jfk.path)
+    window = audio[: 4 * 16000]  # "And so my fellow Americans, ask not"
+    assert isinstance(tiny_en_engine, WhisperCppEngine)
+    full = tiny_en_engine.transcribe(window, language="en")
+    assert tiny_en_engine.last_audio_ctx == FULL_AUDIO_CTX
+    preview = tiny_en_engine.transcribe(window, language="en", decoding=PREVIEW)
+    assert tiny_en_engine.last_audio_ctx == reduced_audio_ctx(4.0) < FULL_AUDIO_CTX
+    texts = [" ".join(w.text for w in words) for words in (full, preview)]
+    assert count_errors(texts[0], texts[1], "en").wer == 0.0, texts
+    assert "fellow" in texts[1].lower()
 
 
 def test_reduced_audio_ctx_rule() -> None:

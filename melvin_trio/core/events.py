@@ -35,6 +35,9 @@ class TranscribeRequest:
     cut_in_pause: bool = False  # the cut lies in a pause the detector heard, not inside running speech
     speech_end: float | None = None  # stream time where the last speech in the window ends
     behind: bool = False  # a pass of a stream that is behind: non-overlapping windows, no prompt
+    # A preview: the utterance's first words, for a partial only (no word of it is confirmed); the engine may
+    # encode only the window's length (whisper.cpp's reduced audio_ctx), whose text is good and times are not.
+    preview: bool = False
 
 
 @dataclass(frozen=True)

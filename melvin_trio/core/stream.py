@@ -128,6 +128,7 @@ class _Transcribe:
     cut_sample: int | None
     in_pause: bool
     behind: bool = False
+    preview: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class StreamCore:
         self._window.keep_speech = not self._language_sure
         self._last_pass_end = 0  # absolute sample where the last pass's window ended
         self._passes_in_window = 0  # transcriptions of the window since it was last cut
+        self._preview: list[Word] | None = None  # the window's preview words (None: no preview ran in it)
         self._retried_speech = -1  # absolute sample where the last speech a behind pass left out (and retried) began
         self._agreement = LocalAgreement(settings.confirm_min_probability)
         self._finals = FinalsPolicy(settings)
@@ -295,6 +297,8 @@ class StreamCore:
         # Nothing new was said and the last pass left nothing open: no need to ask again.
         if not last and self._finals_policy_idle() and not self._has_speech(self._last_pass_end, end):
             return _Skip(end, False)
+        if settings.preview_pass and not last and self._passes_in_window == 0 and self._preview is None:
+            return _Transcribe(end, complete=False, last=False, cut_sample=None, in_pause=False, preview=True)
         return _Transcribe(end, complete=last, last=last, cut_sample=None, in_pause=False, behind=behind and last)
 
     def _finals_policy_idle(self) -> bool:
@@ -449,6 +453,7 @@ class StreamCore:
                 cut_in_pause=step.in_pause,
                 speech_end=self._speech_end(step.end),
                 behind=step.behind,
+                preview=step.preview,
             )
         else:
             if isinstance(step, _Skip):
@@ -470,6 +475,8 @@ class StreamCore:
         if isinstance(request, DetectRequest) and isinstance(result, Detected):
             self._on_language(result)
             return []
+        if isinstance(request, TranscribeRequest) and isinstance(result, list) and request.preview:
+            return self._on_preview(request, result)
         if isinstance(request, TranscribeRequest) and isinstance(result, list):
             return self._on_words(self._retrying_uncovered(request, result), result)
         raise StateError(f"{type(result).__name__} does not answer a {type(request).__name__}")
@@ -502,6 +509,7 @@ class StreamCore:
         heard (or in silence), so what follows is new speech; otherwise it split running speech."""
         self._window.cut(sample)
         self._passes_in_window = 0
+        self._preview = None
         # Every word confirmed so far lies before the cut: later passes will not see them again.
         self._agreement.new_window(self._finals.window_cut(), repeat_possible=not in_pause)
         if in_pause:
@@ -591,6 +599,17 @@ class StreamCore:
             return events
         return self._emit()
 
+    def _on_preview(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
+        """A preview's words become the partial until the window's first full pass answers; none is confirmed, and
+        the preview does not count as a pass (the full pass follows at once). Their times are kept as given: a
+        reduced encoder context stacks them on the window's end, and only the text is shown."""
+        shifted = [
+            Word(w.text, w.start + request.offset, w.end + request.offset, w.probability)
+            for w in without_non_speech(words)
+        ]
+        self._preview = without_loops(shifted, self._paused_between)
+        return self._emit()
+
     def _speech_start(self, begin: int, end: int) -> float:
         """Stream time where the first frame the detector does not call a pause begins, between absolute samples
         `begin` and `end`, less `_ONSET_S` (a soft onset comes before the detector hears it): whisper puts the
@@ -618,4 +637,6 @@ class StreamCore:
             events = self._finals.events(now, [], drain=True)
             self._window.cut(self._window.total)
             return events
-        return self._finals.events(now, self._agreement.hypothesis, force=force)
+        # Until the window's first full pass answers, its preview (if any) is what the partial shows.
+        shown = self._agreement.hypothesis if self._passes_in_window or self._preview is None else self._preview
+        return self._finals.events(now, shown, force=force)

@@ -54,9 +54,14 @@ class Decoding:
     temperature: float = 0.0
     temperature_inc: float = 0.0
     translate: bool = False
+    # Encode only the audio's length plus a margin (whisper.cpp's audio_ctx) instead of 30 s: for tiny.en about
+    # 0.2x of the full pass on a 2 s window, the text as good, the token times stacked on the audio's end
+    # (bench/README.md, "Encoder context"). For previews, whose text alone is shown.
+    reduced_context: bool = False
 
 
 GREEDY: Final = Decoding()
+PREVIEW: Final = Decoding(reduced_context=True)  # a stream's preview pass (TranscribeRequest.preview)
 # Files: beam 5 with whisper's temperature fallback in steps of 0.2 (best of 5 per step), as whisper and
 # faster-whisper decode offline. By measurement (bench/README.md, "Engines side by side"): on the shared English
 # clips tiny.en gives WER 0.033 so (faster-whisper 0.033 with the same settings) against 0.042 greedy with the same

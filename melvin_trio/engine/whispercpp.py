@@ -147,6 +147,7 @@ class WhisperCppEngine:
             multilingual=bool(pw.whisper_is_multilingual(self._ctx)),
         )
         self._busy = threading.Lock()
+        self.last_audio_ctx = FULL_AUDIO_CTX  # the encoder context (20 ms frames) of the latest call
 
     @property
     def info(self) -> EngineInfo:
@@ -177,10 +178,11 @@ class WhisperCppEngine:
         p.max_len = 0
         p.split_on_word = False
         p.max_tokens = token_limit(seconds)
-        use_reduced = self._options.reduce_audio_ctx and seconds <= _MAX_REDUCED_SECONDS
+        use_reduced = (self._options.reduce_audio_ctx or decoding.reduced_context) and seconds <= _MAX_REDUCED_SECONDS
         p.audio_ctx = reduced_audio_ctx(seconds) if use_reduced else 0
         if self._options.audio_ctx:
             p.audio_ctx = min(self._options.audio_ctx, FULL_AUDIO_CTX)
+        self.last_audio_ctx = p.audio_ctx or FULL_AUDIO_CTX
         p.tdrz_enable = False
         p.initial_prompt = prompt
         p.carry_initial_prompt = False

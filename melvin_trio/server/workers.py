@@ -27,7 +27,7 @@ import numpy as np
 import trio
 
 from melvin_trio.core.events import Detected, DetectRequest, Request, TranscribeRequest
-from melvin_trio.engine.base import Engine, EngineAborted, EngineError, EngineTimedOut, Word
+from melvin_trio.engine.base import GREEDY, PREVIEW, Engine, EngineAborted, EngineError, EngineTimedOut, Word
 from melvin_trio.filetranscribe import WindowRequest, decode_window
 from melvin_trio.server.metrics import Metrics
 
@@ -155,7 +155,11 @@ class EngineWorker:
             return Detected(*self.engine.detect_language(request.audio))
         assert isinstance(request, TranscribeRequest)
         return self.engine.transcribe(
-            request.audio, language=request.language, prompt=request.prompt, abort=abort.is_set
+            request.audio,
+            language=request.language,
+            prompt=request.prompt,
+            abort=abort.is_set,
+            decoding=PREVIEW if request.preview else GREEDY,
         )
 
     @staticmethod
