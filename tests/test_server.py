@@ -15,7 +15,7 @@ from melvin_trio.audio import float_to_pcm16, read_wav, read_wav_pcm16
 from melvin_trio.client import StreamResult, stream_pcm
 from melvin_trio.client import open_connection as open_websocket_url
 from melvin_trio.core import protocol
-from melvin_trio.engine.base import Engine
+from melvin_trio.engine.base import GREEDY, Audio, Decoding, Engine, Word
 from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.server.exports import is_stream_id
 from tests.server_harness import API_KEY, Running, read_until_closed, running_server
@@ -57,6 +57,34 @@ async def test_jfk_streamed_at_four_times_real_time(tiny_en_engine: Engine, clip
             result = await stream_pcm(running.ws_url, API_KEY, pcm, speed=4.0)
     assert count_errors(jfk.text, _hypothesis(result), "en").wer <= 0.10
     assert result.partials, "partials go out while the stream runs"
+    _check_stream(running, result, pcm)
+
+
+async def test_previews_run_at_the_reduced_context_and_change_no_final(
+    tiny_en_engine: Engine, clips: list[Clip], tmp_path: Path
+) -> None:
+    """streaming.preview_pass: each utterance's first pass is preceded by a call at the reduced encoder context
+    (Decoding.reduced_context), and the finals are as good as without it."""
+    jfk = _clip(clips, "melvin_jfk.wav")
+    pcm = read_wav_pcm16(jfk.path)
+    decodings: list[Decoding] = []
+
+    class Recording:
+        info = tiny_en_engine.info
+
+        def transcribe(self, audio: Audio, **kwargs: Any) -> list[Word]:
+            decodings.append(kwargs.get("decoding", GREEDY))
+            return tiny_en_engine.transcribe(audio, **kwargs)
+
+        def detect_language(self, audio: Audio) -> tuple[str, float]:
+            return tiny_en_engine.detect_language(audio)
+
+    with trio.fail_after(90):
+        async with running_server(Recording(), tmp_path, streaming={"preview_pass": True}) as running:
+            result = await stream_pcm(running.ws_url, API_KEY, pcm, speed=2.0)
+    assert any(d.reduced_context for d in decodings)
+    assert any(not d.reduced_context for d in decodings)
+    assert count_errors(jfk.text, _hypothesis(result), "en").wer <= 0.10
     _check_stream(running, result, pcm)
 
 

@@ -390,7 +390,7 @@ class Session:
                         log.info(
                             "stream %s: language %s (p=%.2f)", self.stream_id, outcome.language, outcome.probability
                         )
-                    elif isinstance(request, TranscribeRequest):
+                    elif isinstance(request, TranscribeRequest) and not request.preview:  # a preview covers nothing
                         self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
                         self._covered_until = max(self._covered_until, request.end_sample)
                     await self._send_events(self.core.apply(request, outcome))
