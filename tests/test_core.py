@@ -303,9 +303,11 @@ def _talker_then_tail(
         assert callable(answer)
 
         def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
+            heard = answer(audio, prompt)
+            assert isinstance(heard, list)
             return [
                 Word(w.text, w.start, w.end, tail_probability if w.text in tail_texts else talker_probability)
-                for w in answer(audio, prompt)
+                for w in heard
             ]
 
         return FakeEngine([with_probabilities])
