@@ -813,6 +813,23 @@ def test_a_sentence_said_twice_in_one_window_after_a_pause_comes_out_twice() -> 
     assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == sentence + sentence
 
 
+def test_a_sentence_said_twice_is_kept_when_whisper_stretches_its_last_word_over_the_pause() -> None:
+    """Whisper's time for the first copy's last word runs to where the second copy begins: the pause lies inside
+    that word's time, and still counts."""
+    sentence = ["he", "was", "not", "an", "ill", "disposed", "young", "man."]
+    first = [W(t, 0.5 + 0.3 * i, 0.5 + 0.3 * i + 0.25) for i, t in enumerate(sentence)]
+    second = [W(t, 4.5 + 0.3 * i, 4.5 + 0.3 * i + 0.25) for i, t in enumerate(sentence)]
+    world = World(first + second, seconds=8.0)
+    heard = [*first[:-1], W("man.", first[-1].start, second[0].start), *second]
+    core = core_of(StreamSettings(pause_seconds=2.0), "en")
+    core.feed(world.pcm())
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    events = core.apply(request, heard)
+    assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == sentence + sentence
+
+
 def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
     words = [W("so", 1.0, 1.3), W("my", 2.0, 2.0), W("fellow", 2.0, 2.0), W("Americans", 2.0, 2.0)]
     spread = wordtimes.spread_collapsed(words, 0.0, 5.0)

@@ -34,7 +34,10 @@ def without_loops(words: list[Word], paused_between: Callable[[float, float], bo
             continue
         for n in range(2, min(longest, len(out) // 2) + 1):
             if keys[-n:] == keys[-2 * n : -n] or (n >= _FUZZY_LOOP_WORDS and _similar(keys[-n:], keys[-2 * n : -n])):
-                if paused_between(out[-n - 1].end, out[-n].start):
+                # From where the first copy's last word begins: whisper stretches a word before a pause over the
+                # pause (measured: "delightful." ending where the sentence began again 1 s later), so the end of
+                # that word would hide the pause (a fresh tester: a sentence said twice, sent all at once).
+                if paused_between(out[-n - 1].start, out[-n].start):
                     continue
                 del out[-n:], keys[-n:]
                 break
