@@ -286,13 +286,14 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
 
 
 def _talker_then_tail(
-    tail_probability: float, talker_probability: float, tail_gain: float
+    tail_probability: float, talker_probability: float, tail_gain: float, tail_words: int = 3
 ) -> tuple[list[Word], bytes, Callable[[Callable[[], float]], FakeEngine]]:
-    """A loud talker (nine words ending at 4.0 s), then "thank you very" at 5.5-6.6 s with its audio from 5.0 s
-    scaled by `tail_gain`; the engine gives the tail's words `tail_probability` and the talker's
-    `talker_probability`. Returns the talker's words, the stream's s16le audio and the engine."""
+    """A loud talker (nine words ending at 4.0 s), then the first `tail_words` of "thank you very" from 5.5 s with
+    its audio from 5.0 s scaled by `tail_gain`; the engine gives the tail's words `tail_probability` and the
+    talker's `talker_probability`. Returns the talker's words, the stream's s16le audio and the engine."""
     talker = sentence_world().words[:9]
-    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, tail_probability) for i, t in enumerate(["thank", "you", "very"])]
+    texts = ["thank", "you", "very"][:tail_words]
+    tail = [Word(t, 5.5 + 0.4 * i, 5.8 + 0.4 * i, tail_probability) for i, t in enumerate(texts)]
     world = World(talker + tail, seconds=8.0)
     pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32)
     pcm[int(5.0 * RATE) :] *= tail_gain
@@ -343,11 +344,12 @@ def test_a_faint_unsure_tail_after_a_backlog_is_dropped_too() -> None:
     assert [w.text for w in run.words] == [w.text for w in talker]
 
 
-def test_a_faint_unsure_tail_in_the_talkers_own_pass_is_dropped() -> None:
+@pytest.mark.parametrize("tail_words", [1, 3])
+def test_a_faint_unsure_tail_in_the_talkers_own_pass_is_dropped(tail_words: int) -> None:
     """A pass that was behind (the whole 8 s at once: a loaded CPU) holds the talker and the faint tail after it:
     the talker's speech sets the window's level, so the tail is judged by the audio under its own words (a fresh
-    tester, on a loaded box: "of the German" on 2 s of babble after the talker)."""
-    talker, pcm, scripted = _talker_then_tail(0.2, 0.8, 0.05)
+    tester, on a loaded box: "of the German" on 2 s of babble after the talker; another: a lone "I'm")."""
+    talker, pcm, scripted = _talker_then_tail(0.2, 0.8, 0.05, tail_words)
     run = drive(core_of(StreamSettings(), "en"), pcm, scripted, chunk=8 * 2 * RATE, step_seconds=8.0)
     assert len(run.requests) == 1  # one pass for the talker and the tail
     assert run.requests[0].behind

@@ -17,10 +17,12 @@ from typing import Final
 
 from melvin_trio.core.words import Word
 
-__all__ = ["BackgroundSpeech"]
+__all__ = ["TAIL_CONTEXT_S", "BackgroundSpeech"]
 
 _LEVELS_KEPT: Final = 32  # the talker's level is the median over this many latest confirmations
-_MIN_TAIL_WORDS: Final = 2  # one word's times are too often off (reaching into a pause) to judge it by its own audio
+# A tail is judged by its own audio from this long before its first word: whisper's time for a word after a pause
+# may begin late, never early, so a real word of the talker is not measured on the pause alone.
+TAIL_CONTEXT_S: Final = 0.3
 _MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
 
 
@@ -55,15 +57,12 @@ class BackgroundSpeech:
 
     def unsure_tail(self, words: list[Word]) -> tuple[list[Word], list[Word]]:
         """`words` split into what comes before their unsure tail and that tail: the longest run of words at the
-        end each below `max_confidence`, if it holds at least two words and is not all of them (all of them are
-        judged as a whole); else (`words`, [])."""
+        end each below `max_confidence` (possibly all of them, possibly none)."""
         if self._max_confidence <= 0:
             return words, []
         first = len(words)
         while first > 0 and words[first - 1].probability < self._max_confidence:
             first -= 1
-        if first == 0 or len(words) - first < _MIN_TAIL_WORDS:
-            return words, []
         return words[:first], words[first:]
 
     def is_background(self, words: list[Word], level_dbfs: float | None) -> bool:

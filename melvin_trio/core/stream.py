@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
-from melvin_trio.core.background import BackgroundSpeech
+from melvin_trio.core.background import TAIL_CONTEXT_S, BackgroundSpeech
 from melvin_trio.core.events import (
     Detected,
     DetectRequest,
@@ -546,9 +546,12 @@ class StreamCore:
             # on 2 s of babble after the talker, at --speed 0).
             self._background.heard_talker(level)
         if tail:
-            # A pass that was behind can hold the talker and the babble after it: the talker sets the window's
-            # level, so the tail is judged by the audio under its own words.
-            tail_level = self._window.speech_level(int(tail[0].start * SAMPLE_RATE), int(tail[-1].end * SAMPLE_RATE))
+            # The window's level is the talker's wherever the talker spoke in it (a pass that was behind holds
+            # the talker and the babble after it; an utterance's last pass holds words already confirmed), so the
+            # unsure tail is judged by the audio under its own words too (a fresh tester: "I'm" at 0.37 on a
+            # babble-only tail 1.2 s after the talker).
+            begin = int((tail[0].start - TAIL_CONTEXT_S) * SAMPLE_RATE)
+            tail_level = self._window.speech_level(begin, int(tail[-1].end * SAMPLE_RATE))
             if self._background.is_background(tail, tail_level):
                 forced = talker
         self._finals.take(forced)
