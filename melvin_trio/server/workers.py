@@ -112,8 +112,8 @@ class EngineWorker:
                 # Its stream ended mid-pass (the client left, or the server stops): logged with that stream.
                 job.context.run(log.info, "%s: pass aborted: its stream ended", self.name)
             if timed_out.is_set():
-                log.error("%s: an engine call passed the %.0f s limit and was aborted", self.name, limit)
-                outcome = EngineTimedOut(f"the engine took longer than {limit:.0f} s")
+                log.error("%s: an engine call passed the %g s limit and was aborted", self.name, limit)
+                outcome = EngineTimedOut(f"the engine took longer than {limit:g} s")
             self.busy_seconds += trio.current_time() - started
             self.metrics.engine_pass(
                 self.engine.info.model_name,
