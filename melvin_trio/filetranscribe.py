@@ -21,6 +21,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from melvin_trio.core.settings import StreamSettings
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, make_detector
 from melvin_trio.core.words import Word, join_text
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
@@ -28,8 +30,10 @@ WINDOW_SECONDS: Final = 30.0
 CUT_SEARCH_SECONDS: Final = 5.0
 _CUT_FRAME: Final = 1600  # 100 ms
 PROMPT_CHARS: Final = 200
-# A window without a 100 ms stretch louder than this holds no speech: whisper would only invent words there.
+# A window with a 100 ms stretch louder than this is decoded; a quieter one only if the speech detector hears speech
+# in it (whisper invents words on silence and faint noise).
 SILENCE_DBFS: Final = -50.0
+_STREAMING: Final = StreamSettings()  # the speech detector's thresholds, as streams use them
 # A beam + fallback decode may take this long per second of window, plus a constant, before it is redone greedily.
 BUDGET_PER_SECOND: Final = 2.0
 BUDGET_BASE_SECONDS: Final = 20.0
@@ -59,6 +63,21 @@ def plan_windows(samples: int, audio: Audio | None = None) -> list[tuple[int, in
         windows.append((start, end))
         start = end
     return windows
+
+
+def has_speech(audio: Audio) -> bool:
+    """Whether a window is worth decoding: sound louder than SILENCE_DBFS, or else speech the streams' trained
+    detector hears (Silero behind its automatic gain: a talker at -60 dBFS RMS peaks under -50 dBFS, and a file of
+    one came back empty while its stream was transcribed; a fresh tester). At least the streams'
+    `vad_min_speech_seconds` of frames at `vad_speech_threshold`."""
+    if has_sound(audio):
+        return True
+    n = audio.size // FRAME_SAMPLES
+    if n == 0:
+        return False
+    probabilities = make_detector("silero").probabilities(audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES))
+    heard = int(np.count_nonzero(probabilities >= _STREAMING.vad_speech_threshold)) * FRAME_SECONDS
+    return heard >= _STREAMING.vad_min_speech_seconds
 
 
 def has_sound(audio: Audio) -> bool:
@@ -97,7 +116,10 @@ class FileTranscription:
     done_windows: int = 0
 
     def __post_init__(self) -> None:
+        """Plans the windows and which hold speech (CPU-bound: about 0.01 s per second of quiet audio for the
+        detector; the server builds the plan in a thread)."""
         self.windows = plan_windows(self.audio.size, self.audio)
+        self._speech = [has_speech(self.audio[start:end]) for start, end in self.windows]
 
     @property
     def finished(self) -> bool:
@@ -116,7 +138,7 @@ class FileTranscription:
         while not self.finished:
             start, end = self.windows[self.done_windows]
             chunk = self.audio[start:end]
-            if has_sound(chunk):
+            if self._speech[self.done_windows]:
                 return WindowRequest(
                     index=self.done_windows,
                     audio=chunk,

@@ -7,10 +7,12 @@ import itertools
 import numpy as np
 import trio
 
+from melvin_trio.audio import read_wav
 from melvin_trio.core.stream import TranscribeRequest
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio
+from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio, Engine
 from melvin_trio.engine.fake import FakeEngine, Hang
+from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.filetranscribe import (
     WINDOW_SECONDS,
     FileTranscription,
@@ -145,3 +147,21 @@ async def test_stream_requests_go_before_queued_file_windows() -> None:
                 await nursery.start(worker.serve)  # both are queued before the worker starts
             nursery.cancel_scope.cancel()
     assert order == ["live", "file"]
+
+
+def _at_dbfs(audio: Audio, dbfs: float) -> Audio:
+    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+    return (audio * (10 ** (dbfs / 20) / rms)).astype(np.float32)
+
+
+def test_a_quiet_talker_is_transcribed_faint_noise_is_not(tiny_en_engine: Engine, clips: list[Clip]) -> None:
+    """JFK at -60 dBFS RMS (its peaks stay under SILENCE_DBFS): transcribed as at full level, as its stream is (a
+    fresh tester got an empty file). 30 s of white noise at -65 dBFS: no window reaches the engine."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    audio, _ = read_wav(jfk.path)
+    words = transcribe_file(tiny_en_engine, _at_dbfs(audio, -60.0), language="en", decoding=GREEDY)
+    assert count_errors(jfk.text, " ".join(w.text for w in words), "en").wer <= 0.1
+    noise = _at_dbfs(np.random.default_rng(4).standard_normal(30 * RATE).astype(np.float32), -65.0)
+    fake = FakeEngine([[Word("invented", 0.0, 0.5, 0.9)]])
+    assert transcribe_file(fake, noise, language="en", decoding=GREEDY) == []
+    assert fake.calls == []

@@ -303,7 +303,9 @@ class JobRunner:
                 raise EngineError(f"language detection failed: {outcome}")
             language = outcome.language
             log.info("job %s: detected language %s", job_id, language)
-        plan = FileTranscription(audio, language, spec.decoding, spec.initial_prompt)
+        plan = await trio.to_thread.run_sync(
+            FileTranscription, audio, language, spec.decoding, spec.initial_prompt
+        )  # the speech detector runs over quiet windows: not in the event loop
         while (request := plan.next_request()) is not None:
             outcome = await self._background(workers, job, request)
             if isinstance(outcome, EngineTimedOut) and request.decoding != (greedy := greedy_of(request.decoding)):
