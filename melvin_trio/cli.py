@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -216,11 +217,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from melvin_trio.client import Printer, client_ssl_context, download, stream_pcm
 
     config = _config(args)  # a missing or bad --config is its own error, whatever else was given
-    key = args.key or os.environ.get(KEY_ENV) or _first_key(config, args)
     url = args.url or f"ws://127.0.0.1:{config.websocket_port}"
-    rest_url = None
+    rest_url = _rest_url(args, config, url) if args.save else None  # a usage mistake goes before a missing key
+    key = args.key or os.environ.get(KEY_ENV) or _first_key(config, args)
     if args.save:
-        rest_url = _rest_url(args, config, url)
         try:
             Path(args.save).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -298,6 +298,23 @@ def _rest_url(args: argparse.Namespace, config: Config, url: str) -> str:
     return beside
 
 
+def _url(*schemes: str) -> Callable[[str], str]:
+    """An argparse type: a URL with one of `schemes` and a host; anything else is a usage mistake."""
+
+    def parse(text: str) -> str:
+        parts = urllib.parse.urlsplit(text)
+        try:
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number from 0 to 65535
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+        if parts.scheme not in schemes or not parts.hostname:
+            expected = " or ".join(f"{scheme}://HOST[:PORT]" for scheme in schemes)
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return text
+
+    return parse
+
+
 def _number(kind: Callable[[str], float], low: float, high: float | None = None) -> Callable[[str], float]:
     """An argparse type: a finite number of `kind` (int or float) from `low` to `high` (inclusive; no upper
     bound if None). A value out of range is a usage mistake naming the range."""
@@ -363,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file")
     p.add_argument(
-        "--url", help="ws://HOST:PORT or wss://HOST[:PORT] (default: this machine, the config's websocket_port)"
+        "--url",
+        type=_url("ws", "wss"),
+        help="ws://HOST:PORT or wss://HOST[:PORT] (default: this machine, the config's websocket_port)",
     )
     p.add_argument("--key", help="API key (default: $MELVIN_API_KEY, else the first key of the local config)")
     p.add_argument(
@@ -384,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="DIR", help="download the audio and transcript exports into DIR")
     p.add_argument(
         "--rest-url",
+        type=_url("http", "https"),
         help="REST base URL for --save (default without --url: this machine, the config's rest_port; with --url "
         "on the default WebSocket port 8394: the same host, port 8393; any other --url needs --rest-url)",
     )

@@ -473,6 +473,32 @@ async def test_stream_save_with_another_url_needs_rest_url(
     assert (tmp_path / "saved" / f"{stream_id}.wav").is_file()
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--url", "http://127.0.0.1:18999", "argument --url: expected ws://HOST[:PORT] or wss://HOST[:PORT]"),
+        ("--url", "ws://127.0.0.1:99999", "argument --url: bad port"),
+        ("--rest-url", "ws://127.0.0.1:8393", "argument --rest-url: expected http://HOST[:PORT] or https://"),
+    ],
+)
+async def test_stream_a_url_of_the_wrong_kind_is_a_usage_mistake(
+    clips: list[Clip], tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    done = await cli("stream", str(_kittens(clips)), option, value, "--key", "k")
+    assert one_error_line(done, status=2).startswith(f"melvin-trio stream: error: {says}")
+
+
+async def test_stream_a_usage_mistake_is_told_before_a_missing_key(clips: list[Clip], tmp_path: Path) -> None:
+    """No config and no key, and --save with another --url and no --rest-url: the usage mistake (exit 2) is what
+    the user hears first, not the missing key (a fresh tester)."""
+    empty = tmp_path / "empty.yml"
+    empty.write_text(f"api_keys_file: {tmp_path / 'none.txt'}\n")
+    done = await cli(
+        "stream", str(_kittens(clips)), "--config", str(empty), "--url", "ws://127.0.0.1:18999", "--save", str(tmp_path)
+    )
+    assert "needs --rest-url" in one_error_line(done, status=2)
+
+
 async def test_stream_the_server_could_not_transcribe_exits_1(clips: list[Clip], tmp_path: Path) -> None:
     """The id came (the audio was exported) but the transcription failed: a script must see a failure, not an
     empty transcript with status 0."""
