@@ -719,7 +719,8 @@ def test_final_and_partial_format_match_the_original() -> None:
 def test_eof_after_the_last_pass_still_sends_the_unconfirmed_words() -> None:
     """The last pass saw all the audio before eof came: its unconfirmed words must still go out (once)."""
     world = World([W("alpha", 0.5), W("beta", 1.0), W("gamma", 3.5)], seconds=4.0)
-    core = core_of(StreamSettings(final_after_seconds=100), "en")
+    # One request per 0.5 s step: a preview would take a step, and the full pass it precedes would be left due.
+    core = core_of(StreamSettings(final_after_seconds=100, preview_pass=False), "en")
     current = [0.0]
     engine = world.engine(lambda: current[0])
     pcm = world.pcm()
