@@ -300,6 +300,8 @@ def _validate(config: Config) -> None:
         )
     if not 0.1 <= st.first_pass_speech_seconds <= st.window_seconds:
         raise ConfigError("streaming.first_pass_speech_seconds: must be from 0.1 to window_seconds")
+    if not 0.1 <= st.preview_speech_seconds <= st.first_pass_speech_seconds:
+        raise ConfigError("streaming.preview_speech_seconds: must be from 0.1 to first_pass_speech_seconds")
     if not 0.0 <= st.confirm_min_probability <= 1.0 or not 0.0 <= st.settled_min_probability <= 1.0:
         raise ConfigError("streaming: confirm_min_probability and settled_min_probability must be from 0 to 1")
     if not 0.0 <= st.settled_margin_seconds <= st.window_seconds:

@@ -397,6 +397,25 @@ def test_a_preview_shows_the_first_words_at_once_and_confirms_none() -> None:
     assert [w.text for w in run.words] == [w.text for w in world.words]
 
 
+def test_a_preview_can_run_before_the_first_full_pass_is_due() -> None:
+    """preview_speech_seconds below first_pass_speech_seconds: the preview runs on less speech, ahead of the full
+    pass, which comes when it would have come without a preview."""
+    words = [W(f"w{i}", 2.0 + 0.4 * i) for i in range(8)]
+    ends = {}
+    for preview in (0.2, 0.5):
+        world = World(list(words), seconds=6.0)
+        settings = StreamSettings(preview_speech_seconds=preview, first_pass_speech_seconds=0.5)
+        run = drive(
+            core_of(settings, "en"), world.pcm(), world.engine, chunk=1600, engine_seconds=0.1, step_seconds=0.1
+        )
+        assert [w.text for w in run.words] == [w.text for w in words]
+        first_preview = next(r for r in run.requests if r.preview)
+        first_full = next(r for r in run.requests if not r.preview)
+        ends[preview] = (first_preview.end_sample / RATE, first_full.end_sample / RATE)
+    assert ends[0.2][0] < ends[0.5][0] - 0.2  # the preview came sooner
+    assert ends[0.2][1] <= ends[0.5][1]  # the full pass no later
+
+
 def test_without_preview_pass_no_request_is_a_preview() -> None:
     world = sentence_world()
     run = drive(core_of(StreamSettings(preview_pass=False), "en"), world.pcm(), world.engine)
@@ -644,7 +663,7 @@ def test_an_utterances_first_pass_runs_once_it_holds_half_a_second_of_speech() -
     first_ends = []
     for first_pass in (0.5, 15.0):  # 15: the rule off (a window never holds that much speech before its pass)
         world = World(list(words), seconds=6.0)
-        settings = StreamSettings(first_pass_speech_seconds=first_pass, min_new_audio_seconds=1.0)
+        settings = StreamSettings(first_pass_speech_seconds=first_pass, min_new_audio_seconds=1.0, preview_pass=False)
         run = drive(core_of(settings, "en"), world.pcm(), world.engine, chunk=1600, engine_seconds=0.3)
         assert [w.text for w in run.words] == [w.text for w in words]
         first_ends.append(run.requests[0].end_sample / RATE)

@@ -288,6 +288,8 @@ class StreamCore:
             quiet = window.quietest_sample(max(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), confirmed_until), end)
             return _Transcribe(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False, behind=behind)
         last = self._eof
+        if self._preview_due(end, last, behind, enough_new):
+            return _Transcribe(end, complete=False, last=False, cut_sample=None, in_pause=False, preview=True)
         if not last and (not enough_new or behind):
             # Behind: no pass re-transcribes audio that a later pass will see again; the next one waits for an
             # utterance's end or a full window, so the backlog is worked off in non-overlapping windows.
@@ -297,9 +299,20 @@ class StreamCore:
         # Nothing new was said and the last pass left nothing open: no need to ask again.
         if not last and self._finals_policy_idle() and not self._has_speech(self._last_pass_end, end):
             return _Skip(end, False)
-        if settings.preview_pass and not last and self._passes_in_window == 0 and self._preview is None:
-            return _Transcribe(end, complete=False, last=False, cut_sample=None, in_pause=False, preview=True)
         return _Transcribe(end, complete=last, last=last, cut_sample=None, in_pause=False, behind=behind and last)
+
+    def _preview_due(self, end: int, last: bool, behind: bool, pass_due: bool) -> bool:
+        """Whether the window's preview is due: none ran yet, no full pass either, and the first full pass is due
+        (`pass_due`) or the window holds `preview_speech_seconds` of speech (the full pass waits for
+        `first_pass_speech_seconds`, or min_new_audio_seconds of audio)."""
+        settings = self.settings
+        return (
+            settings.preview_pass
+            and not (last or behind)
+            and self._passes_in_window == 0
+            and self._preview is None
+            and (pass_due or self._speech_seconds(self._window.start, end) >= settings.preview_speech_seconds)
+        )
 
     def _finals_policy_idle(self) -> bool:
         return not (self._finals.pending or self._agreement.hypothesis)
