@@ -852,6 +852,38 @@ def test_a_sentence_said_twice_is_kept_when_whisper_stretches_its_last_word_over
     assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == sentence + sentence
 
 
+def test_a_sentence_said_again_is_kept_when_whisper_times_both_boundary_words_late() -> None:
+    """Whisper put the first copy's last word late, in the pause, right before the second copy's first word: the
+    gap between their times holds no pause, but the audio from the first copy's start does."""
+    sentence = ["he", "was", "not", "an", "ill", "disposed", "young", "man."]
+    first = [W(t, 0.5 + 0.3 * i, 0.5 + 0.3 * i + 0.25) for i, t in enumerate(sentence)]
+    second = [W(t, 4.5 + 0.3 * i, 4.5 + 0.3 * i + 0.25) for i, t in enumerate(sentence)]
+    world = World(first + second, seconds=8.0)
+    heard = [*first[:-1], W("man.", 4.3, 4.45), *second]
+    core = core_of(StreamSettings(pause_seconds=2.0), "en")
+    core.feed(world.pcm())
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    events = core.apply(request, heard)
+    assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == sentence + sentence
+
+
+def test_a_loop_without_a_pause_is_still_removed() -> None:
+    """The same words twice with no pause anywhere in the audio under them: whisper's loop, removed."""
+    sentence = ["he", "was", "not", "an", "ill", "disposed"]
+    said = [W(t, 0.5 + 0.3 * i, 0.5 + 0.3 * i + 0.3) for i, t in enumerate(sentence)]
+    world = World(said, seconds=4.0)
+    looped = [*said, *(W(t, 2.3 + 0.1 * i, 2.4 + 0.1 * i) for i, t in enumerate(sentence))]
+    core = core_of(StreamSettings(pause_seconds=2.0), "en")
+    core.feed(world.pcm()[: int(2.4 * RATE) * 2])
+    core.end_of_stream()
+    request = core.next_request()
+    assert isinstance(request, TranscribeRequest)
+    events = core.apply(request, looped)
+    assert [w.text for e in events if isinstance(e, SendFinal) for w in e.words] == sentence
+
+
 def test_collapsed_word_times_are_spread_over_the_speech_before_them() -> None:
     words = [W("so", 1.0, 1.3), W("my", 2.0, 2.0), W("fellow", 2.0, 2.0), W("Americans", 2.0, 2.0)]
     spread = wordtimes.spread_collapsed(words, 0.0, 5.0)

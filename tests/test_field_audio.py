@@ -98,6 +98,16 @@ def test_a_sentence_said_twice_comes_out_twice(tiny_en_engine: Engine, pause: fl
     assert words.count("man") == 2, run.text
 
 
+def test_a_sentence_said_three_times_and_sent_at_once_comes_out_three_times(tiny_en_engine: Engine) -> None:
+    """One pass holds the three copies; whisper times the words at their boundaries into the pauses (a fresh
+    tester got two copies of three at --speed 0)."""
+    clip = load(TWICE)
+    run = stream(tiny_en_engine, padded(np.concatenate([clip, silence(1.0), clip, silence(1.0), clip])), at_once=True)
+    words = [w.text.strip(".,!?").lower() for w in run.words]
+    assert words.count("young") == 3, run.text
+    assert words.count("man") == 3, run.text
+
+
 def test_faint_background_speech_heard_alone_gives_no_invented_words(tiny_en_engine: Engine) -> None:
     """Speech over babble (other shared clips) at 20 dB SNR: the stream's 2 s tail holds only the babble, 20 dB
     under the talker; tiny.en, hearing it alone, wrote "Thank you very much." (confidence 0.36). Offline, with the

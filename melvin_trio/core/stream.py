@@ -67,7 +67,6 @@ _LANGUAGE_CHECKS: Final = 3  # ...at most this many detections in all
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
-_REPEAT_PAUSE_S: Final = 0.3  # a run of words said again after a pause this long was said again: not a loop
 _ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
 _UNCOVERED_MIN_S: Final = 0.5  # speech this long after a behind pass's last word is a sentence whisper left out...
@@ -635,11 +634,12 @@ class StreamCore:
             return begin / SAMPLE_RATE
         return max(int(voiced[0]) * FRAME_SAMPLES / SAMPLE_RATE - _ONSET_S, begin / SAMPLE_RATE)
 
-    def _paused_between(self, begin: float, end: float) -> bool:
-        """Whether the detector heard a pause between two stream times (a pause long enough to end the utterance
-        cuts the window there anyway: this sees the shorter ones inside a window)."""
+    def _paused_between(self, begin: float, end: float, seconds: float) -> bool:
+        """Whether the detector heard a pause of at least `seconds` between two stream times (a pause long enough
+        to end the utterance cuts the window there anyway, except in a pass that was behind: this sees the ones
+        inside a window)."""
         speech = self._window.speech(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE))
-        needed = round(_REPEAT_PAUSE_S / FRAME_SECONDS)
+        needed = max(round(seconds / FRAME_SECONDS), 1)
         run = 0
         for is_quiet in (speech < self.settings.vad_pause_threshold).tolist():
             run = run + 1 if is_quiet else 0
