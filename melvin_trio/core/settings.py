@@ -23,7 +23,10 @@ class StreamSettings:
     # rounds side by side: first partial 1.34 -> 0.76 s, finals p50 2.31 -> 2.47 s (the full pass starts one
     # preview later), p90 3.98 -> 3.93 s, WER 0.030 -> 0.036 (0.028-0.044 run to run; offline 0.012).
     preview_pass: bool = True
-    preview_speech_seconds: float = 0.5  # the preview runs once the utterance holds this much speech
+    # The preview runs once the utterance holds this much speech, before the full pass is due. bench/stream.py,
+    # en-long 100 s, real time, medians of 2 rounds side by side, 0.5 -> 0.3: first partial 0.71 -> 0.54 s, finals
+    # p50 2.28 -> 2.14 s, p90 3.69 -> 3.76 s, WER 0.012 -> 0.016 (one word; bench.replay: 0.016 -> 0.012).
+    preview_speech_seconds: float = 0.3
     # Two passes agreeing on a word whisper gives less than this probability do not confirm it: it waits for a surer
     # pass or its utterance's end. bench/replay.py, en-long first 100 s, pass 0.7 s: WER 0.024 at 0, 0.012 at 0.35
     # and at 0.5 (p50 latency 1.60, 1.54 and 1.74 s of stream time).
