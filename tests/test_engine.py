@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from melvin_trio.audio import read_wav
 from melvin_trio.engine.base import PREVIEW, Engine, EngineError, UnsupportedLanguage, Word
 from melvin_trio.engine.fake import FakeEngine
-from melvin_trio.engine.whispercpp import FULL_AUDIO_CTX, WhisperCppEngine, reduced_audio_ctx, token_limit
+from melvin_trio.engine.whispercpp import (
+    FULL_AUDIO_CTX,
+    WhisperCppEngine,
+    WhisperCppOptions,
+    reduced_audio_ctx,
+    token_limit,
+)
 from melvin_trio.evaluation import Clip, ErrorCount, count_errors
 
 
@@ -81,18 +89,47 @@ def test_engine_is_reusable_after_an_abort(tiny_en_engine: Engine, clips: list[C
 
 
 def test_a_preview_at_the_reduced_context_hears_the_same_words(tiny_en_engine: Engine, clips: list[Clip]) -> None:
-    """PREVIEW encodes only the window's length: the text of a short window is the full context's."""
+    """PREVIEW encodes only the window's length: the text of a short window is (nearly) the full context's."""
     jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
     audio, _ = read_wav(jfk.path)
-    window = audio[: 4 * 16000]  # "And so my fellow Americans, ask not"
+    # "And so my fellow Americans, ask not" and 0.7 s of the pause after it: a cut through a word ("ask not" at 4 s)
+    # is where any two decodings may differ ("ask" or "asked").
+    window = audio[: 5 * 16000]
     assert isinstance(tiny_en_engine, WhisperCppEngine)
     full = tiny_en_engine.transcribe(window, language="en")
     assert tiny_en_engine.last_audio_ctx == FULL_AUDIO_CTX
     preview = tiny_en_engine.transcribe(window, language="en", decoding=PREVIEW)
-    assert tiny_en_engine.last_audio_ctx == reduced_audio_ctx(4.0) < FULL_AUDIO_CTX
+    assert tiny_en_engine.last_audio_ctx == reduced_audio_ctx(5.0) < FULL_AUDIO_CTX
     texts = [" ".join(w.text for w in words) for words in (full, preview)]
-    assert count_errors(texts[0], texts[1], "en").wer == 0.0, texts
-    assert "fellow" in texts[1].lower()
+    # At most one word apart: tiny.en hears "ask" at the full context and "asked" at the reduced one.
+    assert count_errors(texts[0], texts[1], "en").errors <= 1, texts
+    assert "fellow americans" in texts[1].lower() and texts[1].lower().endswith("not"), texts
+
+
+def test_a_full_context_pass_does_not_depend_on_the_reduced_calls_before_it(
+    tiny_en_path: Path, clips: list[Clip]
+) -> None:
+    """whisper.cpp's flash attention reads the padding of the cross-attention cache unmasked, and only a call at a
+    reduced context writes there: a full-context pass after a preview heard the same audio differently (tiny.en,
+    JFK's first 4 s: "asked" on a fresh engine, "ask" after a preview). The same audio gives the same words, to the
+    last digit of every probability, however many reduced calls ran in between."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    audio, _ = read_wav(jfk.path)
+    engine = WhisperCppEngine(tiny_en_path, WhisperCppOptions(n_threads=2), name="tiny.en")
+    try:
+        windows = [audio[: int(seconds * 16000)] for seconds in (4.0, 11.0)]
+        before = [engine.transcribe(window, language="en") for window in windows]
+        for seconds in (4.0, 8.0, 12.0):  # encoder contexts of 512, 768 and 1024 frames
+            engine.transcribe(audio[: int(seconds * 16000)], language="en", decoding=PREVIEW)
+            assert engine.last_audio_ctx < FULL_AUDIO_CTX
+        after = [engine.transcribe(window, language="en") for window in windows]
+        assert after == before
+        # and the reduced calls answer alike whatever ran before them
+        assert engine.transcribe(windows[0], language="en", decoding=PREVIEW) == engine.transcribe(
+            windows[0], language="en", decoding=PREVIEW
+        )
+    finally:
+        engine.close()
 
 
 def test_reduced_audio_ctx_rule() -> None:

@@ -13,7 +13,16 @@ Facts this module is built on (measured with pywhispercpp 1.5 / whisper.cpp 1.8)
   stable output, and too small a context makes tiny.en loop: ceil((seconds + 2) * 50 / 256) * 256, at most 1500.
   The text stays good, but the token timestamps do not: in streaming windows (leading silence, speech running into
   the edge) most words' times collapse onto the window's end. Streaming needs the times, so it uses the full
-  context (`reduce_audio_ctx=False`); the reduced one serves offline-style calls that only need the text.
+  context (`reduce_audio_ctx=False`); the reduced one serves offline-style calls that only need the text;
+- with flash attention, whisper.cpp views the cross-attention keys and values padded to a multiple of 256 frames
+  and attends to the padding unmasked (ggml-org/whisper.cpp#3941, open): the full context's 1500 frames read 36
+  rows that only a call at a reduced context ever writes (each layer's rows start at layer * padded context). After
+  one reduced call every full-context call on that whisper context reads its leftovers, so its text depends on the
+  calls before it (tiny.en, JFK's first 4 s: "...ask" before a preview, "...asked" after it, and whole words lost
+  in streams). Reduced contexts are multiples of 256 and read no padding, so they run on a second whisper context
+  of their own, loaded at the first such call (+108 MB RSS for tiny.en, +192 MB for base); the first one only
+  ever runs full-context calls. Without flash attention nothing is padded and one context serves both, but every
+  pass costs about 30 % more (tiny.en, 2 threads: 0.64 against 0.82 s for 5 s of audio).
 """
 
 from __future__ import annotations
@@ -137,9 +146,11 @@ class WhisperCppEngine:
             cparams.dtw_aheads_preset = _aheads_preset(
                 self._model_info.hparams.n_text_layer, self._model_info.hparams.n_vocab
             )
-        self._ctx: Any = pw.whisper_init_from_file_with_params(str(path), cparams)
-        if pw.whisper_model_n_vocab(self._ctx) != self._model_info.hparams.n_vocab:
-            raise EngineError(f"whisper.cpp could not load {path}")
+        self._path = path
+        self._cparams = cparams
+        self._ctx: Any = self._load()
+        # Calls at a reduced encoder context run here when flash attention is on (see the module's docstring).
+        self._reduced_ctx: Any = None
         self._params: Any = pw.whisper_full_default_params(pw.whisper_sampling_strategy.WHISPER_SAMPLING_GREEDY)
         self._eot = pw.whisper_token_eot(self._ctx)
         self._info = EngineInfo(
@@ -149,15 +160,32 @@ class WhisperCppEngine:
         self._busy = threading.Lock()
         self.last_audio_ctx = FULL_AUDIO_CTX  # the encoder context (20 ms frames) of the latest call
 
+    def _load(self) -> Any:
+        ctx = pw.whisper_init_from_file_with_params(str(self._path), self._cparams)
+        if pw.whisper_model_n_vocab(ctx) != self._model_info.hparams.n_vocab:
+            raise EngineError(f"whisper.cpp could not load {self._path}")
+        return ctx
+
     @property
     def info(self) -> EngineInfo:
         return self._info
 
     def close(self) -> None:
         with self._busy:
-            if self._ctx is not None:
-                pw.whisper_free(self._ctx)
-                self._ctx = None
+            for ctx in (self._ctx, self._reduced_ctx):
+                if ctx is not None:
+                    pw.whisper_free(ctx)
+            self._ctx = self._reduced_ctx = None
+
+    def _context_for(self, audio_ctx: int) -> Any:
+        """The whisper context for a call at `audio_ctx` frames: the full-context calls never share one with the
+        reduced ones under flash attention, whose unmasked padding would carry leftovers from one to the other."""
+        if audio_ctx == FULL_AUDIO_CTX or not self._cparams.flash_attn:
+            return self._ctx
+        if self._reduced_ctx is None:
+            log.debug("loading a second context of %s for reduced-context calls", self._path.name)
+            self._reduced_ctx = self._load()
+        return self._reduced_ctx
 
     def _set_params(self, seconds: float, language: str, prompt: str, decoding: Decoding) -> None:
         p = self._params
@@ -218,6 +246,7 @@ class WhisperCppEngine:
             if self._ctx is None:
                 raise EngineError("engine is closed")
             self._set_params(seconds, language, prompt, decoding)
+            ctx = self._context_for(self.last_audio_ctx)
             _call_state.aborted = False
 
             def aborting() -> bool:
@@ -228,7 +257,7 @@ class WhisperCppEngine:
 
             pw.assign_abort_callback(self._params, aborting if abort is not None else None)
             try:
-                status = pw.whisper_full(self._ctx, self._params, samples, samples.size)
+                status = pw.whisper_full(ctx, self._params, samples, samples.size)
             finally:
                 pw.assign_abort_callback(self._params, None)
                 aborted, _call_state.aborted = _call_state.aborted, False
@@ -236,11 +265,11 @@ class WhisperCppEngine:
                 raise EngineAborted("transcription aborted")
             if status != 0:
                 raise EngineError(f"whisper.cpp failed to transcribe (status {status})")
-            return self._collect_words(seconds)
+            return self._collect_words(ctx, seconds)
         finally:
             self._busy.release()
 
-    def _collect_words(self, seconds: float) -> list[Word]:
+    def _collect_words(self, ctx: Any, seconds: float) -> list[Word]:
         """Group tokens into words: a token whose bytes start with a space starts a new word."""
         words: list[Word] = []
         pieces: list[bytes] = []
@@ -252,12 +281,12 @@ class WhisperCppEngine:
             if text:
                 words.append(Word(text=text, start=start, end=end, probability=float(np.mean(probs))))
 
-        for segment in range(pw.whisper_full_n_segments(self._ctx)):
-            for index in range(pw.whisper_full_n_tokens(self._ctx, segment)):
-                data = pw.whisper_full_get_token_data(self._ctx, segment, index)
+        for segment in range(pw.whisper_full_n_segments(ctx)):
+            for index in range(pw.whisper_full_n_tokens(ctx, segment)):
+                data = pw.whisper_full_get_token_data(ctx, segment, index)
                 if data.id >= self._eot:
                     continue  # special and timestamp tokens carry no text
-                raw = pw.whisper_token_to_bytes(self._ctx, data.id)
+                raw = pw.whisper_token_to_bytes(ctx, data.id)
                 t0 = min(max(data.t0 / _CENTISECONDS, 0.0), seconds)
                 t1 = min(max(data.t1 / _CENTISECONDS, t0), seconds)
                 if self._options.dtw_token_timestamps and data.t_dtw >= 0:
