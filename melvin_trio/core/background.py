@@ -15,7 +15,7 @@ import math
 import statistics
 from typing import Final
 
-from melvin_trio.core.words import Word
+from melvin_trio.core.words import Word, mean_log_probability
 
 __all__ = ["TAIL_CONTEXT_S", "BackgroundSpeech"]
 
@@ -23,7 +23,6 @@ _LEVELS_KEPT: Final = 32  # the talker's level is the median over this many late
 # A tail is judged by its own audio from this long before its first word: whisper's time for a word after a pause
 # may begin late, never early, so a real word of the talker is not measured on the pause alone.
 TAIL_CONTEXT_S: Final = 0.3
-_MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
 
 
 class BackgroundSpeech:
@@ -75,4 +74,4 @@ class BackgroundSpeech:
 
 def _confidence(words: list[Word]) -> float:
     """The geometric mean of the words' probabilities."""
-    return math.exp(sum(math.log(max(w.probability, _MIN_PROBABILITY)) for w in words) / len(words))
+    return math.exp(mean_log_probability(words))

@@ -268,8 +268,10 @@ class StreamCore:
         enough_new = new_audio >= settings.min_new_audio_seconds * SAMPLE_RATE
         # An utterance's first pass runs as soon as it holds first_pass_speech_seconds of speech: the first partial
         # comes sooner than a fixed cadence from the cut would allow.
+        first_speech = 0.0  # speech in a window no full pass has seen yet (measured only while it matters)
         if not enough_new and self._passes_in_window == 0:
-            enough_new = self._speech_seconds(window.start, end) >= settings.first_pass_speech_seconds
+            first_speech = self._speech_seconds(window.start, end)
+            enough_new = first_speech >= settings.first_pass_speech_seconds
         if not self._has_speech(window.start, end):
             complete = end < window.total or self._eof
             return _Skip(end, complete) if complete or enough_new else _Wait()
@@ -287,7 +289,7 @@ class StreamCore:
             quiet = window.quietest_sample(max(end - int(_QUIET_SEARCH_S * SAMPLE_RATE), confirmed_until), end)
             return _Transcribe(quiet, complete=True, last=False, cut_sample=quiet, in_pause=False, behind=behind)
         last = self._eof
-        if self._preview_due(end, last, behind, enough_new):
+        if self._preview_due(last, behind, enough_new or first_speech >= settings.preview_speech_seconds):
             return _Transcribe(end, complete=False, last=False, cut_sample=None, in_pause=False, preview=True)
         if not last and (not enough_new or behind):
             # Behind: no pass re-transcribes audio that a later pass will see again; the next one waits for an
@@ -300,17 +302,16 @@ class StreamCore:
             return _Skip(end, False)
         return _Transcribe(end, complete=last, last=last, cut_sample=None, in_pause=False, behind=behind and last)
 
-    def _preview_due(self, end: int, last: bool, behind: bool, pass_due: bool) -> bool:
-        """Whether the window's preview is due: none ran yet, no full pass either, and the first full pass is due
-        (`pass_due`) or the window holds `preview_speech_seconds` of speech (the full pass waits for
-        `first_pass_speech_seconds`, or min_new_audio_seconds of audio)."""
-        settings = self.settings
+    def _preview_due(self, last: bool, behind: bool, ready: bool) -> bool:
+        """Whether the window's preview is due: none ran yet, no full pass either, and it is `ready` (the first
+        full pass is due, or the window holds `preview_speech_seconds` of speech while that pass waits for
+        `first_pass_speech_seconds` or min_new_audio_seconds of audio)."""
         return (
-            settings.preview_pass
+            self.settings.preview_pass
             and not (last or behind)
             and self._passes_in_window == 0
             and self._preview is None
-            and (pass_due or self._speech_seconds(self._window.start, end) >= settings.preview_speech_seconds)
+            and ready
         )
 
     def _finals_policy_idle(self) -> bool:
@@ -580,13 +581,7 @@ class StreamCore:
         # A word cannot begin where the audio ends: whisper.cpp puts the words it invents past the audio (and the
         # loops it falls into) at the very end of the window.
         latest_start = window_end - _PAST_END_S
-        shifted = without_loops(
-            [
-                Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
-                for w in without_non_speech(words)
-            ],
-            self._paused_between,
-        )
+        shifted = self._heard(request, words)
         inside = [w for w in shifted if w.start < latest_start]
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
         # those words right: keep them (losing real words is worse than odd times), within the speech.
@@ -614,15 +609,22 @@ class StreamCore:
             return events
         return self._emit()
 
+    def _heard(self, request: TranscribeRequest, words: list[Word]) -> list[Word]:
+        """A pass's `words` in stream time, none ending past its window, without non-speech tokens and loops."""
+        window_end = request.end_sample / SAMPLE_RATE
+        return without_loops(
+            [
+                Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
+                for w in without_non_speech(words)
+            ],
+            self._paused_between,
+        )
+
     def _on_preview(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
         """A preview's words become the partial until the window's first full pass answers; none is confirmed, and
-        the preview does not count as a pass (the full pass follows at once). Their times are kept as given: a
+        the preview does not count as a pass (the full pass follows at once). No more is done to their times: a
         reduced encoder context stacks them on the window's end, and only the text is shown."""
-        shifted = [
-            Word(w.text, w.start + request.offset, w.end + request.offset, w.probability)
-            for w in without_non_speech(words)
-        ]
-        self._preview = without_loops(shifted, self._paused_between)
+        self._preview = self._heard(request, words)
         return self._emit()
 
     def _speech_start(self, begin: int, end: int) -> float:

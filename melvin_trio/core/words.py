@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
 SENTENCE_END: Final = (".", "!", "?", "…", "。", "！", "？")
+_MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +70,10 @@ def without_non_speech(words: list[Word]) -> list[Word]:
             continue
         out.append(word if cleaned == text else Word(cleaned, word.start, word.end, word.probability))
     return out
+
+
+def mean_log_probability(words: list[Word]) -> float:
+    """The mean natural log of the words' probabilities (a probability of 0 counts as 1e-6); 0.0 for no words."""
+    if not words:
+        return 0.0
+    return sum(math.log(max(w.probability, _MIN_PROBABILITY)) for w in words) / len(words)

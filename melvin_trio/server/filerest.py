@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import zlib
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from melvin_trio.audio import SAMPLE_RATE
 from melvin_trio.audiofile import AudioFormatError, probe_audio
 from melvin_trio.core.protocol import AUTO_LANGUAGE
-from melvin_trio.core.words import Word, join_text
+from melvin_trio.core.words import Word, join_text, mean_log_probability
 from melvin_trio.engine.base import BEAM_SIZES, TEMPERATURES
 from melvin_trio.filetranscribe import segments
 from melvin_trio.server.exports import ExportStore
@@ -40,7 +39,6 @@ from melvin_trio.subtitles import render, words_from_finals
 log = logging.getLogger(__name__)
 
 DISCARD_LIMIT_BYTES: Final = 4 << 20
-_MIN_PROBABILITY: Final = 1e-6  # a word at probability 0 still has a log probability (about -13.8)
 DISCARD_SECONDS: Final = 10.0
 # whisper.cpp's own decoding settings a job may set, with their checks.
 SETTINGS: Final[dict[str, tuple[type, float, float]]] = {
@@ -378,7 +376,7 @@ def _segment_quality(text: str, words: list[Word]) -> dict[str, float]:
     `compression_ratio`: the text's UTF-8 length over its zlib-compressed length, as openai-whisper computes it
     (whisper/utils.py); `no_speech_prob`: 0.0, not measured (the bindings do not expose it; segments are built
     from words, so each holds speech)."""
-    logprob = sum(math.log(max(w.probability, _MIN_PROBABILITY)) for w in words) / len(words) if words else 0.0
+    logprob = mean_log_probability(words)
     raw = text.encode("utf-8")
     ratio = len(raw) / len(zlib.compress(raw)) if raw else 0.0
     return {"avg_logprob": round(logprob, 4), "compression_ratio": round(ratio, 4), "no_speech_prob": 0.0}
