@@ -18,7 +18,7 @@ Facts this module is built on (measured with pywhispercpp 1.5 / whisper.cpp 1.8)
   and attends to the padding unmasked (ggml-org/whisper.cpp#3941, open): the full context's 1500 frames read 36
   rows that only a call at a reduced context ever writes (each layer's rows start at layer * padded context). After
   one reduced call every full-context call on that whisper context reads its leftovers, so its text depends on the
-  calls before it (tiny.en, JFK's first 4 s: "...ask" before a preview, "...asked" after it, and whole words lost
+  calls before it (tiny.en, JFK's first 4 s: "...asked" before any preview, "...ask" after one, and whole words lost
   in streams). Reduced contexts are multiples of 256 and read no padding, so they run on a second whisper context
   of their own, loaded at the first such call (+108 MB RSS for tiny.en, +192 MB for base); the first one only
   ever runs full-context calls. Without flash attention nothing is padded and one context serves both, but every
