@@ -24,6 +24,7 @@ from bench.stream import SETS, build_set
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import Event, SendFinal, SendPartial, StreamCore, StreamSettings, TranscribeRequest
 from melvin_trio.core.words import Word
+from melvin_trio.engine.base import GREEDY, PREVIEW
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, normalise
 
@@ -71,29 +72,27 @@ def main() -> int:
         if args.reduce_partial_passes
         else engine
     )
-    # Previews (preview_pass=1) run at the reduced encoder context, as the server's workers run them.
-    preview = (
-        WhisperCppEngine(model_file, WhisperCppOptions(n_threads=2, reduce_audio_ctx=True))
-        if core.settings.preview_pass
-        else engine
-    )
     pcm = stream.pcm
     passes = 0
     busy = 0.0
     current: list[TranscribeRequest] = []
 
     class Chooser:
-        """The full-context engine for passes that end a window, the fast one for the others."""
+        """The full-context engine for passes that end a window and for previews (at the reduced context they ask
+        for), the fast one for the others."""
 
         def transcribe(self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "") -> list[Word]:
             nonlocal passes, busy
             started = time.perf_counter()
-            chosen = preview if current[-1].preview else engine if current[-1].complete else fast
-            words = chosen.transcribe(audio, language=language, prompt=prompt)
+            request = current[-1]
+            chosen = engine if request.complete or request.preview else fast
+            # A preview asks for the reduced encoder context, as the server's workers ask for it (the engine runs it
+            # on a whisper context of its own).
+            decoding = PREVIEW if request.preview else GREEDY
+            words = chosen.transcribe(audio, language=language, prompt=prompt, decoding=decoding)
             busy += time.perf_counter() - started
             passes += 1
             if args.verbose:
-                request = current[-1]
                 end = request.end_sample / 16000
                 print(f"PASS {request.offset:.2f}-{end:.2f} complete={request.complete} ...{request.prompt[-30:]!r}")
                 print(
