@@ -53,7 +53,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from melvin_trio.audiofile import read_audio
     from melvin_trio.engine.base import FILE_DECODING, GREEDY, Decoding
     from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
-    from melvin_trio.filetranscribe import transcribe_file
+    from melvin_trio.filetranscribe import FileTranscription, run
 
     config = _config(args)
     name = args.model or config.websocket_stream.cpu.model
@@ -68,18 +68,21 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         name=name,
     )
     language = args.language or config.transcription_default.language
-    if language in (None, AUTO_LANGUAGE):
-        language, probability = engine.detect_language(audio[: 30 * SAMPLE_RATE])
-        log.info("detected language %s (p=%.2f)", language, probability)
     if args.greedy:
         decoding = GREEDY
     elif args.beam_size is not None:
         decoding = Decoding(beam_size=args.beam_size, temperature_inc=FILE_DECODING.temperature_inc)
     else:
         decoding = FILE_DECODING
-    words = transcribe_file(engine, audio, language=language, decoding=decoding)
+    plan = FileTranscription(
+        audio, None if language == AUTO_LANGUAGE else language, decoding, settings=config.streaming
+    )
+    run(engine, plan)
+    if plan.language_probability is not None:
+        log.info("detected language %s (p=%.2f)", plan.language, plan.language_probability)
+    assert plan.language is not None  # a finished plan has one
     fmt = "json" if args.json else args.format
-    text = format_transcript(words, language, audio.size / SAMPLE_RATE, fmt)
+    text = format_transcript(plan.words, plan.language, audio.size / SAMPLE_RATE, fmt)
     if output is None:
         sys.stdout.write(text)
         return 0

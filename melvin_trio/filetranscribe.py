@@ -1,13 +1,16 @@
 """Offline transcription of a whole file: 30 s windows, each conditioned on the text before it, as whisper does.
 
-The audio is cut into windows of at most `WINDOW_SECONDS`, each cut at the quietest 100 ms of the window's last
-`CUT_SEARCH_SECONDS` (a pause, so no word is split), and each window is decoded with the tail of the text so far as
-its prompt. Cutting ahead of time rather than seeking by whisper's last timestamp (whisper's own loop, which
-whisper.cpp's `whisper_full` also runs inside one call) makes every window a separate engine call: a file job
-yields the engine to live streams between windows, and its progress is the share of windows done.
+Only speech is decoded: the streams' trained speech detector finds it (`speech_regions`), and windows cover it and
+nothing else, so whisper never hears long silence, noise or music alone (it invents words there). The language, when
+not given, is detected on that speech too. Each stretch of speech is cut into windows of at most `WINDOW_SECONDS`,
+each cut at the quietest 100 ms of the window's last `CUT_SEARCH_SECONDS` (a pause, so no word is split), and each
+window is decoded with the tail of the text so far as its prompt. Cutting ahead of time rather than seeking by
+whisper's last timestamp (whisper's own loop, which whisper.cpp's `whisper_full` also runs inside one call) makes
+every window a separate engine call: a file job yields the engine to live streams between windows, and its progress
+is the share of windows done.
 
-`FileTranscription` is the sans-IO plan (which window next, what prompt, the words so far); `transcribe_file`
-drives it with an engine directly (the CLI), `server/jobs.py` drives it through the shared engine workers.
+`FileTranscription` is the sans-IO plan (the language detection, which window next, what prompt, the words so far);
+`run` drives it with an engine directly (the CLI), `server/jobs.py` drives it through the shared engine workers.
 
 Time bound: a window decoded with beam search and temperature fallback gets `window_budget(seconds)`; past it the
 call is aborted and the window decoded greedily without fallback, which costs about one pass.
@@ -20,20 +23,39 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
+from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, make_detector
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector
 from melvin_trio.core.words import Word, join_text
+from melvin_trio.core.wordtimes import retimed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
 CUT_SEARCH_SECONDS: Final = 5.0
 _CUT_FRAME: Final = 1600  # 100 ms
 PROMPT_CHARS: Final = 200
-# A window with a 100 ms stretch louder than this is decoded; a quieter one only if the speech detector hears speech
-# in it (whisper invents words on silence and faint noise).
-SILENCE_DBFS: Final = -50.0
-_STREAMING: Final = StreamSettings()  # the speech detector's thresholds, as streams use them
+_STREAMING: Final = StreamSettings()  # the default speech detector and its thresholds
+# Where a stretch of speech starts. Silero's decision can lag the sound by well over a second (a Common Voice German
+# clip at -35 dBFS scores 0.1-0.25 for its first 1.5 s), and whisper, given a sentence without its start, may drop
+# the whole sentence (de-long: "Die Beamten gehen nun verstärkt ..." lost with a fixed 1 s lead). But a fixed 2 s
+# lead of noise before speech drew JFK's first words 1.6 s early into it. So the level places the onset: within
+# ONSET_SEARCH_SECONDS before the detector's first speech frame, the first frame ONSET_RISE_DB over the quietest
+# tenth of those frames (the detector decides that there is speech; the level, where). Decoding starts
+# ONSET_LEAD_SECONDS before the onset: whisper hears a first word better after some quiet (0.3 s cost 3 errors on
+# the 24 English clips, each a file: "Cat" -> "Kat", "Frere" -> "Freer"; 1.0 s: the same words as the whole clip),
+# and no word is placed before the onset.
+ONSET_SEARCH_SECONDS: Final = 2.0
+ONSET_RISE_DB: Final = 12.0
+ONSET_LEAD_SECONDS: Final = 1.0
+SPEECH_TAIL_SECONDS: Final = 1.0  # kept after a stretch's last speech frame (its last word's fading end)
+# Non-speech shorter than this stays inside a window: whisper reads ordinary pauses, and each cut costs it context
+# (de-long, base, beam search: 27 errors in 166 words with 5 s, as with no speech detection at all; 31 with 3 s).
+# Longer non-speech (silence, noise, music) is left out, since whisper invents words on it ("Thank you.").
+SPEECH_GAP_SECONDS: Final = 5.0
+# Language detection hears at most this much of the file's speech: whisper's own detection reads one 30 s window.
+DETECT_SECONDS: Final = 30.0
 # A beam + fallback decode may take this long per second of window, plus a constant, before it is redone greedily.
 BUDGET_PER_SECOND: Final = 2.0
 BUDGET_BASE_SECONDS: Final = 20.0
@@ -46,49 +68,100 @@ def window_budget(seconds: float) -> float:
     return BUDGET_BASE_SECONDS + BUDGET_PER_SECOND * seconds
 
 
-def plan_windows(samples: int, audio: Audio | None = None) -> list[tuple[int, int]]:
-    """(start, end) sample ranges covering `samples`, each at most WINDOW_SECONDS; cut at the quietest 100 ms of
-    each window's last CUT_SEARCH_SECONDS when `audio` is given, else at the window's end."""
+@dataclass(frozen=True)
+class SpeechRegion:
+    """A stretch of a file's speech, in samples: decoded from `start` to `end`; its sound rises at `onset` (no word
+    is placed before it: whisper draws a first word back to its window's start)."""
+
+    start: int
+    onset: int
+    end: int
+
+
+def speech_regions(audio: Audio, settings: StreamSettings = _STREAMING) -> list[SpeechRegion]:
+    """The stretches of `audio` that hold speech, in order and apart: the streams' speech detector
+    (`settings.vad_detector`, one state over the whole file) at `settings.vad_speech_threshold`; runs of speech
+    frames less than SPEECH_GAP_SECONDS apart are one region, a region needs `settings.vad_min_speech_seconds` of
+    speech frames; each is decoded from ONSET_LEAD_SECONDS before its onset (see ONSET_SEARCH_SECONDS) to
+    SPEECH_TAIL_SECONDS after its last speech frame (within the audio). Raises ValueError for an unknown detector.
+
+    Every window of a file is decided by the trained detector, whatever the level: a window decoded because it was
+    louder than -50 dBFS turned 40 s of white noise at that level into invented words, and placed real words inside
+    it (a fresh tester). CPU-bound: about 0.015 s per second of audio with Silero."""
+    n = audio.size // FRAME_SAMPLES
+    if n == 0:
+        return []
+    frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+    probabilities = make_detector(settings.vad_detector).probabilities(frames)
+    levels = frame_energies_db(frames)
+    speech = np.flatnonzero(probabilities >= settings.vad_speech_threshold)
+    if speech.size == 0:
+        return []
+    gap_frames = round(SPEECH_GAP_SECONDS / FRAME_SECONDS)
+    min_frames = max(1, round(settings.vad_min_speech_seconds / FRAME_SECONDS))
+    breaks = np.flatnonzero(np.diff(speech) > gap_frames)
+    firsts = np.concatenate(([0], breaks + 1))
+    lasts = np.concatenate((breaks, [speech.size - 1]))
+    tail = round(SPEECH_TAIL_SECONDS * SAMPLE_RATE)
+    lead = round(ONSET_LEAD_SECONDS * SAMPLE_RATE)
+    regions: list[SpeechRegion] = []
+    for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True):
+        if last - first + 1 < min_frames:
+            continue  # a blip in noise, not speech
+        onset = _onset(levels, int(speech[first])) * FRAME_SAMPLES
+        end = min((int(speech[last]) + 1) * FRAME_SAMPLES + tail, audio.size)
+        if regions and onset - lead <= regions[-1].end:
+            regions[-1] = SpeechRegion(regions[-1].start, regions[-1].onset, end)
+        else:
+            regions.append(SpeechRegion(max(onset - lead, 0), onset, end))
+    return regions
+
+
+def _onset(levels: npt.NDArray[np.float64], first_speech: int) -> int:
+    """The frame where the speech the detector first hears at frame `first_speech` starts (ONSET_SEARCH_SECONDS)."""
+    low = max(first_speech - round(ONSET_SEARCH_SECONDS / FRAME_SECONDS), 0)
+    before = levels[low:first_speech]
+    if before.size == 0:
+        return first_speech
+    loud = np.flatnonzero(before >= np.percentile(before, 10) + ONSET_RISE_DB)
+    return low + int(loud[0]) if loud.size else first_speech
+
+
+def plan_windows(
+    samples: int, audio: Audio | None = None, regions: list[SpeechRegion] | None = None
+) -> list[tuple[int, int]]:
+    """(start, end) sample ranges covering each of `regions` (default: the whole of `samples`), each at most
+    WINDOW_SECONDS; a region longer than that is cut at the quietest 100 ms of each window's last CUT_SEARCH_SECONDS
+    when `audio` is given, else at the window's end."""
     window = int(WINDOW_SECONDS * SAMPLE_RATE)
     search = int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
     windows: list[tuple[int, int]] = []
-    start = 0
-    while start < samples:
-        end = min(start + window, samples)
-        if end < samples and audio is not None:
-            region = audio[end - search : end].astype(np.float64)
-            n = region.size // _CUT_FRAME
-            power = np.mean(region[: n * _CUT_FRAME].reshape(n, _CUT_FRAME) ** 2, axis=1)
-            end = end - search + int(np.argmin(power)) * _CUT_FRAME + _CUT_FRAME // 2
-        windows.append((start, end))
-        start = end
+    for start, stop in [(0, samples)] if regions is None else [(r.start, r.end) for r in regions]:
+        while start < stop:
+            end = min(start + window, stop)
+            if end < stop and audio is not None:
+                region = audio[end - search : end].astype(np.float64)
+                n = region.size // _CUT_FRAME
+                power = np.mean(region[: n * _CUT_FRAME].reshape(n, _CUT_FRAME) ** 2, axis=1)
+                end = end - search + int(np.argmin(power)) * _CUT_FRAME + _CUT_FRAME // 2
+            windows.append((start, end))
+            start = end
     return windows
 
 
-def has_speech(audio: Audio) -> bool:
-    """Whether a window is worth decoding: sound louder than SILENCE_DBFS, or else speech the streams' trained
-    detector hears (Silero behind its automatic gain: a talker at -60 dBFS RMS peaks under -50 dBFS, and a file of
-    one came back empty while its stream was transcribed; a fresh tester). At least the streams'
-    `vad_min_speech_seconds` of frames at `vad_speech_threshold`."""
-    if has_sound(audio):
-        return True
-    n = audio.size // FRAME_SAMPLES
-    if n == 0:
-        return False
-    probabilities = make_detector("silero").probabilities(audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES))
-    heard = int(np.count_nonzero(probabilities >= _STREAMING.vad_speech_threshold)) * FRAME_SECONDS
-    return heard >= _STREAMING.vad_min_speech_seconds
-
-
-def has_sound(audio: Audio) -> bool:
-    if audio.size == 0:
-        return False
-    n = max(audio.size // _CUT_FRAME, 1)
-    frames = audio[: n * _CUT_FRAME].astype(np.float64)
-    if frames.size < _CUT_FRAME:
-        return bool(10 * np.log10(np.mean(frames**2) + 1e-10) > SILENCE_DBFS)
-    power = np.mean(frames.reshape(n, _CUT_FRAME) ** 2, axis=1)
-    return bool(10 * np.log10(np.max(power) + 1e-10) > SILENCE_DBFS)
+def speech_sample(audio: Audio, regions: list[SpeechRegion], seconds: float = DETECT_SECONDS) -> Audio:
+    """The first `seconds` of the speech in `regions`, joined; the start of `audio` when it holds no speech (nothing
+    of it is decoded then, but a transcript still names a language)."""
+    limit = int(seconds * SAMPLE_RATE)
+    if not regions:
+        return audio[:limit]
+    parts: list[Audio] = []
+    for region in regions:
+        parts.append(audio[region.onset : min(region.end, region.onset + limit)])
+        limit -= parts[-1].size
+        if limit <= 0:
+            break
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -105,25 +178,32 @@ class WindowRequest:
 
 @dataclass
 class FileTranscription:
-    """The plan of one file's transcription; feed each window's words back with `add`."""
+    """The plan of one file's transcription: where its speech is (`speech`), the windows that cover it, the language
+    (detected on the speech when `language` is None), and the words so far. Drive it with `next_request`: answer a
+    DetectRequest with `detected`, a WindowRequest with `add`. Audio outside `speech` never reaches the engine."""
 
     audio: Audio
-    language: str
+    language: str | None
     decoding: Decoding
     initial_prompt: str = ""
+    settings: StreamSettings = _STREAMING  # the speech detector's, as the streams of the same config use them
     words: list[Word] = field(default_factory=list)
+    speech: list[SpeechRegion] = field(init=False)
     windows: list[tuple[int, int]] = field(init=False)
+    language_probability: float | None = None  # set when the language was detected
     done_windows: int = 0
 
     def __post_init__(self) -> None:
-        """Plans the windows and which hold speech (CPU-bound: about 0.01 s per second of quiet audio for the
-        detector; the server builds the plan in a thread)."""
-        self.windows = plan_windows(self.audio.size, self.audio)
-        self._speech = [has_speech(self.audio[start:end]) for start, end in self.windows]
+        """Finds the speech and plans its windows (CPU-bound, see `speech_regions`: the server builds the plan in a
+        thread). Raises ValueError for an unknown detector."""
+        self.speech = speech_regions(self.audio, self.settings)
+        self.windows = plan_windows(self.audio.size, self.audio, self.speech)
+        onsets = {region.start: region.onset for region in self.speech}
+        self._first_word = [onsets.get(start, start) / SAMPLE_RATE for start, _ in self.windows]
 
     @property
     def finished(self) -> bool:
-        return self.done_windows >= len(self.windows)
+        return self.language is not None and self.done_windows >= len(self.windows)
 
     @property
     def progress(self) -> float:
@@ -133,33 +213,33 @@ class FileTranscription:
     def duration(self) -> float:
         return self.audio.size / SAMPLE_RATE
 
-    def next_request(self) -> WindowRequest | None:
-        """The next window with sound in it, or None when every window is done (silent ones are skipped)."""
-        while not self.finished:
-            start, end = self.windows[self.done_windows]
-            chunk = self.audio[start:end]
-            if self._speech[self.done_windows]:
-                return WindowRequest(
-                    index=self.done_windows,
-                    audio=chunk,
-                    offset=start / SAMPLE_RATE,
-                    language=self.language,
-                    prompt=self._prompt(),
-                    decoding=self.decoding,
-                )
-            self.done_windows += 1
-        return None
+    def next_request(self) -> DetectRequest | WindowRequest | None:
+        """The language detection first (when no language was given), then each window in turn; None when done."""
+        if self.language is None:
+            return DetectRequest(speech_sample(self.audio, self.speech))
+        if self.finished:
+            return None
+        start, end = self.windows[self.done_windows]
+        return WindowRequest(
+            index=self.done_windows,
+            audio=self.audio[start:end],
+            offset=start / SAMPLE_RATE,
+            language=self.language,
+            prompt=self._prompt(),
+            decoding=self.decoding,
+        )
+
+    def detected(self, language: str, probability: float) -> None:
+        """The answer to the DetectRequest."""
+        self.language = language
+        self.language_probability = probability
 
     def add(self, request: WindowRequest, words: list[Word]) -> None:
         if request.index != self.done_windows:
             raise ValueError(f"window {request.index} answered while window {self.done_windows} was expected")
         end = request.offset + request.audio.size / SAMPLE_RATE
-        floor = self.words[-1].start if self.words else 0.0
-        for word in words:
-            shifted = word.shifted(request.offset)
-            start = min(max(shifted.start, floor), end)
-            self.words.append(Word(shifted.text, start, min(max(shifted.end, start), end), shifted.probability))
-            floor = start
+        begin = max(self.words[-1].end if self.words else 0.0, self._first_word[request.index])
+        self.words.extend(retimed([w.shifted(request.offset) for w in words], min(begin, end), end))
         self.done_windows += 1
 
     def _prompt(self) -> str:
@@ -212,14 +292,29 @@ def greedy_of(decoding: Decoding) -> Decoding:
     return Decoding(translate=decoding.translate)
 
 
-def transcribe_file(
-    engine: Engine, audio: Audio, *, language: str, decoding: Decoding, initial_prompt: str = ""
-) -> list[Word]:
-    """Every word of `audio`, window by window (see the module docstring). Raises EngineError."""
-    plan = FileTranscription(audio, language, decoding, initial_prompt)
+def run(engine: Engine, plan: FileTranscription) -> FileTranscription:
+    """Drives `plan` to its end with `engine` directly (the CLI; the server drives plans through its workers).
+    Raises EngineError."""
     while (request := plan.next_request()) is not None:
-        plan.add(request, decode_window(engine, request))
-    return plan.words
+        if isinstance(request, DetectRequest):
+            plan.detected(*engine.detect_language(request.audio))
+        else:
+            plan.add(request, decode_window(engine, request))
+    return plan
+
+
+def transcribe_file(
+    engine: Engine,
+    audio: Audio,
+    *,
+    language: str | None,
+    decoding: Decoding,
+    initial_prompt: str = "",
+    settings: StreamSettings = _STREAMING,
+) -> list[Word]:
+    """Every word of `audio`, window by window (see the module docstring); the language detected on its speech when
+    `language` is None. Raises EngineError."""
+    return run(engine, FileTranscription(audio, language, decoding, initial_prompt, settings)).words
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import trio
 
 from melvin_trio.audio import read_wav
+from melvin_trio.core.events import DetectRequest
+from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.stream import TranscribeRequest
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio, Engine
@@ -19,7 +22,9 @@ from melvin_trio.filetranscribe import (
     WindowRequest,
     decode_window,
     plan_windows,
+    run,
     segments,
+    speech_regions,
     transcribe_file,
     transcript_json,
 )
@@ -27,6 +32,7 @@ from melvin_trio.server.workers import EngineWorker
 from tests.server_harness import wait_for
 
 RATE = 16000
+ENERGY = StreamSettings(vad_detector="energy")  # synthetic "speech" (loud white noise) is speech by its level
 
 
 def _speech(seconds: float, gaps: tuple[tuple[float, float], ...] = ()) -> Audio:
@@ -49,17 +55,18 @@ def test_windows_cover_the_file_and_are_cut_in_pauses() -> None:
 
 
 def test_each_window_gets_the_text_before_it_as_prompt_and_progress_rises() -> None:
-    audio = _speech(70.0, gaps=((28.0, 28.5), (40.0, 70.0)))  # the last window is silent
+    audio = _speech(70.0, gaps=((0.0, 1.0), (28.0, 28.5), (40.0, 70.0)))  # no window holds the silence at the end
     texts = iter([["Hello", "world."], ["Second", "window."]])
 
     def answer(chunk: Audio, prompt: str) -> list[Word]:
         words = next(texts)
-        return [Word(w, 0.5 + i, 1.0 + i, 0.9) for i, w in enumerate(words)]
+        return [Word(w, 1.5 + i, 2.0 + i, 0.9) for i, w in enumerate(words)]
 
     engine = FakeEngine([answer])
-    plan = FileTranscription(audio, "en", FILE_DECODING, initial_prompt="Lecture.")
+    plan = FileTranscription(audio, "en", FILE_DECODING, initial_prompt="Lecture.", settings=ENERGY)
     progress = [plan.progress]
     while (request := plan.next_request()) is not None:
+        assert isinstance(request, WindowRequest)
         plan.add(request, decode_window(engine, request))
         progress.append(plan.progress)
     assert plan.finished
@@ -70,14 +77,49 @@ def test_each_window_gets_the_text_before_it_as_prompt_and_progress_rises() -> N
     assert all(c.decoding == FILE_DECODING for c in engine.calls)
     second = plan.windows[1][0] / RATE
     assert [(w.text, w.start) for w in plan.words] == [
-        ("Hello", 0.5),
-        ("world.", 1.5),
-        ("Second", second + 0.5),
-        ("window.", second + 1.5),
+        ("Hello", 1.5),
+        ("world.", 2.5),
+        ("Second", second + 1.5),
+        ("window.", second + 2.5),
     ]
     transcript = transcript_json(plan.words)
     assert [s["text"] for s in transcript["segments"]] == [" Hello world.", " Second window."]
     assert transcript["text"] == " Hello world. Second window."
+
+
+def test_only_speech_reaches_the_engine_and_no_word_comes_before_it() -> None:
+    """Speech (by level: the energy detector) at 10-15 s and 40-45 s of a 60 s file, silence elsewhere: two
+    windows, each from shortly before its speech to shortly after it; a word whisper draws back to its window's
+    start is placed at the speech's onset instead (whisper did that with JFK after 40 s of noise)."""
+    audio = np.zeros(60 * RATE, dtype=np.float32)
+    audio[10 * RATE : 15 * RATE] = _speech(5.0)
+    audio[40 * RATE : 45 * RATE] = _speech(5.0)
+    regions = speech_regions(audio, ENERGY)
+    frame = 512 / RATE  # the detector's 32 ms frames
+    onsets_and_ends = [value / RATE for r in regions for value in (r.onset, r.end)]
+    assert onsets_and_ends == pytest.approx([10.0, 16.0, 40.0, 46.0], abs=frame)
+    engine = FakeEngine([[Word("early", 0.0, 0.4, 0.9), Word("word", 1.2, 1.5, 0.9)]])
+    plan = run(engine, FileTranscription(audio, "en", GREEDY, settings=ENERGY))
+    assert [(r.start, r.end) for r in regions] == plan.windows
+    assert [start / RATE for start, _ in plan.windows] == pytest.approx([9.0, 39.0], abs=frame)
+    assert len(engine.calls) == 2
+    assert [w.start for w in plan.words][::2] == [regions[0].onset / RATE, regions[1].onset / RATE]
+    assert all(a.end <= b.start for a, b in itertools.pairwise(plan.words))
+
+
+def test_the_language_is_detected_on_the_speech_only() -> None:
+    """With no language given, the first request asks for detection on the file's speech (the silence before it
+    left out), and the windows then run in the detected language."""
+    audio = np.zeros(50 * RATE, dtype=np.float32)
+    audio[40 * RATE : 45 * RATE] = _speech(5.0)
+    engine = FakeEngine([[Word("Hallo", 0.5, 0.9, 0.9)]], detected=("de", 0.9))
+    plan = FileTranscription(audio, None, GREEDY, settings=ENERGY)
+    request = plan.next_request()
+    assert isinstance(request, DetectRequest)
+    assert request.audio.size / RATE == pytest.approx(6.0, abs=0.064)  # from the onset (40 s) to the region's end
+    run(engine, plan)
+    assert (plan.language, plan.language_probability) == ("de", 0.9)
+    assert [c.language for c in engine.calls] == ["de"]
 
 
 def test_a_decode_past_its_budget_is_redone_greedily() -> None:
@@ -90,7 +132,7 @@ def test_a_decode_past_its_budget_is_redone_greedily() -> None:
 
 def test_transcribe_file_returns_rising_words() -> None:
     engine = FakeEngine([[Word("a", 3.0, 3.5, 1.0), Word("b", 1.0, 1.2, 1.0)]])
-    words = transcribe_file(engine, _speech(40.0), language="en", decoding=GREEDY)
+    words = transcribe_file(engine, _speech(40.0, gaps=((0.0, 1.0),)), language="en", decoding=GREEDY, settings=ENERGY)
     starts = [w.start for w in words]
     assert starts == sorted(starts)
     assert all(0 <= w.start <= w.end <= 40.0 for w in words)
@@ -155,13 +197,27 @@ def _at_dbfs(audio: Audio, dbfs: float) -> Audio:
 
 
 def test_a_quiet_talker_is_transcribed_faint_noise_is_not(tiny_en_engine: Engine, clips: list[Clip]) -> None:
-    """JFK at -60 dBFS RMS (its peaks stay under SILENCE_DBFS): transcribed as at full level, as its stream is (a
-    fresh tester got an empty file). 30 s of white noise at -65 dBFS: no window reaches the engine."""
+    """JFK at -60 dBFS RMS (its peaks near -33 dBFS): transcribed as at full level, as its stream is (a fresh tester
+    got an empty file). 30 s of white noise at -65, -50 and -40 dBFS: no window reaches the engine."""
     jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
     audio, _ = read_wav(jfk.path)
     words = transcribe_file(tiny_en_engine, _at_dbfs(audio, -60.0), language="en", decoding=GREEDY)
     assert count_errors(jfk.text, " ".join(w.text for w in words), "en").wer <= 0.1
-    noise = _at_dbfs(np.random.default_rng(4).standard_normal(30 * RATE).astype(np.float32), -65.0)
-    fake = FakeEngine([[Word("invented", 0.0, 0.5, 0.9)]])
-    assert transcribe_file(fake, noise, language="en", decoding=GREEDY) == []
-    assert fake.calls == []
+    for level in (-65.0, -50.0, -40.0):
+        noise = _at_dbfs(np.random.default_rng(4).standard_normal(30 * RATE).astype(np.float32), level)
+        fake = FakeEngine([[Word("invented", 0.0, 0.5, 0.9)]])
+        assert transcribe_file(fake, noise, language="en", decoding=GREEDY) == []
+        assert fake.calls == []
+
+
+def test_speech_after_long_noise_is_detected_and_placed_on_the_speech(base_engine: Engine, clips: list[Clip]) -> None:
+    """40 s of white noise at -50 dBFS, then JFK over the same noise, language detected (base): English, JFK's
+    words, none of them in the noise (a fresh tester got "Thank you.", words 12 s early and the language "nn")."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    speech, _ = read_wav(jfk.path)
+    audio = _at_dbfs(np.random.default_rng(5).standard_normal(40 * RATE + speech.size).astype(np.float32), -50.0)
+    audio[40 * RATE :] += speech
+    plan = run(base_engine, FileTranscription(audio, None, GREEDY))
+    assert plan.language == "en"
+    assert count_errors(jfk.text, " ".join(w.text for w in plan.words), "en").wer <= 0.1
+    assert plan.words[0].start >= 40.0

@@ -11,6 +11,7 @@ import numpy as np
 import trio
 
 from melvin_trio.audio import float_to_pcm16, wav_bytes
+from melvin_trio.core.settings import StreamSettings
 from melvin_trio.engine.base import GREEDY, SAMPLE_RATE, Decoding, Word
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.server.jobs import JobRunner, JobSpec, JobStore, Status, job_object, new_job_id, words_of
@@ -104,11 +105,13 @@ async def test_a_window_past_its_time_limit_is_decoded_again_greedily(tmp_path: 
     """The beam decode of a job's second window hangs past the worker's limit: the window is decoded again
     greedily (no fallback) and the job finishes with every window's words."""
     rng = np.random.default_rng(0)
-    audio = (0.1 * rng.standard_normal(40 * SAMPLE_RATE)).astype(np.float32)  # loud throughout: two windows
+    audio = (0.1 * rng.standard_normal(40 * SAMPLE_RATE)).astype(np.float32)  # loud from 1 s on: two windows
+    audio[:SAMPLE_RATE] = 0.0
     engine = FakeEngine([[Word("one", 1.0, 1.5, 0.9)], Hang(), [Word("two", 2.0, 2.5, 0.9)]])
     worker = EngineWorker(engine, "w")
     store = JobStore(tmp_path)
-    runner = JobRunner(store, SeatPool([Seat("cpu", 0, worker)]), {"fake": [worker]}, "n1")
+    speech_by_level = StreamSettings(vad_detector="energy")  # white noise is no speech to Silero
+    runner = JobRunner(store, SeatPool([Seat("cpu", 0, worker)]), {"fake": [worker]}, "n1", speech_by_level)
     job_id = new_job_id()
     beam = Decoding(beam_size=5, temperature_inc=0.2)
     store.prepare()

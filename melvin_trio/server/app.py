@@ -111,7 +111,7 @@ class MelvinServer:
         for section in sections:
             for worker in section.workers:
                 by_model.setdefault(worker.engine.info.model_name, []).append(worker)
-        self.jobs = JobRunner(JobStore(config.data_dir), self.seats, by_model, config.node)
+        self.jobs = JobRunner(JobStore(config.data_dir), self.seats, by_model, config.node, config.streaming)
         self._multilingual = {w[0].engine.info.model_name: w[0].engine.info.multilingual for w in by_model.values()}
         self._environ = environ
         engines: list[Engine] = [w.engine for s in sections for w in s.workers]

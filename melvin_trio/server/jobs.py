@@ -32,8 +32,9 @@ import trio
 
 from melvin_trio.audiofile import AudioFormatError, read_audio
 from melvin_trio.core.events import Detected, DetectRequest
+from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import SAMPLE_RATE, Decoding, EngineError, EngineTimedOut
+from melvin_trio.engine.base import Decoding, EngineError, EngineTimedOut
 from melvin_trio.filetranscribe import FileTranscription, greedy_of, transcript_json, words_from_transcript
 from melvin_trio.server.retention import purge_periodically
 from melvin_trio.server.workers import EngineWorker, SeatPool
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 JOB_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 IDLE_POLL_SECONDS: Final = 0.2
-DETECT_SECONDS: Final = 30.0
 
 
 class Status:
@@ -190,8 +190,16 @@ def decoding_of(settings: dict[str, Any], task: str) -> Decoding:
 class JobRunner:
     """Runs queued jobs one at a time, in the order they came, on the workers of the requested model."""
 
-    def __init__(self, store: JobStore, seats: SeatPool, workers: dict[str, list[EngineWorker]], node: str) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        seats: SeatPool,
+        workers: dict[str, list[EngineWorker]],
+        node: str,
+        speech: StreamSettings | None = None,
+    ) -> None:
         self.store = store
+        self.speech = speech or StreamSettings()  # the speech detector and its thresholds: the streams' (config)
         self.node = node  # this server's node_id: the jobs it queues and re-runs carry it
         self.seats = seats
         self.workers = workers  # model name -> its workers
@@ -296,17 +304,17 @@ class JobRunner:
         audio, _ = await trio.to_thread.run_sync(
             lambda: read_audio(self.store.upload_path(job_id), label=spec.filename or "the upload")
         )
-        language = spec.language
-        if language is None:
-            outcome = await self._background(workers, job, DetectRequest(audio[: int(DETECT_SECONDS * SAMPLE_RATE)]))
-            if not isinstance(outcome, Detected):
-                raise EngineError(f"language detection failed: {outcome}")
-            language = outcome.language
-            log.info("job %s: detected language %s", job_id, language)
         plan = await trio.to_thread.run_sync(
-            FileTranscription, audio, language, spec.decoding, spec.initial_prompt
-        )  # the speech detector runs over quiet windows: not in the event loop
+            FileTranscription, audio, spec.language, spec.decoding, spec.initial_prompt, self.speech
+        )  # the speech detector runs over the whole file: not in the event loop
         while (request := plan.next_request()) is not None:
+            if isinstance(request, DetectRequest):
+                outcome = await self._background(workers, job, request)
+                if not isinstance(outcome, Detected):
+                    raise EngineError(f"language detection failed: {outcome}")
+                plan.detected(outcome.language, outcome.probability)
+                log.info("job %s: detected language %s (p=%.2f)", job_id, outcome.language, outcome.probability)
+                continue
             outcome = await self._background(workers, job, request)
             if isinstance(outcome, EngineTimedOut) and request.decoding != (greedy := greedy_of(request.decoding)):
                 # Past the worker's limit (a loaded machine, a window beam search loops on): one greedy pass.
@@ -320,7 +328,8 @@ class JobRunner:
             plan.add(request, outcome)
             self._progress[job_id] = round(plan.progress, 3)
         words: list[Word] = plan.words
-        return transcript_json(words), language, float(np.float64(plan.duration))
+        assert plan.language is not None  # a finished plan has one
+        return transcript_json(words), plan.language, float(np.float64(plan.duration))
 
     async def _background(
         self, workers: list[EngineWorker], job: dict[str, Any], request: Any
