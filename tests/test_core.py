@@ -269,6 +269,38 @@ def test_two_passes_agreeing_on_an_unsure_word_do_not_confirm_it() -> None:
         assert [w.text for w in run.words] == expected
 
 
+def test_an_unsure_word_inside_agreeing_sure_words_is_confirmed() -> None:
+    """A rare word (a name) whisper stays unsure of in every pass ("Somehow or other Kat has taught them", "Kat" at
+    p=0.24) is confirmed once two passes also agree, surely, on confirm_unsure_after_words words after it (twice as
+    many for the window's first word); otherwise it held every word after it back until its utterance ended."""
+    sure, unsure = 0.9, 0.24
+
+    def pass_(*texts: str, first: float = sure) -> list[Word]:
+        return [
+            Word(t, 0.3 * i, 0.3 * i + 0.25, first if i == 0 else unsure if t == "Kat" else sure)
+            for i, t in enumerate(texts)
+        ]
+
+    said = ("Somehow", "or", "other", "Kat", "has", "taught", "them")
+    plain = ("Somehow", "or", "other", "cat", "has", "taught", "them")  # "cat": a word it is sure of
+    for context, first, words, confirmed in (
+        (2, sure, said, said[:6]),  # "Kat", with "has taught" after it; "them" awaits a third pass
+        (0, sure, said, said[:3]),  # off: "Kat" and all after it wait
+        (2, unsure, plain, plain[:6]),  # an unsure first word, with four sure words after it
+        (2, unsure, said, ()),  # an unsure first word, and "Kat" among the four after it: all wait
+    ):
+        agreement = LocalAgreement(0.35, context)
+        agreement.insert(pass_(*words[:6], first=first))
+        agreement.confirm()
+        agreement.insert(pass_(*words, first=first))
+        assert tuple(w.text for w in agreement.confirm()) == confirmed, (context, first, words)
+    short = LocalAgreement(0.35, 2)  # an unsure first word with only three words after it: waits
+    short.insert(pass_("Somehow", "or", "other", "Kat", first=unsure))
+    short.confirm()
+    short.insert(pass_("Somehow", "or", "other", "Kat", "has", first=unsure))
+    assert short.confirm() == []
+
+
 def test_a_final_after_the_time_limit() -> None:
     world = World([W("one", 0.5), W("two", 1.0)], seconds=8.0)
     run = drive(core_of(StreamSettings(final_after_words=6, final_after_seconds=1.5), "en"), world.pcm(), world.engine)

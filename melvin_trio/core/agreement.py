@@ -32,10 +32,17 @@ class LocalAgreement:
     anything after it): it waits for a pass that is surer, or for the pass that ends its utterance. Whisper is
     often wrong twice in a row, and unsure both times, about the first word of an utterance whose onset it has heard
     with little context (measured: "Unless" heard as "I'd less" at p=0.3 by two passes).
+
+    `unsure_context_words`: an unsure word is confirmed after all when both passes also agree, surely, on this many
+    words after it (twice as many for the window's first word, the one whose onset whisper hears with the least
+    context; 0: never). Such a word is mostly a rare one (a name: "Kat" at p=0.24) or an onset heard quietly
+    ("Somehow" at 0.18-0.39 in five passes), which later passes are no surer of: waiting for the utterance's end held
+    every word after it back (a 7.9 s utterance: its first final 6.7 s after the speech began).
     """
 
-    def __init__(self, min_probability: float = 0.0) -> None:
+    def __init__(self, min_probability: float = 0.0, unsure_context_words: int = 0) -> None:
         self._min_probability = min_probability
+        self._unsure_context_words = unsure_context_words
         self._confirmed: list[Word] = []  # words confirmed since the window began
         self._before: list[str] = []  # keys of the last words confirmed before the window
         self._hypothesis: list[Word] = []  # the previous pass's unconfirmed words
@@ -117,7 +124,7 @@ class LocalAgreement:
         confirmed: list[Word] = []
         incoming, previous = self._incoming, self._hypothesis
         while incoming and previous and word_key(incoming[0].text) == word_key(previous[0].text):
-            if min(incoming[0].probability, previous[0].probability) < self._min_probability:
+            if not self._sure(incoming, previous, first=not (self._confirmed or confirmed)):
                 break
             new, old = incoming[0], previous[0]
             confirmed.append(
@@ -132,6 +139,18 @@ class LocalAgreement:
         self._incoming = []
         self._confirmed += confirmed
         return confirmed
+
+    def _sure(self, incoming: list[Word], previous: list[Word], *, first: bool) -> bool:
+        """Whether the agreed word leading both lists may be confirmed (see `min_probability`)."""
+        if min(incoming[0].probability, previous[0].probability) >= self._min_probability:
+            return True
+        n = self._unsure_context_words * (2 if first else 1)
+        if n <= 0 or len(incoming) <= n or len(previous) <= n:
+            return False
+        return all(
+            word_key(new.text) == word_key(old.text) and min(new.probability, old.probability) >= self._min_probability
+            for new, old in zip(incoming[1 : n + 1], previous[1 : n + 1], strict=True)
+        )
 
     def force(self, count: int) -> list[Word]:
         """Confirm the first `count` hypothesis words without agreement (audio no later pass will see again)."""

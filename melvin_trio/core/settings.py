@@ -31,6 +31,9 @@ class StreamSettings:
     # pass or its utterance's end. bench/replay.py, en-long first 100 s, pass 0.7 s: WER 0.024 at 0, 0.012 at 0.35
     # and at 0.5 (p50 latency 1.60, 1.54 and 1.74 s of stream time).
     confirm_min_probability: float = 0.35
+    # ...unless it is not its window's first word and the two passes agree, surely, on this many words after it (0:
+    # never). bench/replay.py, en-long first 100 s, pass 0.7 s: see bench/README.
+    confirm_unsure_after_words: int = 2
     # A word a pass heard at least settled_margin_seconds before its window's end, at least settled_min_probability
     # sure, where the previous pass had nothing more to say, needs no second pass (0: off). bench/replay.py, en-long
     # first 100 s, pass 0.8 s: p50 latency 1.59 -> 1.32 s of stream time, p90 2.68 -> 2.42 s, WER 0.016 both.

@@ -176,7 +176,7 @@ class StreamCore:
         self._passes_in_window = 0  # transcriptions of the window since it was last cut
         self._preview: list[Word] | None = None  # the window's preview words (None: no preview ran in it)
         self._retried_speech = -1  # absolute sample where the last speech a behind pass left out (and retried) began
-        self._agreement = LocalAgreement(settings.confirm_min_probability)
+        self._agreement = LocalAgreement(settings.confirm_min_probability, settings.confirm_unsure_after_words)
         self._finals = FinalsPolicy(settings)
         self._outstanding: Request | None = None
         self._background = BackgroundSpeech(settings.background_max_confidence, settings.background_margin_db)
