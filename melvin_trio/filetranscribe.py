@@ -87,7 +87,7 @@ def speech_regions(audio: Audio, settings: StreamSettings = _STREAMING) -> list[
 
     Every window of a file is decided by the trained detector, whatever the level: a window decoded because it was
     louder than -50 dBFS turned 40 s of white noise at that level into invented words, and placed real words inside
-    it (a fresh tester). CPU-bound: about 0.015 s per second of audio with Silero."""
+    it (a fresh tester). CPU-bound: Silero took 0.30 s for 51 s of audio on 2 cores."""
     n = audio.size // FRAME_SAMPLES
     if n == 0:
         return []
