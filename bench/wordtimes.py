@@ -22,7 +22,9 @@ from bench.vad import RATE, pcm16, silence
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import StreamCore, StreamSettings
 from melvin_trio.core.words import Word, word_key
+from melvin_trio.engine.base import GREEDY
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
+from melvin_trio.filetranscribe import transcribe_file
 
 
 def within(words: list[Word], reference: list[Word], tolerance: float = 0.5) -> float:
@@ -71,6 +73,9 @@ def main() -> int:
     refs = {f"offline {name}": engine.transcribe(stream, language="en") for name, engine in engines.items()}
     for name, words in refs.items():
         describe(name, words, spans, {k: v for k, v in refs.items() if k != name})
+    # What `melvin-trio transcribe` and file jobs give: speech windows, words retimed into them.
+    file_words = transcribe_file(engines["token times"], stream, language="en", decoding=GREEDY)
+    describe("file (transcribe_file)", file_words, spans, refs)
     for name, engine in engines.items():
         run = drive(StreamCore(StreamSettings(), "en"), pcm16(stream), engine, pass_seconds=args.pass_seconds)
         describe(f"streamed, {name}", run.words, spans, refs)

@@ -29,7 +29,7 @@ from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector
 from melvin_trio.core.words import Word, join_text
-from melvin_trio.core.wordtimes import retimed
+from melvin_trio.core.wordtimes import pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
@@ -239,7 +239,18 @@ class FileTranscription:
             raise ValueError(f"window {request.index} answered while window {self.done_windows} was expected")
         end = request.offset + request.audio.size / SAMPLE_RATE
         begin = max(self.words[-1].end if self.words else 0.0, self._first_word[request.index])
-        self.words.extend(retimed([w.shifted(request.offset) for w in words], min(begin, end), end))
+        begin = min(begin, end)
+        inside: list[Word] = []
+        floor = begin
+        for word in words:
+            shifted = word.shifted(request.offset)
+            start = min(max(shifted.start, floor), end)
+            inside.append(Word(shifted.text, start, min(max(shifted.end, start), end), shifted.probability))
+            floor = start
+        # Rising, none of zero length, each moved as little as it can: a run whisper collapsed onto one instant is
+        # spread forwards from it (the streams' backwards spreading, made for runs stacked on a window's end,
+        # moved a file's words collapsed onto a clip's start into the pause before it).
+        self.words.extend(pushed(inside, begin, end))
         self.done_windows += 1
 
     def _prompt(self) -> str:
