@@ -25,7 +25,7 @@ from melvin_trio.config import (
     load_config,
     model_path,
 )
-from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED
+from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED, LanguageRefused, choose_language
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
 from melvin_trio.errors import ClientError, MelvinError, UsageError
@@ -52,7 +52,7 @@ def _models_dir(args: argparse.Namespace) -> Path:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from melvin_trio.audiofile import read_audio
     from melvin_trio.engine.base import FILE_DECODING, GREEDY, Decoding
-    from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
+    from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, is_known_language
     from melvin_trio.filetranscribe import FileTranscription, run
 
     config = _config(args)
@@ -68,6 +68,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         name=name,
     )
     language = args.language or config.transcription_default.language
+    # Checked before any audio is decoded: a file with no speech never reaches the engine's own check, and an
+    # option a script got wrong should fail whatever the file holds.
+    chosen = choose_language(language, None, english_only=not engine.info.multilingual, known=is_known_language)
+    if isinstance(chosen, LanguageRefused):
+        raise ClientError(f"--language {language}: {chosen.message}")
     if args.greedy:
         decoding = GREEDY
     elif args.beam_size is not None:
@@ -80,7 +85,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     run(engine, plan)
     if plan.language_probability is not None:
         log.info("detected language %s (p=%.2f)", plan.language, plan.language_probability)
-    assert plan.language is not None  # a finished plan has one
     fmt = "json" if args.json else args.format
     text = format_transcript(plan.words, plan.language, audio.size / SAMPLE_RATE, fmt)
     if output is None:
@@ -93,8 +97,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_transcript(words: list[Word], language: str, duration: float, fmt: str) -> str:
-    """The transcript as `transcribe --format` writes it: txt, json, srt or vtt."""
+def format_transcript(words: list[Word], language: str | None, duration: float, fmt: str) -> str:
+    """The transcript as `transcribe --format` writes it: txt, json, srt or vtt (`language` None: it was to be
+    detected and the file holds no speech)."""
     from melvin_trio.filetranscribe import segments
     from melvin_trio.subtitles import render
 

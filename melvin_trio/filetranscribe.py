@@ -150,12 +150,9 @@ def plan_windows(
 
 
 def speech_sample(audio: Audio, regions: list[SpeechRegion], seconds: float = DETECT_SECONDS) -> Audio:
-    """The first `seconds` of the speech in `regions`, joined; the start of `audio` when it holds no speech (nothing
-    of it is decoded then, but a transcript still names a language)."""
+    """The first `seconds` of the speech in `regions` (from each one's onset), joined."""
     limit = int(seconds * SAMPLE_RATE)
-    if not regions:
-        return audio[:limit]
-    parts: list[Audio] = []
+    parts: list[Audio] = [audio[:0]]
     for region in regions:
         parts.append(audio[region.onset : min(region.end, region.onset + limit)])
         limit -= parts[-1].size
@@ -203,7 +200,8 @@ class FileTranscription:
 
     @property
     def finished(self) -> bool:
-        return self.language is not None and self.done_windows >= len(self.windows)
+        """Every window done; the language known, or nothing to detect it on (no speech: it stays None)."""
+        return (self.language is not None or not self.speech) and self.done_windows >= len(self.windows)
 
     @property
     def progress(self) -> float:
@@ -215,10 +213,10 @@ class FileTranscription:
 
     def next_request(self) -> DetectRequest | WindowRequest | None:
         """The language detection first (when no language was given), then each window in turn; None when done."""
-        if self.language is None:
-            return DetectRequest(speech_sample(self.audio, self.speech))
         if self.finished:
             return None
+        if self.language is None:
+            return DetectRequest(speech_sample(self.audio, self.speech))
         start, end = self.windows[self.done_windows]
         return WindowRequest(
             index=self.done_windows,

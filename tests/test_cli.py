@@ -72,10 +72,28 @@ def test_transcribe_detects_the_language_when_asked(clips: list[Clip], base_path
     assert json.loads(done.stdout)["language"] == "de"
 
 
-def test_english_only_model_with_german_is_a_clear_error(clips: list[Clip], tiny_en_path: Path) -> None:
-    done = run("transcribe", str(_jfk(clips).path), "--language", "de")
-    assert done.returncode == 1
-    assert "English-only" in done.stderr
+def test_a_language_the_model_cannot_do_is_a_clear_error_whatever_the_file_holds(
+    clips: list[Clip], tiny_en_path: Path, base_path: Path, tmp_path: Path
+) -> None:
+    """Checked before any audio is decoded: a silent file once passed (exit 0) where a speech file failed."""
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(bytes(3200))
+    for path in (_jfk(clips).path, silent):
+        for options, expected in (
+            (("--language", "de"), "English-only"),
+            (("--model", "base", "--language", "xx"), "'xx'"),
+        ):
+            done = run("transcribe", str(path), *options)
+            assert done.returncode == 1, (path, options)
+            assert expected in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = run("transcribe", str(silent), "--model", "base", "--language", "auto", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["language"] is None  # no speech: nothing to detect the language on
 
 
 def test_models_list_shows_size_language_and_load_state(tiny_en_path: Path, base_path: Path) -> None:

@@ -744,6 +744,13 @@ def test_auth_message_variants() -> None:
     for bad in ('{"Authorization": "wrong"}', "{}", '{"Authorization": 5}'):
         assert protocol.parse_auth(bad, keys) == protocol.AuthFailed(protocol.AUTH_INVALID_KEY)
     assert protocol.parse_auth('{"Authorization": ""}', []) == protocol.AuthFailed(protocol.AUTH_INVALID_KEY)
+    assert protocol.parse_auth('{"Authorization": "secret", "language": null}', keys) == protocol.AuthOk(None)
+    for value in ("5", '""', '"  "', "[]", "true"):
+        refused = protocol.parse_auth(f'{{"Authorization": "secret", "language": {value}}}', keys)
+        assert refused == protocol.AuthFailed(protocol.invalid_language(json.loads(value)), reason="language")
+    for config in ('"x"', "5", "[]"):
+        refused = protocol.parse_auth(f'{{"Authorization": "secret", "config": {config}}}', keys)
+        assert refused == protocol.AuthFailed(protocol.AUTH_CONFIG_NOT_OBJECT, reason="config")
 
 
 def test_eof_variants_and_other_controls() -> None:

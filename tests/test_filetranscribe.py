@@ -122,6 +122,12 @@ def test_the_language_is_detected_on_the_speech_only() -> None:
     assert [c.language for c in engine.calls] == ["de"]
 
 
+def test_a_file_without_speech_has_no_language_to_detect() -> None:
+    engine = FakeEngine([[Word("invented", 0.0, 0.5, 0.9)]], detected=("nl", 0.3))
+    plan = run(engine, FileTranscription(np.zeros(5 * RATE, dtype=np.float32), None, GREEDY, settings=ENERGY))
+    assert (plan.language, plan.words, engine.calls) == (None, [], [])
+
+
 def test_a_decode_past_its_budget_is_redone_greedily() -> None:
     engine = FakeEngine([Hang(), [Word("fine", 0.0, 0.5, 1.0)]])
     request = WindowRequest(0, _speech(5.0), 0.0, "en", "", FILE_DECODING)

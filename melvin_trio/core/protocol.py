@@ -81,7 +81,8 @@ class AuthFailed:
     reason: str = field(default="invalid_key", compare=False)
 
 
-AUTH_REASONS: Final = ("not_text", "invalid_json", "invalid_key", "sample_rate")
+AUTH_REASONS: Final = ("not_text", "invalid_json", "invalid_key", "sample_rate", "language", "config")
+AUTH_CONFIG_NOT_OBJECT: Final = 'Invalid config: it must be an object such as {"sample_rate": 16000}'
 
 
 def _key_matches(candidate: str, keys: Iterable[str]) -> bool:
@@ -107,14 +108,24 @@ def parse_auth(message: str | bytes, keys: Iterable[str]) -> AuthOk | AuthFailed
     key = data.get("Authorization")
     if not isinstance(key, str) or not _key_matches(key, keys):
         return AuthFailed(AUTH_INVALID_KEY, reason="invalid_key")
+    if data.get("config") is not None and not isinstance(data["config"], dict):
+        return AuthFailed(AUTH_CONFIG_NOT_OBJECT, reason="config")
     rate = declared_sample_rate(data)
     if isinstance(rate, AuthFailed):
         return rate
     for name in _LANGUAGE_KEYS:
         value = data.get(name)
-        if isinstance(value, str) and value.strip():
-            return AuthOk(language=value.strip().lower(), sample_rate=rate)
+        if value is None:
+            continue  # absent or null: the server's default
+        if not isinstance(value, str) or not value.strip():
+            return AuthFailed(invalid_language(value), reason="language")
+        return AuthOk(language=value.strip().lower(), sample_rate=rate)
     return AuthOk(language=None, sample_rate=rate)
+
+
+def invalid_language(value: object) -> str:
+    shown = json.dumps(value, ensure_ascii=False)[:40]
+    return f'Invalid language {shown}: a language code such as "de", "{AUTO_LANGUAGE}", or null'
 
 
 MIN_SAMPLE_RATE: Final = 8000

@@ -295,7 +295,7 @@ class JobRunner:
         if (event := self._ended.pop(job_id, None)) is not None:
             event.set()
 
-    async def _transcribe(self, job: dict[str, Any]) -> tuple[dict[str, Any], str, float]:
+    async def _transcribe(self, job: dict[str, Any]) -> tuple[dict[str, Any], str | None, float]:
         job_id = job["transcription_id"]
         spec = spec_of(job)
         workers = self.workers.get(spec.model)
@@ -328,7 +328,6 @@ class JobRunner:
             plan.add(request, outcome)
             self._progress[job_id] = round(plan.progress, 3)
         words: list[Word] = plan.words
-        assert plan.language is not None  # a finished plan has one
         return transcript_json(words), plan.language, float(np.float64(plan.duration))
 
     async def _background(

@@ -28,7 +28,7 @@ PASS_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0
 LATENCY_BUCKETS: Final = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
 
 # Every label value refused logins can carry: a closed set, so no client can add a series.
-REFUSAL_REASONS: Final = (*protocol.AUTH_REASONS, "language", "timeout")
+REFUSAL_REASONS: Final = (*protocol.AUTH_REASONS, "timeout")  # "language": also a language the model cannot do
 
 
 def _version(distribution: str) -> str:
