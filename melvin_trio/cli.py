@@ -263,6 +263,13 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if failed:
         # The audio was exported (the id came), but the transcript is short: a script must not take it as done.
         raise ClientError(f"stream {result.stream_id}: {failed[-1]}")
+    if not result.sent_eof:
+        # The server ended the stream first (it was stopped, or restarted): what was sent is transcribed and
+        # exported, but a script must not take the file as streamed in full (a fresh tester got exit 0).
+        sent, total = result.sent_bytes / (2 * SAMPLE_RATE), len(pcm) / (2 * SAMPLE_RATE)
+        raise ClientError(
+            f"stream {result.stream_id}: the server ended the stream after {sent:.1f} of {total:.1f} s of audio"
+        )
     return 0
 
 

@@ -106,6 +106,8 @@ class StreamResult:
     finals: list[dict[str, Any]] = field(default_factory=list)
     partials: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    sent_bytes: int = 0  # audio sent before eof (all of it when `sent_eof`)
+    sent_eof: bool = False  # False: the server ended the stream before the client had sent everything
 
 
 async def stream_pcm(
@@ -149,10 +151,12 @@ async def stream_pcm(
             with contextlib.suppress(ConnectionClosed):  # the server closed first: receive() says why
                 for offset in range(0, len(pcm), chunk):
                     await ws.send_message(pcm[offset : offset + chunk])
+                    result.sent_bytes = min(offset + chunk, len(pcm))
                     if speed > 0:
                         due = start + (offset + chunk) / bytes_per_second / speed
                         await trio.sleep_until(due)
                 await ws.send_message(json.dumps({"eof": 1}))
+                result.sent_eof = True
 
         async def receive() -> None:
             while True:

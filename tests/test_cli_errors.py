@@ -21,13 +21,14 @@ import trio
 from melvin_trio.cli import build_parser
 from melvin_trio.client import CHUNK_MS, rest_url_beside
 from melvin_trio.core.protocol import AUTO_LANGUAGE, AuthOk, choose_language, parse_auth
+from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, Engine
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import is_stream_id
 from melvin_trio.server.filerest import SETTINGS
 from tests.conftest import REPO
-from tests.server_harness import API_KEY, running_server
+from tests.server_harness import API_KEY, running_server, wait_for
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -510,4 +511,29 @@ async def test_stream_the_server_could_not_transcribe_exits_1(clips: list[Clip],
     assert len(exported) == 1
     assert one_error_line(done) == (
         f"error: stream {exported[0]}: Transcription failed: the engine took longer than 1 s"
+    )
+
+
+async def test_stream_ended_by_the_server_before_the_file_was_sent_exits_1(clips: list[Clip], tmp_path: Path) -> None:
+    """The server is stopped while `stream` still sends (real time): it drains the stream (its finals, export and
+    id), and the client says how much of the file went out and exits 1, so a script does not take the file as
+    streamed in full (a fresh tester got exit 0)."""
+    jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
+    async with running_server(FakeEngine([[Word("ask", 0.1, 0.4, 0.9)]]), tmp_path) as running:
+        async with trio.open_nursery() as nursery:
+            outcome: list[subprocess.CompletedProcess[bytes]] = []
+
+            async def stream() -> None:
+                outcome.append(await cli("stream", str(jfk.path), "--url", running.ws_url, "--key", API_KEY))
+
+            nursery.start_soon(stream)
+            with trio.fail_after(30):
+                await wait_for(lambda: running.server.seats.available == 0)  # the stream holds its seat
+            await trio.sleep(2.0)
+            running.server.request_stop()
+        exported = running.export_ids()
+    assert len(exported) == 1
+    line = one_error_line(outcome[0])
+    assert re.fullmatch(
+        rf"error: stream {exported[0]}: the server ended the stream after [\d.]+ of 11\.0 s of audio", line
     )
