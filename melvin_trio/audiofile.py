@@ -144,4 +144,7 @@ def _reason(exc: Exception) -> str:
     # libsndfile's messages start with the path (a temporary name for uploads): keep only what follows it.
     if "Error opening" in text and ": " in text:
         text = text.rsplit(": ", 1)[-1]
+    if "does not exist or is not a regular file" in text:
+        # What libsndfile says of a file it opened but cannot recognise (the file was checked to be there).
+        text = "format not recognised"
     return text or type(exc).__name__

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -60,7 +61,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.is_dir():
         raise ClientError(f"--output {output}: is a directory; name a file")
-    audio, _ = read_audio(Path(args.file))
+    with _decoder_notes_silenced():
+        audio, _ = read_audio(Path(args.file))
     threads = args.threads or config.websocket_stream.cpu.cpu_threads
     engine = WhisperCppEngine(
         model_path(config.models_dir, name),
@@ -233,7 +235,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
             Path(args.save).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ClientError(f"--save {args.save}: cannot make the folder: {exc.strerror or exc}") from exc
-    pcm = read_audio_pcm16(Path(args.file))
+    with _decoder_notes_silenced():
+        pcm = read_audio_pcm16(Path(args.file))
     printer = Printer(args.json)
     try:
         context = client_ssl_context(ca_file=args.ca_file, insecure=args.insecure)
@@ -271,6 +274,22 @@ def cmd_stream(args: argparse.Namespace) -> int:
             f"stream {result.stream_id}: the server ended the stream after {sent:.1f} of {total:.1f} s of audio"
         )
     return 0
+
+
+@contextlib.contextmanager
+def _decoder_notes_silenced() -> Iterator[None]:
+    """While a file is decoded, the C decoders' own notes to stderr (mpg123 on a file that is not MP3: "Note:
+    Illegal Audio-MPEG-Header ...", three lines before ours) are dropped: a mistake is one line. Only in the
+    command line: the file descriptor is the process's, and a server's log must not lose lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _config_name(args: argparse.Namespace) -> str:
