@@ -48,6 +48,7 @@ class LocalAgreement:
         self._hypothesis: list[Word] = []  # the previous pass's unconfirmed words
         self._incoming: list[Word] = []
         self._incoming_times_broken = False
+        self._stopped_short: list[Word] = []
 
     @property
     def confirmed_until(self) -> float:
@@ -58,6 +59,12 @@ class LocalAgreement:
     def hypothesis(self) -> list[Word]:
         """Words of the latest pass not confirmed yet."""
         return list(self._hypothesis)
+
+    @property
+    def stopped_short(self) -> list[Word]:
+        """The previous pass's words after the end of the latest pass, when the latest agreed with every word of it
+        and ended there (whisper stops a pass early at times: the words are not wrong, only missing)."""
+        return list(self._stopped_short)
 
     def new_window(self, before: list[Word], *, repeat_possible: bool = True) -> None:
         """The window was cut after every confirmed word (`before` ends with them): later passes should not repeat
@@ -135,6 +142,7 @@ class LocalAgreement:
             while incoming and incoming[0].end <= settled_before and incoming[0].probability >= settled_probability:
                 confirmed.append(incoming[0])
                 incoming = incoming[1:]
+        self._stopped_short = previous if confirmed and not incoming else []
         self._hypothesis = incoming
         self._incoming = []
         self._confirmed += confirmed
@@ -151,6 +159,13 @@ class LocalAgreement:
             word_key(new.text) == word_key(old.text) and min(new.probability, old.probability) >= self._min_probability
             for new, old in zip(incoming[1 : n + 1], previous[1 : n + 1], strict=True)
         )
+
+    def keep_stopped_short(self, before: float) -> None:
+        """Take the words of `stopped_short` that start before stream time `before` (the end of the speech) back
+        into the hypothesis, after the latest pass's words: for a pass no later pass will follow (an utterance's
+        last), where they would otherwise be lost."""
+        self._hypothesis += [w for w in self._stopped_short if w.start < before]
+        self._stopped_short = []
 
     def force(self, count: int) -> list[Word]:
         """Confirm the first `count` hypothesis words without agreement (audio no later pass will see again)."""

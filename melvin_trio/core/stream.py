@@ -173,6 +173,7 @@ class StreamCore:
         )
         self._window.keep_speech = not self._language_sure
         self._last_pass_end = 0  # absolute sample where the last pass's window ended
+        self._end_words_left = False  # the last pass left out words at its window's end, for a later pass to place
         self._passes_in_window = 0  # transcriptions of the window since it was last cut
         self._preview: list[Word] | None = None  # the window's preview words (None: no preview ran in it)
         self._retried_speech = -1  # absolute sample where the last speech a behind pass left out (and retried) began
@@ -295,8 +296,11 @@ class StreamCore:
             # Behind: no pass re-transcribes audio that a later pass will see again; the next one waits for an
             # utterance's end or a full window, so the backlog is worked off in non-overlapping windows.
             return _Wait()
-        if last and new_audio <= 0:
+        if last and new_audio <= 0 and not self._end_words_left:
             return _Finish()  # the previous pass already saw all the audio: its words are the last ones
+        # ...unless it left words at its window's end to a later pass (a fresh tester, a sentence said twice on a
+        # slow box: the last pass ended with the audio, "young man." at its very end was left out, and eof came
+        # with nothing new to pass): the last pass runs again, complete, and keeps them.
         # Nothing new was said and the last pass left nothing open: no need to ask again.
         if not last and self._finals_policy_idle() and not self._has_speech(self._last_pass_end, end):
             return _Skip(end, False)
@@ -583,6 +587,7 @@ class StreamCore:
         latest_start = window_end - _PAST_END_S
         shifted = self._heard(request, words)
         inside = [w for w in shifted if w.start < latest_start]
+        self._end_words_left = not request.complete and len(inside) < len(shifted)
         # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
         # those words right: keep them (losing real words is worse than odd times), within the speech.
         absolute = within_speech(shifted, request.speech_end) if request.complete else inside
@@ -603,6 +608,10 @@ class StreamCore:
             return self._emit()
         if request.cut_sample is not None:
             # The utterance ended in a pause (or the full window was cut): all its words are as good as they get.
+            # Whisper sometimes ends this pass early, agreeing with the pass before up to a word and silent after
+            # it (a fresh tester, babble 18 dB under the talker: every pass ended at "there might be", and the
+            # words the pass before had after "much" never went out). They were heard in this speech: kept.
+            self._agreement.keep_stopped_short(holder_end)
             self._force_open_words()
             events = self._emit(force=True)
             self._cut(request.cut_sample, in_pause=request.cut_in_pause)
