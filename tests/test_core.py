@@ -342,6 +342,20 @@ def test_words_a_pass_stopped_short_of_are_kept_at_the_utterances_end() -> None:
     assert revised.stopped_short == []
 
 
+def test_no_word_spans_a_pause() -> None:
+    """A fresh tester, 5 clips with 3 s of silence between them sent at once: "home." ran from 2.65 s over the
+    silence to 7.0 s. A word that begins before a pause ends where the pause begins; one that begins inside a pause
+    and ends after it begins where the pause ends; a word wholly inside a pause is left to `within_speech`."""
+    pauses = [(3.3, 6.3)]
+    words = [W("at", 2.3, 2.6), W("home.", 2.65, 7.0), W("Somehow", 5.9, 6.8), W("cough", 4.0, 4.2)]
+    assert [(w.text, w.start, w.end) for w in wordtimes.outside_pauses(words, pauses)] == [
+        ("at", 2.3, 2.6),
+        ("home.", 2.65, 3.3),
+        ("Somehow", 6.3, 6.8),
+        ("cough", 4.0, 4.2),
+    ]
+
+
 def test_a_final_after_the_time_limit() -> None:
     world = World([W("one", 0.5), W("two", 1.0)], seconds=8.0)
     run = drive(core_of(StreamSettings(final_after_words=6, final_after_seconds=1.5), "en"), world.pcm(), world.engine)

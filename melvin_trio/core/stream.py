@@ -43,7 +43,7 @@ from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, without_non_speech
-from melvin_trio.core.wordtimes import longest_collapsed_run, retimed, within_speech
+from melvin_trio.core.wordtimes import longest_collapsed_run, outside_pauses, pushed, retimed, within_speech
 
 __all__ = [
     "SAMPLE_RATE",
@@ -373,6 +373,22 @@ class StreamCore:
             (speech < settings.vad_pause_threshold).tolist(),
         )
 
+    def _pauses(self, begin: int, end: int) -> list[tuple[float, float]]:
+        """The pauses of at least `pause_seconds` between absolute samples `begin` and `end`: (start, end) in stream
+        seconds, runs of frames the detector calls a pause."""
+        first_frame, _, is_pause = self._frame_masks(begin, end)
+        needed = max(round(self.settings.pause_seconds / FRAME_SECONDS), 1)
+        pauses: list[tuple[float, float]] = []
+        run = 0
+        for index, paused in enumerate([*is_pause, False]):
+            if paused:
+                run += 1
+                continue
+            if run >= needed:
+                pauses.append(((first_frame + index - run) * FRAME_SECONDS, (first_frame + index) * FRAME_SECONDS))
+            run = 0
+        return pauses
+
     def _retrying_uncovered(self, request: TranscribeRequest, words: list[Word]) -> TranscribeRequest:
         """`request`, or, when it is a behind pass after whose last word the detector heard speech no word covers,
         the same request ending (and cut) in the pause before that speech, so the next window transcribes it again.
@@ -597,6 +613,8 @@ class StreamCore:
         holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
         holder_start = self._speech_start(int(request.offset * SAMPLE_RATE), request.end_sample)
         absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
+        pauses = self._pauses(int(request.offset * SAMPLE_RATE), request.end_sample)
+        absolute = pushed(outside_pauses(absolute, pauses), holder_start, max(holder_end, holder_start))
         self._last_pass_end = request.end_sample
         self._passes_in_window += 1
         self._agreement.insert(absolute, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)

@@ -12,7 +12,7 @@ from typing import Final
 
 from melvin_trio.core.words import Word
 
-__all__ = ["longest_collapsed_run", "pushed", "retimed", "spread_collapsed", "within_speech"]
+__all__ = ["longest_collapsed_run", "outside_pauses", "pushed", "retimed", "spread_collapsed", "within_speech"]
 
 _MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
 _SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
@@ -24,6 +24,23 @@ def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
     if speech_end is None:
         return words
     return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
+
+
+def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[Word]:
+    """No word spans a pause: a word that begins before a pause (start, end in seconds) and ends after its start
+    ends where it starts (whisper stretched "home." of a clip's end over the 3 s of silence after it, on a fresh
+    tester's stream); one that begins inside a pause and ends after it begins where it ends. A word wholly inside a
+    pause is left as it is. Times may then touch: `pushed` gives each its length again."""
+    out: list[Word] = []
+    for w in words:
+        start, end = w.start, w.end
+        for a, b in pauses:
+            if start < a < end:
+                end = a
+            elif a <= start < b < end:
+                start = b
+        out.append(w if (start, end) == (w.start, w.end) else Word(w.text, start, end, w.probability))
+    return out
 
 
 def longest_collapsed_run(words: list[Word]) -> int:
