@@ -254,6 +254,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
             ssl_context=context,
         )
     )
+    failed = [notice for notice in result.notices if notice.startswith(TRANSCRIPTION_FAILED)]
+    if result.stream_id is None or failed:
+        printer.drop()  # the error line below says it
+    else:
+        printer.flush()
     if result.stream_id is None:
         why = f": {result.notices[-1]}" if result.notices else ""
         raise ClientError(f"the server closed the stream without an id{why}")
@@ -262,7 +267,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if rest_url is not None:
         for path in download(rest_url, key, result.stream_id, Path(args.save), context):
             print(f"saved {path}", file=sys.stderr)
-    failed = [notice for notice in result.notices if notice.startswith(TRANSCRIPTION_FAILED)]
     if failed:
         # The audio was exported (the id came), but the transcript is short: a script must not take it as done.
         raise ClientError(f"stream {result.stream_id}: {failed[-1]}")

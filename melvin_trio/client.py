@@ -21,6 +21,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
 
 from melvin_trio.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from melvin_trio.core.protocol import WAITING_FOR_SEAT
 from melvin_trio.errors import ClientError
 from melvin_trio.server.exports import is_stream_id
 
@@ -245,15 +246,34 @@ def rest_url_beside(ws_url: str) -> str | None:
 
 
 class Printer:
-    """Partials redrawn on one line, finals printed for good."""
+    """Partials redrawn on one line, finals printed for good. A server notice (other than the seat wait, shown as it
+    comes) is held until the stream goes on: a refusal or a failure ends the stream, and the command's one error
+    line says it (a fresh tester saw a wrong key printed twice)."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.tty = sys.stdout.isatty()
+        self._held: str | None = None
+
+    def flush(self) -> None:
+        """Print the held notice, if any."""
+        if self._held is not None:
+            print(f"[server] {self._held}", file=sys.stderr, flush=True)
+            self._held = None
+
+    def drop(self) -> None:
+        """Forget the held notice: the error line carries it."""
+        self._held = None
 
     def __call__(self, kind: str, value: Any) -> None:
         if self.as_json:
             print(json.dumps({kind: value}, ensure_ascii=False), flush=True)
+            return
+        if kind == "id":
+            return  # the command prints it, after deciding about the held notice
+        self.flush()
+        if kind == "notice" and value != WAITING_FOR_SEAT:
+            self._held = value
         elif kind == "partial":
             if self.tty:
                 print(f"\r\x1b[K… {value.strip()}", end="", flush=True)

@@ -156,6 +156,8 @@ async def test_stream_refused_by_the_server(tiny_en_engine: Engine, clips: list[
         "error: the server closed the stream without an id: "
         "Language 'de' is not supported by the English-only model of this server"
     )
+    for done in (wrong_key, german):  # the reason once, in the error line: not also as a [server] notice
+        assert done.stderr.decode().strip().splitlines() == [one_error_line(done)], done.stderr
 
 
 async def _tls_proxy(
@@ -512,6 +514,7 @@ async def test_stream_the_server_could_not_transcribe_exits_1(clips: list[Clip],
     assert one_error_line(done) == (
         f"error: stream {exported[0]}: Transcription failed: the engine took longer than 1 s"
     )
+    assert "[server]" not in done.stderr.decode()
 
 
 async def test_stream_ended_by_the_server_before_the_file_was_sent_exits_1(clips: list[Clip], tmp_path: Path) -> None:
