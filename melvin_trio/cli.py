@@ -26,7 +26,7 @@ from melvin_trio.config import (
     load_config,
     model_path,
 )
-from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED, LanguageRefused, choose_language
+from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
 from melvin_trio.errors import ClientError, MelvinError, UsageError
@@ -53,7 +53,7 @@ def _models_dir(args: argparse.Namespace) -> Path:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from melvin_trio.audiofile import read_audio
     from melvin_trio.engine.base import FILE_DECODING, GREEDY, Decoding
-    from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, is_known_language
+    from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, check_transcribable
     from melvin_trio.filetranscribe import FileTranscription, run
 
     config = _config(args)
@@ -72,9 +72,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     language = args.language or config.transcription_default.language
     # Checked before any audio is decoded: a file with no speech never reaches the engine's own check, and an
     # option a script got wrong should fail whatever the file holds.
-    chosen = choose_language(language, None, english_only=not engine.info.multilingual, known=is_known_language)
-    if isinstance(chosen, LanguageRefused):
-        raise ClientError(f"--language {language}: {chosen.message}")
+    if language not in (None, AUTO_LANGUAGE):
+        check_transcribable(engine.info, language)
     if args.greedy:
         decoding = GREEDY
     elif args.beam_size is not None:

@@ -235,9 +235,7 @@ class WhisperCppEngine:
         abort: AbortCheck | None = None,
         decoding: Decoding = GREEDY,
     ) -> list[Word]:
-        check_language(self._info, language)
-        if not is_known_language(language):  # whisper.cpp would only log it and go on in English
-            raise UnsupportedLanguage(f"language {language!r} is not one Whisper knows (use an ISO 639-1 code)")
+        check_transcribable(self._info, language)
         samples = np.ascontiguousarray(audio, dtype=np.float32)
         seconds = samples.size / SAMPLE_RATE
         if not self._busy.acquire(blocking=False):
@@ -366,3 +364,11 @@ _LANGUAGE_CODES: Final = frozenset(pw.whisper_lang_str(i) for i in range(pw.whis
 def is_known_language(code: str) -> bool:
     """Whether Whisper knows this ISO 639-1 code (asked without whisper_lang_id, which logs an error for a no)."""
     return code in _LANGUAGE_CODES
+
+
+def check_transcribable(info: EngineInfo, language: str) -> None:
+    """Raise UnsupportedLanguage unless the model can transcribe `language` (`check_language`) and Whisper knows
+    it (whisper.cpp would only log an unknown code and go on in English)."""
+    check_language(info, language)
+    if not is_known_language(language):
+        raise UnsupportedLanguage(f"language {language!r} is not one Whisper knows (use an ISO 639-1 code)")
