@@ -26,7 +26,7 @@ from melvin_trio.config import (
     load_config,
     model_path,
 )
-from melvin_trio.core.protocol import AUTO_LANGUAGE, TRANSCRIPTION_FAILED
+from melvin_trio.core.protocol import AUTO_LANGUAGE, SERVER_STOPPING, TRANSCRIPTION_FAILED
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
 from melvin_trio.errors import ClientError, MelvinError, UsageError
@@ -254,7 +254,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         )
     )
     failed = [notice for notice in result.notices if notice.startswith(TRANSCRIPTION_FAILED)]
-    if result.stream_id is None or failed:
+    stopped = [notice for notice in result.notices if notice.startswith(SERVER_STOPPING)]
+    if result.stream_id is None or failed or stopped:
         printer.drop()  # the error line below says it
     else:
         printer.flush()
@@ -269,6 +270,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if failed:
         # The audio was exported (the id came), but the transcript is short: a script must not take it as done.
         raise ClientError(f"stream {result.stream_id}: {failed[-1]}")
+    if stopped:
+        # The server was stopped: it says how much audio it took; the rest was not transcribed (a fresh tester's
+        # client had sent everything into the socket by then, and exited 0).
+        raise ClientError(f"stream {result.stream_id}: {stopped[-1]}")
     if not result.sent_eof:
         # The server ended the stream first (it was stopped, or restarted): what was sent is transcribed and
         # exported, but a script must not take the file as streamed in full (a fresh tester got exit 0).

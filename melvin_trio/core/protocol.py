@@ -40,6 +40,12 @@ def storage_error(reason: str) -> str:
 
 
 TRANSCRIPTION_FAILED: Final = "Transcription failed: "  # the notice's prefix; clients test for it
+SERVER_STOPPING: Final = "Server shutting down: "  # the notice's prefix; clients test for it
+
+
+def server_stopping(seconds: float) -> str:
+    """The notice to a stream the server ends before the client's eof (it was stopped): how much audio it took."""
+    return f"{SERVER_STOPPING}the stream ends after {seconds:.1f} s of audio; what came later was not transcribed"
 
 
 def transcription_failed(error: object) -> str:
