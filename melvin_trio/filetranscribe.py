@@ -29,7 +29,7 @@ from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector
 from melvin_trio.core.words import Word, join_text
-from melvin_trio.core.wordtimes import pushed
+from melvin_trio.core.wordtimes import outside_pauses, pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
@@ -78,22 +78,46 @@ class SpeechRegion:
     end: int
 
 
-def speech_regions(audio: Audio, settings: StreamSettings = _STREAMING) -> list[SpeechRegion]:
+Detected = tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]  # per 32 ms frame: speech probability, dBFS
+
+
+def detect(audio: Audio, settings: StreamSettings = _STREAMING) -> Detected:
+    """The speech probability (`settings.vad_detector`, one state over the whole file) and the level of every whole
+    frame of `audio`. Raises ValueError for an unknown detector. CPU-bound: Silero took 0.30 s for 51 s of audio."""
+    n = audio.size // FRAME_SAMPLES
+    frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float64)
+    return make_detector(settings.vad_detector).probabilities(frames), frame_energies_db(frames)
+
+
+def pauses(detected: Detected, settings: StreamSettings = _STREAMING) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each run of at least `settings.pause_seconds` of frames under
+    `settings.vad_pause_threshold`: the pauses no word's time may span (as in streams, `outside_pauses`)."""
+    quiet = np.concatenate(([False], detected[0] < settings.vad_pause_threshold, [False]))
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
+    needed = max(round(settings.pause_seconds / FRAME_SECONDS), 1)
+    return [
+        (int(a) * FRAME_SECONDS, int(b) * FRAME_SECONDS)
+        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True)
+        if b - a >= needed
+    ]
+
+
+def speech_regions(
+    audio: Audio, settings: StreamSettings = _STREAMING, detected: Detected | None = None
+) -> list[SpeechRegion]:
     """The stretches of `audio` that hold speech, in order and apart: the streams' speech detector
     (`settings.vad_detector`, one state over the whole file) at `settings.vad_speech_threshold`; runs of speech
     frames less than SPEECH_GAP_SECONDS apart are one region, a region needs `settings.vad_min_speech_seconds` of
     speech frames; each is decoded from ONSET_LEAD_SECONDS before its onset (see ONSET_SEARCH_SECONDS) to
-    SPEECH_TAIL_SECONDS after its last speech frame (within the audio). Raises ValueError for an unknown detector.
+    SPEECH_TAIL_SECONDS after its last speech frame (within the audio). `detected`: `detect(audio, settings)`, when
+    already run. Raises ValueError for an unknown detector.
 
     Every window of a file is decided by the trained detector, whatever the level: a window decoded because it was
     louder than -50 dBFS turned 40 s of white noise at that level into invented words, and placed real words inside
-    it (a fresh tester). CPU-bound: Silero took 0.30 s for 51 s of audio on 2 cores."""
-    n = audio.size // FRAME_SAMPLES
-    if n == 0:
-        return []
-    frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
-    probabilities = make_detector(settings.vad_detector).probabilities(frames)
-    levels = frame_energies_db(frames)
+    it (a fresh tester)."""
+    probabilities, levels = detect(audio, settings) if detected is None else detected
     speech = np.flatnonzero(probabilities >= settings.vad_speech_threshold)
     if speech.size == 0:
         return []
@@ -193,7 +217,9 @@ class FileTranscription:
     def __post_init__(self) -> None:
         """Finds the speech and plans its windows (CPU-bound, see `speech_regions`: the server builds the plan in a
         thread). Raises ValueError for an unknown detector."""
-        self.speech = speech_regions(self.audio, self.settings)
+        detected = detect(self.audio, self.settings)
+        self.speech = speech_regions(self.audio, self.settings, detected)
+        self._pauses = pauses(detected, self.settings)
         self.windows = plan_windows(self.audio.size, self.audio, self.speech)
         onsets = {region.start: region.onset for region in self.speech}
         self._first_word = [onsets.get(start, start) / SAMPLE_RATE for start, _ in self.windows]
@@ -248,7 +274,9 @@ class FileTranscription:
         # Rising, none of zero length, each moved as little as it can: a run whisper collapsed onto one instant is
         # spread forwards from it (the streams' backwards spreading, made for runs stacked on a window's end,
         # moved a file's words collapsed onto a clip's start into the pause before it).
-        self.words.extend(pushed(inside, begin, end))
+        # No word spans a pause either (a fresh tester: "... he is with us. Produced" placed over 3 s of silence).
+        nearby = [(a, b) for a, b in self._pauses if b > begin and a < end]
+        self.words.extend(pushed(outside_pauses(inside, nearby), begin, end))
         self.done_windows += 1
 
     def _prompt(self) -> str:
