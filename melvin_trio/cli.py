@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from melvin_trio import __version__
+from melvin_trio.audio import SAMPLE_WIDTH
 from melvin_trio.client import CHUNK_MS, DEFAULT_CHUNK_MS
 from melvin_trio.config import (
     CPU_THREADS,
@@ -277,7 +278,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if not result.sent_eof:
         # The server ended the stream first (it was stopped, or restarted): what was sent is transcribed and
         # exported, but a script must not take the file as streamed in full (a fresh tester got exit 0).
-        sent, total = result.sent_bytes / (2 * SAMPLE_RATE), len(pcm) / (2 * SAMPLE_RATE)
+        bytes_per_second = SAMPLE_WIDTH * SAMPLE_RATE
+        sent, total = result.sent_bytes / bytes_per_second, len(pcm) / bytes_per_second
         raise ClientError(
             f"stream {result.stream_id}: the server ended the stream after {sent:.1f} of {total:.1f} s of audio"
         )

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector, pause_runs
 from melvin_trio.core.words import Word, join_text
 from melvin_trio.core.wordtimes import outside_pauses, pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
@@ -94,14 +94,9 @@ def detect(audio: Audio, settings: StreamSettings = _STREAMING) -> Detected:
 def pauses(detected: Detected, settings: StreamSettings = _STREAMING) -> list[tuple[float, float]]:
     """(start, end) in seconds of each run of at least `settings.pause_seconds` of frames under
     `settings.vad_pause_threshold`: the pauses no word's time may span (as in streams, `outside_pauses`)."""
-    quiet = np.concatenate(([False], detected[0] < settings.vad_pause_threshold, [False]))
-    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
     needed = max(round(settings.pause_seconds / FRAME_SECONDS), 1)
-    return [
-        (int(a) * FRAME_SECONDS, int(b) * FRAME_SECONDS)
-        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True)
-        if b - a >= needed
-    ]
+    runs = pause_runs(detected[0], settings.vad_pause_threshold, needed)
+    return [(a * FRAME_SECONDS, b * FRAME_SECONDS) for a, b in runs]
 
 
 def speech_regions(

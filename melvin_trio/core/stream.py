@@ -40,7 +40,7 @@ from melvin_trio.core.events import (
 from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.loops import without_loops
 from melvin_trio.core.settings import StreamSettings
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector, pause_runs
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, without_non_speech
 from melvin_trio.core.wordtimes import longest_collapsed_run, outside_pauses, pushed, retimed, within_speech
@@ -376,18 +376,11 @@ class StreamCore:
     def _pauses(self, begin: int, end: int) -> list[tuple[float, float]]:
         """The pauses of at least `pause_seconds` between absolute samples `begin` and `end`: (start, end) in stream
         seconds, runs of frames the detector calls a pause."""
-        first_frame, _, is_pause = self._frame_masks(begin, end)
+        first_frame = -(-begin // FRAME_SAMPLES)
+        speech = self._window.speech(first_frame * FRAME_SAMPLES, end)
         needed = max(round(self.settings.pause_seconds / FRAME_SECONDS), 1)
-        pauses: list[tuple[float, float]] = []
-        run = 0
-        for index, paused in enumerate([*is_pause, False]):
-            if paused:
-                run += 1
-                continue
-            if run >= needed:
-                pauses.append(((first_frame + index - run) * FRAME_SECONDS, (first_frame + index) * FRAME_SECONDS))
-            run = 0
-        return pauses
+        runs = pause_runs(speech, self.settings.vad_pause_threshold, needed)
+        return [((first_frame + a) * FRAME_SECONDS, (first_frame + b) * FRAME_SECONDS) for a, b in runs]
 
     def _retrying_uncovered(self, request: TranscribeRequest, words: list[Word]) -> TranscribeRequest:
         """`request`, or, when it is a behind pass after whose last word the detector heard speech no word covers,

@@ -59,6 +59,16 @@ def frame_energies_db(frames: Frames) -> npt.NDArray[np.float64]:
     return np.asarray(10.0 * np.log10(power + _EPS), dtype=np.float64)
 
 
+def pause_runs(
+    probabilities: npt.NDArray[np.floating[Any]], threshold: float, min_frames: int
+) -> list[tuple[int, int]]:
+    """[first, end) frame index ranges of each run of at least `min_frames` frames whose speech probability is
+    under `threshold` (a pause), in order."""
+    quiet = np.concatenate(([False], probabilities < threshold, [False]))
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8))).tolist()
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= min_frames]
+
+
 _GAIN_TARGET_DB: Final = -20.0
 _GAIN_MAX_DB: Final = 40.0
 _GAIN_HISTORY_FRAMES: Final = 300  # about 10 s
