@@ -662,12 +662,7 @@ class StreamCore:
         inside a window)."""
         speech = self._window.speech(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE))
         needed = max(round(seconds / FRAME_SECONDS), 1)
-        run = 0
-        for is_quiet in (speech < self.settings.vad_pause_threshold).tolist():
-            run = run + 1 if is_quiet else 0
-            if run >= needed:
-                return True
-        return False
+        return bool(pause_runs(speech, self.settings.vad_pause_threshold, needed))
 
     def _emit(self, force: bool = False) -> list[Event]:
         now = self.received_seconds
