@@ -743,6 +743,46 @@ def test_behind_whisper_leaves_no_sentence_out_of_a_window_of_several_utterances
         assert matched >= len(words) / 2, (sentence, run.text)
 
 
+def stops_at(world: World, stop: float, context: float) -> Callable[..., FakeEngine]:
+    """The world's engine, but like whisper in babble: a pass whose window begins more than `context` seconds
+    before stream time `stop` says no word after it (whisper closed its text with a single timestamp and skipped
+    the rest of the window), and stacks the times of its last three words on `stop`."""
+
+    def make(offset_of: Callable[[], float]) -> FakeEngine:
+        inner = world.engine(offset_of)
+
+        def answer(audio: np.ndarray, prompt: str) -> list[Word]:
+            offset = offset_of()
+            words = inner.transcribe(audio, language="en", prompt=prompt)
+            if offset >= stop - context:
+                return words
+            kept = [w for w in words if w.start + offset < stop]
+            stacked = [Word(w.text, stop - offset, stop - offset, w.probability) for w in kept[-3:]]
+            return kept[:-3] + stacked
+
+        return FakeEngine([answer])
+
+    return make
+
+
+def test_the_tail_of_an_utterance_whisper_skipped_is_transcribed_again() -> None:
+    """An utterance of 20 words (0.3-8.3 s), then a pause. Every pass that begins at the utterance's start stops at
+    5.0 s (a fresh tester: babble 18 dB under the talker; "prudently in his power to do for them" never went out).
+    The detector hears speech after the complete pass's last word, so the window is cut before it and the tail is
+    transcribed again: every word once, in order. With whisper's whole answer, nothing is retried."""
+    words = [W(f"w{i}", 0.3 + 0.4 * i) for i in range(20)]
+    for seconds in (10.5, 8.4):  # a pause after the utterance, or eof right after it (the last pass stops short)
+        world = World(words, seconds=seconds)
+        run = drive(core_of(StreamSettings(), "en"), world.pcm(), stops_at(world, stop=5.0, context=3.5))
+        assert [w.text for w in run.words] == [w.text for w in words]
+        complete = [r for r in run.requests if r.complete]
+        assert len(complete) == 2  # the utterance's pass and its retry, once
+        assert 1.5 < complete[1].offset < 5.0  # from before the stacked words: the times there are whisper's guesses
+        clean = drive(core_of(StreamSettings(), "en"), world.pcm(), world.engine)
+        assert [w.text for w in clean.words] == [w.text for w in words]
+        assert sum(r.complete for r in clean.requests) == 1
+
+
 def test_an_utterances_first_pass_runs_once_it_holds_half_a_second_of_speech() -> None:
     """The first partial comes early: the first pass of an utterance does not wait for min_new_audio_seconds of
     audio since the last pass (which may be mostly the silence before it)."""
