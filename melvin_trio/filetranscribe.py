@@ -29,7 +29,7 @@ from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector, pause_runs
 from melvin_trio.core.words import Word, join_text
-from melvin_trio.core.wordtimes import outside_pauses, pushed
+from melvin_trio.core.wordtimes import out_of_pauses, outside_pauses, pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
@@ -269,9 +269,10 @@ class FileTranscription:
         # Rising, none of zero length, each moved as little as it can: a run whisper collapsed onto one instant is
         # spread forwards from it (the streams' backwards spreading, made for runs stacked on a window's end,
         # moved a file's words collapsed onto a clip's start into the pause before it).
-        # No word spans a pause either (a fresh tester: "... he is with us. Produced" placed over 3 s of silence).
+        # No word spans a pause either (a fresh tester: "... he is with us. Produced" placed over 3 s of silence),
+        # and none lies inside one (whisper drifted "he is with us." wholly into it).
         nearby = [(a, b) for a, b in self._pauses if b > begin and a < end]
-        self.words.extend(pushed(outside_pauses(inside, nearby), begin, end))
+        self.words.extend(pushed(out_of_pauses(outside_pauses(inside, nearby), nearby), begin, end))
         self.done_windows += 1
 
     def _prompt(self) -> str:

@@ -356,6 +356,38 @@ def test_no_word_spans_a_pause() -> None:
     ]
 
 
+def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -> None:
+    """A fresh tester, five clips with 3 s of silence between them as a file: whisper drifted a sentence's tail
+    into the silence after it, and the next sentence's first word into the silence before it. The part of a run
+    that continues the sentence before the pause (up to its first sentence end) goes to the end of that speech,
+    which is squeezed to make room; the rest begins the speech after the pause. Words outside pauses stay."""
+    pauses = [(3.0, 6.0), (9.0, 12.0)]
+    words = [
+        W("I", 0.5, 0.8),
+        W("will", 0.9, 2.9),
+        W("doubt", 3.2, 3.5),  # the tail of "I will doubt it." in the pause: back before 3.0 s
+        W("it.", 3.5, 3.8),
+        W("No", 5.0, 5.5),  # the first word after the pause: to 6.0 s
+        W("one", 6.6, 6.9),
+        W("is.", 7.0, 8.9),
+        W("Yes.", 9.5, 9.8),  # a sentence of its own after one that ended: after the pause
+    ]
+    moved = wordtimes.out_of_pauses(words, pauses)
+    assert [w.text for w in moved] == [w.text for w in words]
+    assert all(not (a <= w.start and w.end <= b) for w in moved for a, b in pauses)
+    assert all(x.end <= y.start for x, y in itertools.pairwise(moved))  # rising
+    assert moved[2].start < moved[3].start < moved[3].end <= 3.0
+    assert moved[1].end <= moved[2].start
+    assert moved[1].end - moved[1].start >= 0.3  # squeezed, not collapsed
+    assert 6.0 <= moved[4].start < moved[4].end <= 6.6
+    assert moved[5:7] == words[5:7]
+    assert moved[7].start >= 12.0
+    # "us." ends the sentence before the pause, "Produced" begins the next one: split there.
+    split = wordtimes.out_of_pauses([W("with", 1.0, 2.9), W("us.", 3.5, 3.8), W("Produced", 4.0, 4.4)], pauses)
+    assert split[1].end <= 3.0
+    assert split[2].start >= 6.0
+
+
 def test_a_final_after_the_time_limit() -> None:
     world = World([W("one", 0.5), W("two", 1.0)], seconds=8.0)
     run = drive(core_of(StreamSettings(final_after_words=6, final_after_seconds=1.5), "en"), world.pcm(), world.engine)

@@ -227,3 +227,30 @@ def test_speech_after_long_noise_is_detected_and_placed_on_the_speech(base_engin
     assert plan.language == "en"
     assert count_errors(jfk.text, " ".join(w.text for w in plan.words), "en").wer <= 0.1
     assert plan.words[0].start >= 40.0
+
+
+def test_no_word_lies_in_the_silence_between_sentences(tiny_en_engine: Engine, clips: list[Clip]) -> None:
+    """A fresh tester's file (stop 9): five clips with 3 s of digital silence between them, transcribed with the
+    file decoding. whisper drifted "will doubt my being so." and "of Death he is with us." wholly into the
+    silences after them (14 words inside a silence), and "No" into the silence before its sentence. Right: no word
+    lies inside a silence, and the text is whisper's."""
+    names = [
+        "librispeech_1988-24833-0000.wav",
+        "librispeech_2412-153948-0002.wav",
+        "librivox-sense-and-sensibility_0930.wav",
+        "librispeech_3752-4944-0002.wav",
+        "ljspeech_LJ001-0004.wav",
+    ]
+    chosen = [next(c for c in clips if c.path.name == name) for name in names]
+    parts, silences, t = [], [], 0.0
+    for clip in chosen:
+        audio, _ = read_wav(clip.path)
+        parts += [audio, np.zeros(3 * RATE, dtype=np.float32)]
+        t += audio.size / RATE
+        silences.append((t, t + 3.0))
+        t += 3.0
+    words = transcribe_file(tiny_en_engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
+    reference = " ".join(c.text for c in chosen)
+    assert count_errors(reference, " ".join(w.text for w in words), "en").wer <= 0.1
+    inside = [w for w in words for a, b in silences if a + 0.1 <= w.start and w.end <= b - 0.1]
+    assert inside == []

@@ -12,7 +12,15 @@ from typing import Final
 
 from melvin_trio.core.words import Word
 
-__all__ = ["longest_collapsed_run", "outside_pauses", "pushed", "retimed", "spread_collapsed", "within_speech"]
+__all__ = [
+    "longest_collapsed_run",
+    "out_of_pauses",
+    "outside_pauses",
+    "pushed",
+    "retimed",
+    "spread_collapsed",
+    "within_speech",
+]
 
 _MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
 _SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
@@ -40,6 +48,50 @@ def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list
             elif a <= start < b < end:
                 start = b
         out.append(w if (start, end) == (w.start, w.end) else Word(w.text, start, end, w.probability))
+    return out
+
+
+def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[Word]:
+    """Words wholly inside a pause (start, end in seconds) moved to the speech they belong to: whisper's times
+    drift, and in a window of several sentences it places a sentence's tail in the pause after it (a fresh tester,
+    five clips with 3 s of silence between them: "will doubt my being so." at 9.62-13.0 s, the silence 10.04-13.04
+    s) or the next sentence's first word in the pause before it ("No" at 6.0 s, the speech resuming at 6.32 s).
+
+    A run of such words continues the sentence before the pause up to its first sentence end (none, when the word
+    before the run ends a sentence or there is none): that part is placed at the end of the speech before the pause,
+    `_SPREAD_WORD_S` a word (less when the speech before the pause is short), the words of that speech squeezed to
+    make room; the rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
+    up to the next word. Times may then touch: `pushed` gives each its length again. `words` rise."""
+    out = list(words)
+    i = 0
+    while i < len(out):
+        pause = next(((a, b) for a, b in pauses if a <= out[i].start and out[i].end <= b), None)
+        if pause is None:
+            i += 1
+            continue
+        a, b = pause
+        j = i
+        while j < len(out) and a <= out[j].start and out[j].end <= b:
+            j += 1
+        split = i  # words i..split-1 end the sentence before the pause, split..j-1 begin the one after it
+        if i > 0 and not out[i - 1].ends_sentence:
+            split = next((k + 1 for k in range(i, j) if out[k].ends_sentence), i)
+        if split > i:
+            # The words before, back to the pause before them, were drifted late too: squeezed to make room.
+            n = split - i
+            since = max((end for _, end in pauses if end <= a), default=0.0)
+            k = i
+            while k > 0 and out[k - 1].start >= since:
+                k -= 1
+            first = out[k].start if k < i else a
+            length = min(_SPREAD_WORD_S, max(a - first, 0.0) / (split - k))
+            if k < i and out[i - 1].end > a - n * length:
+                _scale(out, k, i, first, a - n * length)
+            _place(out, i, split, max(a - n * length, out[i - 1].end if i > 0 else 0.0), a)
+        if j > split:
+            ceiling = out[j].start if j < len(out) else b + (j - split) * _SPREAD_WORD_S
+            _place(out, split, j, b, max(min(ceiling, b + (j - split) * _SPREAD_WORD_S), b))
+        i = j
     return out
 
 
