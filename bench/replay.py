@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.common import REPO
-from bench.stream import SETS, build_set
+from bench.stream import SETS, build_set, normalised_words, transcribe_offline
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import Event, SendFinal, SendPartial, StreamCore, StreamSettings, TranscribeRequest
 from melvin_trio.core.words import Word
@@ -52,6 +52,11 @@ def main() -> int:
     )
     parser.add_argument("--clip", default=None, help="only the clips whose file name holds this")
     parser.add_argument("--verbose", action="store_true", help="print every pass and final")
+    parser.add_argument(
+        "--offline-clock",
+        action="store_true",
+        help="also time each final against the offline transcription's word end (aligned by text), as bench.stream",
+    )
     args = parser.parse_args()
 
     stream = build_set(args.set, args.seconds, args.clip)
@@ -137,6 +142,23 @@ def main() -> int:
     if latencies:
         lat = sorted(latencies)
         print(f"latency (stream time) p50 {statistics.median(lat):.2f} p90 {lat[int(0.9 * (len(lat) - 1))]:.2f}")
+    if args.offline_clock:
+        # bench.stream's clock: a word's end is where the offline transcription puts it, not the core's own time,
+        # so the replay's figures and the server's can be read side by side.
+        offline = transcribe_offline(stream)
+        streamed = normalised_words([(w.text, t) for t, f in finals for w in f], stream.language)
+        matcher = difflib.SequenceMatcher(a=[w for w, _ in offline.words], b=[w for w, _ in streamed], autojunk=False)
+        against = sorted(
+            streamed[block.b + k][1] - offline.words[block.a + k][1]
+            for block in matcher.get_matching_blocks()
+            for k in range(block.size)
+        )
+        if against:
+            p90 = against[int(0.9 * (len(against) - 1))]
+            print(
+                f"latency (stream time, offline word ends) p50 {statistics.median(against):.2f} p90 {p90:.2f}"
+                f" over {len(against)} words; offline WER {offline.wer:.3f}"
+            )
     # As bench/stream.py times it: from each clip's speech onset to the first partial with text after it.
     firsts = [next((t - start for t in partial_times if t >= start), None) for start in stream.speech_starts]
     timed = sorted(x for x in firsts if x is not None)
