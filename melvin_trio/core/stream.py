@@ -21,9 +21,6 @@ from dataclasses import dataclass, replace
 from enum import Enum, auto
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.background import TAIL_CONTEXT_S, BackgroundSpeech
@@ -40,7 +37,7 @@ from melvin_trio.core.events import (
 from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.loops import without_loops
 from melvin_trio.core.settings import StreamSettings
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector, pause_runs
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, without_non_speech
 from melvin_trio.core.wordtimes import longest_collapsed_run, outside_pauses, pushed, retimed, within_speech
@@ -237,12 +234,8 @@ class StreamCore:
     def _window_end(self) -> int:
         return min(self._window.total, self._window.start + int(self.settings.window_seconds * SAMPLE_RATE))
 
-    def _speech_seconds(self, begin: int, end: int) -> float:
-        mask = self._window.speech(begin, end) >= self.settings.vad_speech_threshold
-        return float(np.count_nonzero(mask)) * FRAME_SECONDS
-
     def _has_speech(self, begin: int, end: int) -> bool:
-        return self._speech_seconds(begin, end) >= self.settings.vad_min_speech_seconds
+        return self._window.speech_seconds(begin, end) >= self.settings.vad_min_speech_seconds
 
     def _plan(self) -> _Step:
         """What to do next, from the state alone (this changes nothing): the one answer to both "is a pass due?"
@@ -251,7 +244,7 @@ class StreamCore:
         if self.phase is Phase.FINISHED:
             return _Wait()
         if self.language is None:
-            spoken = self._speech_seconds(window.start, window.total)
+            spoken = self._window.speech_seconds(window.start, window.total)
             enough = window.speech_audio_seconds >= settings.detect_after_speech_seconds
             ended = window.speech_audio_seconds >= _DETECT_MIN_SECONDS and self._utterance_end(window.total) is not None
             if window.speech_audio_seconds > 0 and (enough or ended or self._eof):
@@ -274,7 +267,7 @@ class StreamCore:
         # comes sooner than a fixed cadence from the cut would allow.
         first_speech = 0.0  # speech in a window no full pass has seen yet (measured only while it matters)
         if not enough_new and self._passes_in_window == 0:
-            first_speech = self._speech_seconds(window.start, end)
+            first_speech = self._window.speech_seconds(window.start, end)
             enough_new = first_speech >= settings.first_pass_speech_seconds
         if not self._has_speech(window.start, end):
             complete = end < window.total or self._eof
@@ -335,7 +328,7 @@ class StreamCore:
         pass reaching past it heard the soft onset of the next word, and that word came out twice.
         """
         window, settings = self._window, self.settings
-        first_frame, speech_mask, pause_mask = self._frame_masks(window.start, end)
+        first_frame, speech_mask, pause_mask = self._window.frame_masks(window.start, end)
         min_speech = max(1, round(settings.vad_min_speech_seconds / FRAME_SECONDS))
         pause = round(settings.pause_seconds / FRAME_SECONDS)
         short_pause = round(settings.short_pause_seconds / FRAME_SECONDS)
@@ -364,27 +357,6 @@ class StreamCore:
         speech_end, pause_end = ((first_frame + frame) * FRAME_SAMPLES for frame in found)
         return window.cut_in_pause(speech_end, pause_end)
 
-    def _frame_masks(self, begin: int, end: int) -> tuple[int, list[bool], list[bool]]:
-        """The first whole frame at or after absolute sample `begin`, and for each frame from there to `end`
-        whether the detector calls it speech and whether it calls it a pause (frames in between are neither)."""
-        first_frame = -(-begin // FRAME_SAMPLES)
-        speech = self._window.speech(first_frame * FRAME_SAMPLES, end)
-        settings = self.settings
-        return (
-            first_frame,
-            (speech >= settings.vad_speech_threshold).tolist(),
-            (speech < settings.vad_pause_threshold).tolist(),
-        )
-
-    def _pauses(self, begin: int, end: int) -> list[tuple[float, float]]:
-        """The pauses of at least `pause_seconds` between absolute samples `begin` and `end`: (start, end) in stream
-        seconds, runs of frames the detector calls a pause."""
-        first_frame = -(-begin // FRAME_SAMPLES)
-        speech = self._window.speech(first_frame * FRAME_SAMPLES, end)
-        needed = max(round(self.settings.pause_seconds / FRAME_SECONDS), 1)
-        runs = pause_runs(speech, self.settings.vad_pause_threshold, needed)
-        return [((first_frame + a) * FRAME_SECONDS, (first_frame + b) * FRAME_SECONDS) for a, b in runs]
-
     def _retrying_uncovered(self, request: TranscribeRequest, words: list[Word]) -> TranscribeRequest:
         """`request`, or, when it is a behind pass after whose last word the detector heard speech no word covers,
         the same request ending (and cut) in the pause before that speech, so the next window transcribes it again.
@@ -399,15 +371,16 @@ class StreamCore:
         begin = max(int(request.offset * SAMPLE_RATE), window.start)
         spoken = without_non_speech(words)
         covered = request.offset + max((w.start for w in spoken), default=0.0) + _COVER_TOLERANCE_S
-        uncovered = self._speech_after(begin, request.end_sample, covered)
+        uncovered = self._window.utterance_after(
+            begin, request.end_sample, covered, self.settings.pause_seconds, _UNCOVERED_MIN_S
+        )
         if uncovered is None or uncovered[1] <= self._retried_speech:
             return request
         pause_start, speech_start = uncovered
         self._retried_speech = speech_start
         cut = window.cut_in_pause(max(pause_start, int(covered * SAMPLE_RATE)), speech_start)
-        return replace(
-            request, end_sample=cut, last=False, cut_sample=cut, cut_in_pause=True, speech_end=self._speech_end(cut)
-        )
+        speech_end = window.speech_end(cut)
+        return replace(request, end_sample=cut, last=False, cut_sample=cut, cut_in_pause=True, speech_end=speech_end)
 
     def _tail_retry(self, request: TranscribeRequest, words: list[Word]) -> int | None:
         """Where to cut the window so that the utterance's tail is transcribed again (absolute sample), or None.
@@ -430,7 +403,7 @@ class StreamCore:
             return None
         last_end = max(w.end for w in spoken)
         begin = int(last_end * SAMPLE_RATE)
-        voiced = self._voiced_frames(begin, request.end_sample)
+        voiced = self._window.voiced_frames(begin, request.end_sample)
         if voiced.size * FRAME_SECONDS < _UNCOVERED_MIN_S:
             return None
         # The talker's, not the babble after the talker (at eof the window ends wherever the stream did):
@@ -447,48 +420,6 @@ class StreamCore:
             return None
         self._retried_tail = request.end_sample
         return cut
-
-    def _speech_after(self, begin: int, end: int, after: float) -> tuple[int, int] | None:
-        """The first utterance between absolute samples `begin` and `end` that starts after a pause of
-        `pause_seconds`, later than stream time `after`, and holds `_UNCOVERED_MIN_S` of speech: (the pause's
-        start, the utterance's start) as absolute samples, or None."""
-        settings = self.settings
-        first_frame, is_speech, is_pause = self._frame_masks(begin, end)
-        pause = round(settings.pause_seconds / FRAME_SECONDS)
-        needed = round(_UNCOVERED_MIN_S / FRAME_SECONDS)
-        after_frame = after / FRAME_SECONDS - first_frame
-        quiet = 0
-        pause_start: int | None = None  # frame where the last long enough pause began
-        start: int | None = None  # the frame where the utterance after it began
-        count = 0
-        for index, (voiced, paused) in enumerate(zip(is_speech, is_pause, strict=True)):
-            if paused:
-                quiet += 1
-                if quiet >= pause:
-                    pause_start, start, count = index + 1 - quiet, None, 0
-                continue
-            quiet = 0
-            if pause_start is None or not voiced:
-                continue
-            if start is None:
-                start = index
-            count += 1
-            if count >= needed and start > after_frame:
-                return (first_frame + pause_start) * FRAME_SAMPLES, (first_frame + start) * FRAME_SAMPLES
-        return None
-
-    def _voiced_frames(self, begin: int, end: int) -> npt.NDArray[np.intp]:
-        """Absolute indices of the frames between samples `begin` and `end` the detector does not call a pause."""
-        begin = max(begin, self._window.start)
-        speech = self._window.speech(begin, end)
-        return begin // FRAME_SAMPLES + np.flatnonzero(speech >= self.settings.vad_pause_threshold)
-
-    def _speech_end(self, end: int) -> float:
-        """Stream time where the last frame the detector does not call a pause ends, before `end`."""
-        voiced = self._voiced_frames(self._window.start, end)
-        if voiced.size == 0:
-            return end / SAMPLE_RATE
-        return min((int(voiced[-1]) + 2) * FRAME_SAMPLES, end) / SAMPLE_RATE
 
     # --- the driver's calls ------------------------------------------------------------------------------------
 
@@ -519,7 +450,7 @@ class StreamCore:
                 last=step.last,
                 cut_sample=step.cut_sample,
                 cut_in_pause=step.in_pause,
-                speech_end=self._speech_end(step.end),
+                speech_end=self._window.speech_end(step.end),
                 behind=step.behind,
                 preview=step.preview,
             )
@@ -646,9 +577,9 @@ class StreamCore:
         # of its speech), rising, and no run stacked on one instant. Spread later (in the final), a run at the
         # window's start went into the silence before the window, and one at its end had no room left.
         holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
-        holder_start = self._speech_start(int(request.offset * SAMPLE_RATE), request.end_sample)
+        holder_start = self._window.speech_start(int(request.offset * SAMPLE_RATE), request.end_sample, _ONSET_S)
         absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
-        pauses = self._pauses(int(request.offset * SAMPLE_RATE), request.end_sample)
+        pauses = self._window.pauses(int(request.offset * SAMPLE_RATE), request.end_sample, self.settings.pause_seconds)
         absolute = pushed(outside_pauses(absolute, pauses), holder_start, max(holder_end, holder_start))
         self._last_pass_end = request.end_sample
         self._passes_in_window += 1
@@ -685,7 +616,7 @@ class StreamCore:
                 Word(w.text, w.start + request.offset, min(w.end + request.offset, window_end), w.probability)
                 for w in without_non_speech(words)
             ],
-            self._paused_between,
+            self._window.has_pause,
         )
 
     def _on_preview(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
@@ -694,23 +625,6 @@ class StreamCore:
         reduced encoder context stacks them on the window's end, and only the text is shown."""
         self._preview = self._heard(request, words)
         return self._emit()
-
-    def _speech_start(self, begin: int, end: int) -> float:
-        """Stream time where the first frame the detector does not call a pause begins, between absolute samples
-        `begin` and `end`, less `_ONSET_S` (a soft onset comes before the detector hears it): whisper puts the
-        first word of a window at the window's start, in the silence before the speech."""
-        voiced = self._voiced_frames(begin, end)
-        if voiced.size == 0:
-            return begin / SAMPLE_RATE
-        return max(int(voiced[0]) * FRAME_SAMPLES / SAMPLE_RATE - _ONSET_S, begin / SAMPLE_RATE)
-
-    def _paused_between(self, begin: float, end: float, seconds: float) -> bool:
-        """Whether the detector heard a pause of at least `seconds` between two stream times (a pause long enough
-        to end the utterance cuts the window there anyway, except in a pass that was behind: this sees the ones
-        inside a window)."""
-        speech = self._window.speech(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE))
-        needed = max(round(seconds / FRAME_SECONDS), 1)
-        return bool(pause_runs(speech, self.settings.vad_pause_threshold, needed))
 
     def _emit(self, force: bool = False) -> list[Event]:
         now = self.received_seconds

@@ -8,7 +8,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, frame_energies_db
+from melvin_trio.core import SAMPLE_RATE
+from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, frame_energies_db, pause_runs
 
 __all__ = ["AudioWindow"]
 
@@ -97,6 +98,87 @@ class AudioWindow:
 
     def speech(self, begin: int, end: int) -> npt.NDArray[np.float64]:
         return self._slice(self._speech, begin, end)
+
+    # --- what the detector heard: speech frames (at least the speech threshold), pauses (under the pause threshold)
+
+    def speech_seconds(self, begin: int, end: int) -> float:
+        """Seconds of speech frames between absolute samples `begin` and `end`."""
+        return float(np.count_nonzero(self.speech(begin, end) >= self._speech_threshold)) * FRAME_SECONDS
+
+    def frame_masks(self, begin: int, end: int) -> tuple[int, list[bool], list[bool]]:
+        """The first whole frame at or after absolute sample `begin`, and for each frame from there to `end`
+        whether the detector calls it speech and whether it calls it a pause (frames in between are neither)."""
+        first_frame = -(-begin // FRAME_SAMPLES)
+        speech = self.speech(first_frame * FRAME_SAMPLES, end)
+        return (
+            first_frame,
+            (speech >= self._speech_threshold).tolist(),
+            (speech < self._pause_threshold).tolist(),
+        )
+
+    def pauses(self, begin: int, end: int, seconds: float) -> list[tuple[float, float]]:
+        """The pauses of at least `seconds` between absolute samples `begin` and `end`: (start, end) in stream
+        seconds, runs of pause frames."""
+        first_frame = -(-begin // FRAME_SAMPLES)
+        speech = self.speech(first_frame * FRAME_SAMPLES, end)
+        runs = pause_runs(speech, self._pause_threshold, max(round(seconds / FRAME_SECONDS), 1))
+        return [((first_frame + a) * FRAME_SECONDS, (first_frame + b) * FRAME_SECONDS) for a, b in runs]
+
+    def has_pause(self, begin: float, end: float, seconds: float) -> bool:
+        """Whether the detector heard a pause of at least `seconds` between two stream times."""
+        speech = self.speech(int(begin * SAMPLE_RATE), int(end * SAMPLE_RATE))
+        return bool(pause_runs(speech, self._pause_threshold, max(round(seconds / FRAME_SECONDS), 1)))
+
+    def voiced_frames(self, begin: int, end: int) -> npt.NDArray[np.intp]:
+        """Absolute indices of the frames between samples `begin` and `end` the detector does not call a pause."""
+        begin = max(begin, self.start)
+        return begin // FRAME_SAMPLES + np.flatnonzero(self.speech(begin, end) >= self._pause_threshold)
+
+    def speech_start(self, begin: int, end: int, onset_seconds: float) -> float:
+        """Stream time where the first frame that is not a pause begins, between absolute samples `begin` and
+        `end`, less `onset_seconds` (a soft onset comes before the detector hears it), not before `begin`."""
+        voiced = self.voiced_frames(begin, end)
+        if voiced.size == 0:
+            return begin / SAMPLE_RATE
+        return max(int(voiced[0]) * FRAME_SAMPLES / SAMPLE_RATE - onset_seconds, begin / SAMPLE_RATE)
+
+    def speech_end(self, end: int) -> float:
+        """Stream time where the last frame of the window before absolute sample `end` that is not a pause ends
+        (a frame later: the detector's decision lags the sound), or `end` if every frame is a pause."""
+        voiced = self.voiced_frames(self.start, end)
+        if voiced.size == 0:
+            return end / SAMPLE_RATE
+        return min((int(voiced[-1]) + 2) * FRAME_SAMPLES, end) / SAMPLE_RATE
+
+    def utterance_after(
+        self, begin: int, end: int, after: float, pause_seconds: float, min_speech_seconds: float
+    ) -> tuple[int, int] | None:
+        """The first utterance between absolute samples `begin` and `end` that starts after a pause of
+        `pause_seconds`, later than stream time `after`, and holds `min_speech_seconds` of speech: (the pause's
+        start, the utterance's start) as absolute samples, or None."""
+        first_frame, is_speech, is_pause = self.frame_masks(begin, end)
+        pause = round(pause_seconds / FRAME_SECONDS)
+        needed = round(min_speech_seconds / FRAME_SECONDS)
+        after_frame = after / FRAME_SECONDS - first_frame
+        quiet = 0
+        pause_start: int | None = None  # frame where the last long enough pause began
+        start: int | None = None  # the frame where the utterance after it began
+        count = 0
+        for index, (voiced, paused) in enumerate(zip(is_speech, is_pause, strict=True)):
+            if paused:
+                quiet += 1
+                if quiet >= pause:
+                    pause_start, start, count = index + 1 - quiet, None, 0
+                continue
+            quiet = 0
+            if pause_start is None or not voiced:
+                continue
+            if start is None:
+                start = index
+            count += 1
+            if count >= needed and start > after_frame:
+                return (first_frame + pause_start) * FRAME_SAMPLES, (first_frame + start) * FRAME_SAMPLES
+        return None
 
     def speech_level(self, begin: int | None = None, end: int | None = None) -> float | None:
         """The power-mean level (dBFS) of the frames the detector calls speech (all of them if none is) between
