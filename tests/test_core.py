@@ -878,6 +878,12 @@ def test_auth_message_variants() -> None:
     for config in ('"x"', "5", "[]"):
         refused = protocol.parse_auth(f'{{"Authorization": "secret", "config": {config}}}', keys)
         assert refused == protocol.AuthFailed(protocol.AUTH_CONFIG_NOT_OBJECT, reason="config")
+    # Huge numbers (a fresh tester: a 5001-digit sample rate gave a traceback and a silent close): refused, said.
+    past_limit = f'{{"Authorization": "secret", "config": {{"sample_rate": {"9" * 5001}}}}}'
+    assert protocol.parse_auth(past_limit, keys) == protocol.AuthFailed(protocol.AUTH_INVALID_JSON)
+    no_float = protocol.parse_auth(f'{{"Authorization": "secret", "config": {{"sample_rate": {"9" * 400}}}}}', keys)
+    assert isinstance(no_float, protocol.AuthFailed)
+    assert no_float.reason == "sample_rate"
 
 
 def test_eof_variants_and_other_controls() -> None:

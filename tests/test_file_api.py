@@ -212,6 +212,10 @@ async def test_refusals_each_with_its_message(tiny_en_engine: Engine, clips: lis
             status, body = await post_job(running, {"settings": '{"beam_size": 99}'}, ("a.wav", small))
             assert status == 400
             assert "beam_size" in body["error"]
+            huge = '{"beam_size": ' + "9" * 5001 + "}"  # past Python's integer conversion limit
+            status, body = await post_job(running, {"settings": huge}, ("a.wav", small))
+            assert status == 400
+            assert "settings: not valid JSON" in body["error"]
             for task in ("align", "force-align"):
                 status, body = await post_job(running, {"task": task}, ("a.wav", small))
                 assert status == 400

@@ -107,7 +107,9 @@ def parse_auth(message: str | bytes, keys: Iterable[str]) -> AuthOk | AuthFailed
         return AuthFailed(AUTH_NOT_TEXT, reason="not_text")
     try:
         data = json.loads(message)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError: not JSON (JSONDecodeError), or an integer past Python's 4300-digit conversion limit (a
+        # fresh tester's 5001-digit sample rate made a traceback and a close without a word)
         return AuthFailed(AUTH_INVALID_JSON, reason="invalid_json")
     if not isinstance(data, dict):
         return AuthFailed(AUTH_INVALID_JSON, reason="invalid_json")
@@ -147,7 +149,8 @@ def declared_sample_rate(first: Mapping[str, object]) -> int | AuthFailed:
         return SAMPLE_RATE
     rate: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        rate = float(value)
+        with contextlib.suppress(OverflowError):  # an integer too large for a float is no rate either
+            rate = float(value)
     elif isinstance(value, str):
         with contextlib.suppress(ValueError):
             rate = float(value.strip())

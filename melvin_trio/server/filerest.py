@@ -140,6 +140,8 @@ def _settings(raw: str | None) -> dict[str, Any]:
         settings = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise Refused(400, f"settings: not valid JSON ({exc.msg})", "settings") from None
+    except (ValueError, RecursionError):  # an integer past Python's 4300-digit limit, or nesting past recursion
+        raise Refused(400, "settings: not valid JSON (a number or nesting too large)", "settings") from None
     if not isinstance(settings, dict):
         raise Refused(400, "settings: expected a JSON object", "settings")
     unknown = sorted(set(settings) - set(SETTINGS))
