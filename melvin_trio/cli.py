@@ -265,16 +265,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise ClientError(f"the server closed the stream without an id{why}")
     if not args.json:
         print(f"id: {result.stream_id}")
+    unsaved = ""
     if rest_url is not None:
-        for path in download(rest_url, key, result.stream_id, Path(args.save), context):
-            print(f"saved {path}", file=sys.stderr)
+        try:
+            for path in download(rest_url, key, result.stream_id, Path(args.save), context):
+                print(f"saved {path}", file=sys.stderr)
+        except ClientError as exc:
+            if not (failed or stopped):
+                raise
+            # A stopped server closes its REST port after the last export (a fresh tester got only "Connection
+            # refused"): the one error line says why the stream ended, and that the exports were not fetched.
+            unsaved = f"; --save: {exc}"
     if failed:
         # The audio was exported (the id came), but the transcript is short: a script must not take it as done.
-        raise ClientError(f"stream {result.stream_id}: {failed[-1]}")
+        raise ClientError(f"stream {result.stream_id}: {failed[-1]}{unsaved}")
     if stopped:
         # The server was stopped: it says how much audio it took; the rest was not transcribed (a fresh tester's
         # client had sent everything into the socket by then, and exited 0).
-        raise ClientError(f"stream {result.stream_id}: {stopped[-1]}")
+        raise ClientError(f"stream {result.stream_id}: {stopped[-1]}{unsaved}")
     if not result.sent_eof:
         # The server ended the stream first (it was stopped, or restarted): what was sent is transcribed and
         # exported, but a script must not take the file as streamed in full (a fresh tester got exit 0).

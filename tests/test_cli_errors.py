@@ -517,18 +517,26 @@ async def test_stream_the_server_could_not_transcribe_exits_1(clips: list[Clip],
     assert "[server]" not in done.stderr.decode()
 
 
-async def test_stream_ended_by_the_server_before_the_file_was_sent_exits_1(clips: list[Clip], tmp_path: Path) -> None:
+@pytest.mark.parametrize("save", [False, True])
+async def test_stream_ended_by_the_server_before_the_file_was_sent_exits_1(
+    clips: list[Clip], tmp_path: Path, save: bool
+) -> None:
     """The server is stopped while `stream` still sends (real time): it drains the stream (its finals, export and
     id) and tells the client how much audio it took; the client says so and exits 1, so a script does not take the
     file as streamed in full (fresh testers got exit 0: first with no check, then when the client had already sent
-    everything into the socket while the draining server no longer read it)."""
+    everything into the socket while the draining server no longer read it). With --save, the stopped server's
+    REST port is closed by then: the line still says why the stream ended (a third tester got only "Connection
+    refused")."""
     jfk = next(c for c in clips if c.path.name == "melvin_jfk.wav")
-    async with running_server(FakeEngine([[Word("ask", 0.1, 0.4, 0.9)]]), tmp_path) as running:
+    async with running_server(FakeEngine([[Word("ask", 0.1, 0.4, 0.9)]]), tmp_path / "data") as running:
         async with trio.open_nursery() as nursery:
             outcome: list[subprocess.CompletedProcess[bytes]] = []
+            args = ["--url", running.ws_url, "--key", API_KEY]
+            if save:
+                args += ["--save", str(tmp_path / "saved"), "--rest-url", running.rest_url]
 
             async def stream() -> None:
-                outcome.append(await cli("stream", str(jfk.path), "--url", running.ws_url, "--key", API_KEY))
+                outcome.append(await cli("stream", str(jfk.path), *args))
 
             nursery.start_soon(stream)
             with trio.fail_after(30):
@@ -540,7 +548,7 @@ async def test_stream_ended_by_the_server_before_the_file_was_sent_exits_1(clips
     line = one_error_line(outcome[0])
     expected = (
         rf"error: stream {exported[0]}: Server shutting down: the stream ends after [\d.]+ s of audio; what came "
-        "later was not transcribed"
+        "later was not transcribed" + ("; --save: .*" if save else "")
     )
     assert re.fullmatch(expected, line), line
     assert "[server]" not in outcome[0].stderr.decode()
