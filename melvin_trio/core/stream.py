@@ -393,11 +393,10 @@ class StreamCore:
         the talker's level is learnt from confirmed words, or else the speech the pass covered), the words so far go
         out and the window is cut `_TAIL_RETRY_LEAD_S` before that word's end (its times are the unreliable ones, so
         well before it): the next pass, prompted with those words, transcribes the tail, and the words it repeats
-        from before the cut are dropped as a repeat. Once per utterance (and for the stream's last pass), in a pass
-        that was behind too (after `_retrying_uncovered`, which retries speech whisper left out after a pause; a
-        second fresh tester, streaming at --speed 0 on a loaded box, still lost the tail)."""
+        from before the cut are dropped as a repeat. Once per utterance (and for the stream's last pass); never in a
+        pass that was behind (`_retrying_uncovered` covers those)."""
         ends_utterance = request.cut_sample is not None or request.last
-        if not ends_utterance or request.end_sample <= self._retried_tail:
+        if request.behind or not ends_utterance or request.end_sample <= self._retried_tail:
             return None
         spoken = without_non_speech(words)
         if not spoken:
