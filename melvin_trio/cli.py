@@ -400,6 +400,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _TopParser(_Parser):
+    """The top level: with no command given, an option it does not know is the mistake to name (a fresh tester:
+    `melvin-trio --bogus` said only that the command was missing)."""
+
+    argv: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        if "required: command" in message:
+            unknown = [
+                t for t in self.argv if t.startswith("-") and t.split("=", 1)[0] not in self._option_string_actions
+            ]
+            if unknown:
+                message = f"unrecognized arguments: {' '.join(unknown)}"
+        super().error(message)
+
+
 def _global_options(defaults: bool) -> _Parser:
     """The options every command takes, before or after the subcommand's name. Only the top level sets
     defaults; elsewhere an absent option leaves the value alone (SUPPRESS), so either place wins."""
@@ -414,7 +430,7 @@ def _global_options(defaults: bool) -> _Parser:
 
 def build_parser() -> argparse.ArgumentParser:
     anywhere = [_global_options(defaults=False)]
-    parser = _Parser(prog="melvin-trio", description=__doc__, parents=[_global_options(defaults=True)])
+    parser = _TopParser(prog="melvin-trio", description=__doc__, parents=[_global_options(defaults=True)])
     parser.add_argument("--version", action="version", version=f"melvin-trio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -537,7 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Exit status as Unix commands have it: 0 done, 1 a failure (every MelvinError: a bad config,
     file, model, server, ...), 2 a usage mistake (argparse: an unknown option, a missing argument); either is one
     line on stderr, never a traceback."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if isinstance(parser, _TopParser):
+        parser.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
         level = args.log_level or _log_level_from_env()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

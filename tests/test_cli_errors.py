@@ -111,6 +111,10 @@ async def test_a_bad_log_level_is_one_line(before: bool) -> None:
         (["transcribe"], "the following arguments are required: file"),
         (["transcribe", "x.wav", "--format", "docx"], "argument --format: invalid choice: 'docx'"),
         (["serve", "--ws-port"], "argument --ws-port: expected one argument"),
+        (["--bogus"], "unrecognized arguments: --bogus"),  # no command, but the unknown option is the mistake
+        (["--config=x.yml", "--bogus=1"], "unrecognized arguments: --bogus=1"),
+        ([], "the following arguments are required: command"),
+        (["--config", "x.yml"], "the following arguments are required: command"),
     ],
 )
 async def test_a_usage_mistake_is_one_line_and_exit_2(argv: list[str], named: str) -> None:
