@@ -428,7 +428,7 @@ def _global_options(defaults: bool) -> _Parser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _TopParser:
     anywhere = [_global_options(defaults=False)]
     parser = _TopParser(prog="melvin-trio", description=__doc__, parents=[_global_options(defaults=True)])
     parser.add_argument("--version", action="version", version=f"melvin-trio {__version__}")
@@ -554,8 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     file, model, server, ...), 2 a usage mistake (argparse: an unknown option, a missing argument); either is one
     line on stderr, never a traceback."""
     parser = build_parser()
-    if isinstance(parser, _TopParser):
-        parser.argv = list(sys.argv[1:] if argv is None else argv)
+    parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         level = args.log_level or _log_level_from_env()

@@ -66,8 +66,10 @@ _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
 _ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
-_UNCOVERED_MIN_S: Final = 0.5  # speech this long after a behind pass's last word is a sentence whisper left out...
-_COVER_TOLERANCE_S: Final = 0.3  # ...when it begins this long after that word began (whisper's times are that loose)
+# Speech this long after a pass's last word is words whisper left out (a later utterance in a behind pass, or an
+# utterance's tail, `_tail_retry`)...
+_UNCOVERED_MIN_S: Final = 0.5
+_COVER_TOLERANCE_S: Final = 0.3  # ...in a behind pass, when it begins this long after that word began (loose times)
 _TAIL_RETRY_LEAD_S: Final = 3.0  # a tail whisper left out is transcribed again from this long before its last word...
 _TAIL_RETRY_MARGIN_DB: Final = 6.0  # ...when its speech is at most this much under the talker's level
 
