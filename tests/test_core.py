@@ -16,6 +16,7 @@ from melvin_trio.audio import read_wav_pcm16
 from melvin_trio.core import driver, protocol, wordtimes
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.driver import Run
+from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.stream import (
     Detected,
     DetectRequest,
@@ -386,6 +387,17 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     split = wordtimes.out_of_pauses([W("with", 1.0, 2.9), W("us.", 3.5, 3.8), W("Produced", 4.0, 4.4)], pauses)
     assert split[1].end <= 3.0
     assert split[2].start >= 6.0
+    # The sentence drifted into the pause ends just after it ("myself." at 6.1 s, a fresh tester's file): that word
+    # goes back too, and the next sentence stays where it is.
+    tail = [W("tedious", 2.0, 2.9), W("to", 3.5, 3.6), W("him", 4.0, 4.2), W("myself.", 6.1, 6.4), W("Mr.", 6.5, 6.8)]
+    back = wordtimes.out_of_pauses(tail, pauses)
+    assert [w.end <= 3.0 for w in back] == [True, True, True, True, False]
+    assert back[4] == tail[4]
+    assert all(x.end <= y.start for x, y in itertools.pairwise(back))
+    # ...but not a sentence that ends far after the pause: the word after the pause stays.
+    far = wordtimes.out_of_pauses([W("tedious", 2.0, 2.9), W("to", 3.5, 3.6), W("then.", 8.5, 8.8)], pauses)
+    assert far[1].start >= 6.0
+    assert far[2].start == 8.5
 
 
 def test_a_final_after_the_time_limit() -> None:
@@ -1074,6 +1086,20 @@ def test_finals_rise_and_have_length_whatever_the_passes_said() -> None:
     assert all(w.end - w.start >= 0.05 for w in retimed), times(retimed)
     assert retimed[0].start >= 1.1
     assert retimed[-1].end <= 2.5
+
+
+def test_a_final_has_length_when_whisper_stacked_it_on_the_next_word() -> None:
+    """A fresh tester's stream: "these" went out, then "cats?" came at 47.09-47.09 with "I'm" from 47.09: no room
+    before the next word. Right: "cats?" gets 50 ms after it, and "I'm" goes out after that."""
+    policy = FinalsPolicy(StreamSettings(final_after_words=1))
+    policy.take([W("these", 46.74, 47.09)])
+    first = policy.events(47.5, [])
+    policy.take([W("cats?", 47.09, 47.09), W("I'm", 47.09, 47.14)])
+    finals = [e.words for e in first + policy.events(48.0, [], force=True) if isinstance(e, SendFinal)]
+    sent = [w for words in finals for w in words]
+    assert [w.text for w in sent] == ["these", "cats?", "I'm"]
+    assert all(w.end - w.start >= 0.05 - 1e-9 for w in sent), times(sent)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(sent)), times(sent)
 
 
 def test_an_event_the_phase_does_not_expect_is_an_error() -> None:

@@ -254,3 +254,33 @@ def test_no_word_lies_in_the_silence_between_sentences(tiny_en_engine: Engine, c
     assert count_errors(reference, " ".join(w.text for w in words), "en").wer <= 0.1
     inside = [w for w in words for a, b in silences if a + 0.1 <= w.start and w.end <= b - 0.1]
     assert inside == []
+
+
+def test_each_clips_words_stay_on_its_speech(tiny_en_engine: Engine, clips: list[Clip]) -> None:
+    """A fresh tester's file (stop 10): five other clips with 3 s of digital silence between them. whisper drifted
+    the ends of four sentences ("to him and painful to myself.", "to do for them.") into the silence after them and
+    onto the next clip's speech: 36 words lay in another clip's time. Right: each word lies in its own clip's time,
+    so the errors counted clip by clip (each clip's reference against the words whose middle lies in its time, up
+    to halfway into the gaps) are the whole text's errors."""
+    names = [
+        "librispeech_2412-153948-0000.wav",
+        "librivox-sense-and-sensibility_0870.wav",
+        "ljspeech_LJ001-0001.wav",
+        "librispeech_3752-4944-0001.wav",
+        "librispeech_1988-24833-0003.wav",
+    ]
+    chosen = [next(c for c in clips if c.path.name == name) for name in names]
+    parts, spans, t = [], [], 0.0
+    for clip in chosen:
+        audio, _ = read_wav(clip.path)
+        parts += [audio, np.zeros(3 * RATE, dtype=np.float32)]
+        spans.append((t - 1.5, t + audio.size / RATE + 1.5))
+        t += audio.size / RATE + 3.0
+    words = transcribe_file(tiny_en_engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
+    whole = count_errors(" ".join(c.text for c in chosen), " ".join(w.text for w in words), "en")
+    assert whole.wer <= 0.05
+    by_clip = [
+        count_errors(c.text, " ".join(w.text for w in words if a <= (w.start + w.end) / 2 < b), "en").errors
+        for c, (a, b) in zip(chosen, spans, strict=True)
+    ]
+    assert sum(by_clip) == whole.errors, [(w.text, round(w.start, 2)) for w in words]

@@ -7,7 +7,7 @@ from typing import Final
 from melvin_trio.core.events import Event, SendFinal, SendPartial
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.words import Word, join_text
-from melvin_trio.core.wordtimes import retimed
+from melvin_trio.core.wordtimes import MIN_WORD_S, retimed
 
 __all__ = ["FinalsPolicy"]
 
@@ -59,6 +59,10 @@ class FinalsPolicy:
         taken, self.pending = self.pending[:count], self.pending[count:]
         # Word times come from different passes; what goes out rises, stays inside the audio and has a length.
         end = min(max(self.pending[0].start, self._emitted_until), now) if self.pending else now
+        # With no room before the next word (whisper stacked the last word of a sentence on the next one's start,
+        # and the words before it went out already), the least room after it: the next final begins later. A
+        # fresh tester: "cats?" at 47.09-47.09, "I'm" from 47.09.
+        end = max(end, min(now, self._emitted_until + count * MIN_WORD_S))
         words = retimed(taken, self._emitted_until, end)
         if words:
             self._emitted_until = words[-1].end

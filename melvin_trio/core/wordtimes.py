@@ -2,7 +2,7 @@
 
 whisper.cpp often collapses a run of words onto one instant (the end of the window, or of its speech), stretches the
 word before such a run over the run's time, or places a word in the silence before the speech. These pure functions
-give every word a time inside the audio that holds it, rising from word to word and at least `_MIN_WORD_S` long
+give every word a time inside the audio that holds it, rising from word to word and at least `MIN_WORD_S` long
 wherever there is room. Times are stream seconds.
 """
 
@@ -13,6 +13,7 @@ from typing import Final
 from melvin_trio.core.words import Word
 
 __all__ = [
+    "MIN_WORD_S",
     "longest_collapsed_run",
     "out_of_pauses",
     "outside_pauses",
@@ -22,8 +23,13 @@ __all__ = [
     "within_speech",
 ]
 
-_MIN_WORD_S: Final = 0.05  # a word shorter than this has no real time: whisper collapsed it
+MIN_WORD_S: Final = 0.05  # seconds: a word shorter than this has no real time (whisper collapsed it)
 _SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run that has no room around it
+# How far past a pause the end of a sentence drifted into it is sought (`out_of_pauses`). Measured on files of
+# shared clips with gaps (tiny.en, file decoding): the words moved back lay at most 6 words from the run's first and
+# 0.9 s past the pause's end; the longest run of the four drifted sentences in five clips with 3 s gaps.
+_SENTENCE_TAIL_WORDS: Final = 8
+_SENTENCE_TAIL_S: Final = 2.0
 
 
 def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
@@ -58,7 +64,8 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
     s) or the next sentence's first word in the pause before it ("No" at 6.0 s, the speech resuming at 6.32 s).
 
     A run of such words continues the sentence before the pause up to its first sentence end (none, when the word
-    before the run ends a sentence or there is none): that part is placed at the end of the speech before the pause,
+    before the run ends a sentence or there is none; the end may lie just after the pause, see `_tail_limit`, and
+    the words up to it move too): that part is placed at the end of the speech before the pause,
     `_SPREAD_WORD_S` a word (less when the speech before the pause is short), the words of that speech squeezed to
     make room; the rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
     up to the next word. Times may then touch: `pushed` gives each its length again. `words` rise."""
@@ -75,7 +82,7 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
             j += 1
         split = i  # words i..split-1 end the sentence before the pause, split..j-1 begin the one after it
         if i > 0 and not out[i - 1].ends_sentence:
-            split = next((k + 1 for k in range(i, j) if out[k].ends_sentence), i)
+            split = next((k + 1 for k in range(i, _tail_limit(out, i, j, b)) if out[k].ends_sentence), i)
         if split > i:
             # The words before, back to the pause before them, were drifted late too: squeezed to make room.
             n = split - i
@@ -91,15 +98,26 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
         if j > split:
             ceiling = out[j].start if j < len(out) else b + (j - split) * _SPREAD_WORD_S
             _place(out, split, j, b, max(min(ceiling, b + (j - split) * _SPREAD_WORD_S), b))
-        i = j
+        i = max(j, split)
     return out
 
 
+def _tail_limit(words: list[Word], i: int, j: int, pause_end: float) -> int:
+    """Where the search for the end of a sentence that a run inside a pause (words i..j-1) continues stops: the
+    sentence may end just after the pause (whisper drifted "to him and painful to" into a 3 s silence and
+    "myself." to the speech after it, a fresh tester's file), within `_SENTENCE_TAIL_WORDS` words from the run's
+    first and `_SENTENCE_TAIL_S` seconds of the pause's end."""
+    k = j
+    while k < min(len(words), i + _SENTENCE_TAIL_WORDS) and words[k].start < pause_end + _SENTENCE_TAIL_S:
+        k += 1
+    return k
+
+
 def longest_collapsed_run(words: list[Word]) -> int:
-    """The most words in a row shorter than `_MIN_WORD_S` (a run whisper stacked on one instant)."""
+    """The most words in a row shorter than `MIN_WORD_S` (a run whisper stacked on one instant)."""
     longest = run = 0
     for w in words:
-        run = run + 1 if w.end - w.start < _MIN_WORD_S else 0
+        run = run + 1 if w.end - w.start < MIN_WORD_S else 0
         longest = max(longest, run)
     return longest
 
@@ -108,7 +126,7 @@ def retimed(words: list[Word], begin: float, end: float) -> list[Word]:
     """`words` with times inside [begin, end] (a pass's window up to its speech's end; for a final, the end of the
     last word sent and the start of the next word or the audio received), rising (each starts where the one before
     it ends, or later), spread where whisper collapsed them (`spread_collapsed`), and, wherever [begin, end] has
-    room for it, none shorter than `_MIN_WORD_S`."""
+    room for it, none shorter than `MIN_WORD_S`."""
     out: list[Word] = []
     t = begin
     for w in words:
@@ -119,11 +137,11 @@ def retimed(words: list[Word], begin: float, end: float) -> list[Word]:
 
 
 def pushed(words: list[Word], begin: float, end: float) -> list[Word]:
-    """Rising words, each made at least `_MIN_WORD_S` long (less only when [begin, end] has no room for that):
+    """Rising words, each made at least `MIN_WORD_S` long (less only when [begin, end] has no room for that):
     pushed later where they would overlap, then back from `end`, so each moves as little as it can."""
     if not words:
         return words
-    length = min(_MIN_WORD_S, (end - begin) / len(words))
+    length = min(MIN_WORD_S, (end - begin) / len(words))
     starts: list[float] = []
     ends: list[float] = []
     t = begin
@@ -150,11 +168,11 @@ def spread_collapsed(words: list[Word], begin: float, end: float) -> list[Word]:
     out = list(words)
     i = 0
     while i < len(out):
-        if out[i].end - out[i].start >= _MIN_WORD_S:
+        if out[i].end - out[i].start >= MIN_WORD_S:
             i += 1
             continue
         j = i
-        while j < len(out) and out[j].end - out[j].start < _MIN_WORD_S:
+        while j < len(out) and out[j].end - out[j].start < MIN_WORD_S:
             j += 1
         n = j - i
         previous_end = out[i - 1].end if i > 0 else begin
@@ -163,14 +181,14 @@ def spread_collapsed(words: list[Word], begin: float, end: float) -> list[Word]:
         forward_start = max(previous_end, out[i].start)
         forward_stop = min(room_end, forward_start + n * _SPREAD_WORD_S)
         squeezed = _compressible(out, i, n, finish, begin)
-        if finish - previous_end >= n * _MIN_WORD_S:
+        if finish - previous_end >= n * MIN_WORD_S:
             _place(out, i, j, max(previous_end, finish - n * _SPREAD_WORD_S), finish)
-        elif squeezed is not None and (squeezed[1] or forward_stop - forward_start < n * _MIN_WORD_S):
+        elif squeezed is not None and (squeezed[1] or forward_stop - forward_start < n * MIN_WORD_S):
             k, first = squeezed[0]
             length = min(_SPREAD_WORD_S, (finish - first) / (j - k))
             _scale(out, k, i, first, finish - n * length)
             _place(out, i, j, finish - n * length, finish)
-        elif forward_stop - forward_start >= n * _MIN_WORD_S:
+        elif forward_stop - forward_start >= n * MIN_WORD_S:
             _place(out, i, j, forward_start, forward_stop)
         i = j
     return out
@@ -181,12 +199,12 @@ def _compressible(
 ) -> tuple[tuple[int, float], bool] | None:
     """Where the words before index `i`, squeezed together, leave room before `finish` for the `n` words from `i` on:
     the first word to squeeze and where the room starts, and whether each word gets `_SPREAD_WORD_S` (the nearest
-    words give that much room) or only `_MIN_WORD_S` or more (all the words before, and the room before them from
+    words give that much room) or only `MIN_WORD_S` or more (all the words before, and the room before them from
     `begin`). None when there is no such room."""
     for k in range(i - 1, -1, -1):
         if finish - words[k].start >= (i - k + n) * _SPREAD_WORD_S:
             return (k, words[k].start), True
-    if i > 0 and finish - begin >= (i + n) * _MIN_WORD_S:
+    if i > 0 and finish - begin >= (i + n) * MIN_WORD_S:
         return (0, begin), False
     return None
 
