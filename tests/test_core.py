@@ -152,6 +152,47 @@ def test_comparison_keeps_umlauts_and_non_latin_scripts() -> None:
     assert [w.text for w in agreement.confirm()] == ["привет,", "Grüße."]
 
 
+def test_a_retold_tail_is_dropped_even_in_other_words() -> None:
+    """A window cut before the last words sent (an utterance's tail transcribed again) hears them again: whisper,
+    behind on a fast client, said "... nothing to me, but right!" and then, from the cut, "and the amount, and by
+    then it was nothing to me but bright!" (test_overload's WER 0.18). Right: only words after the retold ones are
+    new, whether whisper says them again word for word or not."""
+    sent = ["I", "was", "already", "a", "man,", "but", "then", "it", "was", "nothing", "to", "me,", "but", "right!"]
+    before = [W(t, 30.0 + 0.3 * i, 30.0 + 0.3 * i + 0.25) for i, t in enumerate(sent)]
+    again = [
+        "and",
+        "the",
+        "amount,",
+        "and",
+        "by",
+        "then",
+        "it",
+        "was",
+        "nothing",
+        "to",
+        "me",
+        "but",
+        "bright!",
+        "If",
+        "the",
+        "reader",
+    ]
+    agreement = LocalAgreement()
+    agreement.new_window(before, retold=True)
+    for _ in range(2):
+        agreement.insert([W(t, 31.0 + 0.25 * i, 31.0 + 0.25 * i + 0.2) for i, t in enumerate(again)])
+        confirmed = agreement.confirm()
+    assert [w.text for w in confirmed] == ["If", "the", "reader"]
+    # the tail whisper skipped comes after the retold words: all of it is new
+    agreement = LocalAgreement()
+    agreement.new_window(before[-4:], retold=True)
+    tail = ["to", "me,", "but", "right!", "there", "might", "be"]
+    for _ in range(2):
+        agreement.insert([W(t, 32.8 + 0.3 * i, 32.8 + 0.3 * i + 0.25) for i, t in enumerate(tail)])
+        confirmed = agreement.confirm()
+    assert [w.text for w in confirmed] == ["there", "might", "be"]
+
+
 def test_a_repeated_confirmed_word_is_recognised_by_text_despite_moved_times() -> None:
     agreement = LocalAgreement()
     for _ in range(2):

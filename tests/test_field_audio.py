@@ -133,16 +133,26 @@ def talker_over_babble(talker: str, snr_db: float, lead: float, tail: float) -> 
     return (total + crowd).astype(np.float32)
 
 
-@pytest.mark.parametrize(("pass_seconds", "tail"), [(0.7, 3.0), (1.0, 3.0), (0.7, 0.0)])
-def test_the_end_of_a_sentence_in_babble_is_not_lost(tiny_en_engine: Engine, pass_seconds: float, tail: float) -> None:
+@pytest.mark.parametrize(
+    ("pass_seconds", "tail", "at_once"), [(0.7, 3.0, False), (1.0, 3.0, False), (0.7, 0.0, False), (1.0, 3.0, True)]
+)
+def test_the_end_of_a_sentence_in_babble_is_not_lost(
+    tiny_en_engine: Engine, pass_seconds: float, tail: float, at_once: bool
+) -> None:
     """sense-and-sensibility_0870 with babble 18 dB under it: every pass from the utterance's start ended at "how
     much" (its last words stacked on 7.0 s, the talker speaking until 8.0 s), so until the tail was transcribed
     again the stream lost "there might be prudently in his power to do for them" (WER 0.45 and 0.55 with 3 s of
-    babble after the talker; the same without it, where the stream's last pass stopped short); offline has it."""
+    babble after the talker; the same without it, where the stream's last pass stopped short, and sent at once,
+    where the stream is behind: a second fresh tester, --speed 0 and a loaded box); offline has it."""
     clip = "en/librivox-sense-and-sensibility_0870.wav"
     audio = talker_over_babble(clip, 18.0, lead=1.0, tail=tail)
-    run = stream(tiny_en_engine, audio, pass_seconds=pass_seconds)
+    run = stream(tiny_en_engine, audio, pass_seconds=pass_seconds, at_once=at_once)
     words = [w.text.strip(".,!?").lower() for w in run.words]
+    assert "prudently in his power to do for them" in " ".join(words), run.text
+    if at_once:
+        # Known, left open: behind, whisper then hears "And I will not be able to do that." (confidence 0.14) in
+        # the 3 s of babble after the talker, 14.9 dB under the talker: just inside background_margin_db (15).
+        return
     assert words[-6:] == ["his", "power", "to", "do", "for", "them"], run.text
     assert wer(reference_of(clip), run) <= 0.1, run.text
 

@@ -45,6 +45,7 @@ class LocalAgreement:
         self._unsure_context_words = unsure_context_words
         self._confirmed: list[Word] = []  # words confirmed since the window began
         self._before: list[str] = []  # keys of the last words confirmed before the window
+        self._retold: list[Word] = []  # the last words before the window, when its audio holds them too
         self._hypothesis: list[Word] = []  # the previous pass's unconfirmed words
         self._incoming: list[Word] = []
         self._incoming_times_broken = False
@@ -66,12 +67,17 @@ class LocalAgreement:
         and ended there (whisper stops a pass early at times: the words are not wrong, only missing)."""
         return list(self._stopped_short)
 
-    def new_window(self, before: list[Word], *, repeat_possible: bool = True) -> None:
+    def new_window(self, before: list[Word], *, repeat_possible: bool = True, retold: bool = False) -> None:
         """The window was cut after every confirmed word (`before` ends with them): later passes should not repeat
         them. A cut inside running speech may make whisper say the text before it again (`repeat_possible`); after
-        a pause the speaker starts anew, and words that say the last sentence again were said again: kept."""
+        a pause the speaker starts anew, and words that say the last sentence again were said again: kept.
+
+        `retold`: the cut lies before the end of `before`'s audio (an utterance's tail transcribed again), so every
+        pass of the window hears again the last words of `before`, maybe in other words: they are found as the
+        window's confirmed words are (by text, and by time where the text differs), not as a repeated prefix."""
         self._confirmed = []
         self._before = [word_key(w.text) for w in before[-_BEFORE_WORDS:]] if repeat_possible else []
+        self._retold = before[-_BEFORE_WORDS:] if retold else []
 
     def insert(self, words: list[Word], *, times_broken: bool = False) -> None:
         """Take a new pass's words (absolute times); call `confirm` next. `times_broken`: whisper stacked a run of
@@ -82,29 +88,30 @@ class LocalAgreement:
 
     def _first_new(self, words: list[Word]) -> int:
         """Index of the first word of `words` that was not confirmed before."""
-        if not self._confirmed:
+        heard = self._retold + self._confirmed  # what this window's passes say again
+        if not heard:
             return self._repeated_prefix([word_key(w.text) for w in words])
-        confirmed_keys = [word_key(w.text) for w in self._confirmed]
+        confirmed_keys = [word_key(w.text) for w in heard]
         keys = [word_key(w.text) for w in words]
         matcher = SequenceMatcher(a=confirmed_keys, b=keys, autojunk=False)
         matched_confirmed = matched_new = 0  # one past the last confirmed word found, and where it was found
         for block in matcher.get_matching_blocks():
             if block.size == 0:
                 continue
-            near = abs(words[block.b].start - self._confirmed[block.a].start) <= _SINGLE_WORD_TOLERANCE_S
+            near = abs(words[block.b].start - heard[block.a].start) <= _SINGLE_WORD_TOLERANCE_S
             if block.size > 1 or near:
                 matched_confirmed, matched_new = block.a + block.size, block.b + block.size
         index = matched_new
         # Of two equal words, the text match may have taken the earlier: a word that repeats a confirmed one and
         # does not start after the last confirmed word is that word again.
-        last_start = self._confirmed[-1].start + _SAME_WORD_S
+        last_start = heard[-1].start + _SAME_WORD_S
         confirmed_set = set(confirmed_keys)
         while index < len(words) and words[index].start <= last_start and keys[index] in confirmed_set:
             index += 1
-        if matched_confirmed < len(self._confirmed):
+        if matched_confirmed < len(heard):
             # The confirmed tail came back in other words: skip what lies within it in time, at most as many words.
-            limit = min(len(words), index + len(self._confirmed) - matched_confirmed)
-            boundary = self._confirmed[-1].end
+            limit = min(len(words), index + len(heard) - matched_confirmed)
+            boundary = heard[-1].end
             while index < limit and words[index].start < boundary - _SAME_WORD_S:
                 index += 1
         return index

@@ -394,11 +394,13 @@ class StreamCore:
         least `_UNCOVERED_MIN_S` of speech after the pass's last word, at the talker's level (`_TAIL_RETRY_MARGIN_DB`;
         the talker's level is learnt from confirmed words, or else the speech the pass covered), the words so far go
         out and the window is cut `_TAIL_RETRY_LEAD_S` before that word's end (its times are the unreliable ones, so
-        well before it): the next pass, prompted with those words, transcribes the tail, and the words it repeats
-        from before the cut are dropped as a repeat. Once per utterance (and for the stream's last pass); never in a
-        pass that was behind (`_retrying_uncovered` covers those)."""
+        well before it): the next pass, prompted with those words, transcribes the tail, and the words it says
+        again from before the cut, in the same words or others, are dropped (`LocalAgreement.new_window`,
+        `retold`). Once per utterance (and for the stream's last pass), in a pass that was behind too (a fresh
+        tester at --speed 0 lost the tail; dropped as a repeat prefix only, the retold words came back as "and the
+        amount, and by then it was nothing to me but bright!" after "... nothing to me, but right!")."""
         ends_utterance = request.cut_sample is not None or request.last
-        if request.behind or not ends_utterance or request.end_sample <= self._retried_tail:
+        if not ends_utterance or request.end_sample <= self._retried_tail:
             return None
         spoken = without_non_speech(words)
         if not spoken:
@@ -505,14 +507,15 @@ class StreamCore:
         self._window.keep_speech = not self._language_sure
         self._signal(Signal.LANGUAGE_CHOSEN)
 
-    def _cut(self, sample: int, *, in_pause: bool) -> None:
+    def _cut(self, sample: int, *, in_pause: bool, retold: bool = False) -> None:
         """Drop audio before absolute `sample` from the window. `in_pause`: the cut lies in a pause the detector
-        heard (or in silence), so what follows is new speech; otherwise it split running speech."""
+        heard (or in silence), so what follows is new speech; otherwise it split running speech. `retold`: the cut
+        lies before the last words sent (`_tail_retry`), whose audio the next passes hear again."""
         self._window.cut(sample)
         self._passes_in_window = 0
         self._preview = None
-        # Every word confirmed so far lies before the cut: later passes will not see them again.
-        self._agreement.new_window(self._finals.window_cut(), repeat_possible=not in_pause)
+        # Every word confirmed so far lies before the cut (or, retold, is heard again): later passes drop them.
+        self._agreement.new_window(self._finals.window_cut(), repeat_possible=not in_pause, retold=retold)
         if in_pause:
             self._utterances_since_check += 1
 
@@ -603,7 +606,7 @@ class StreamCore:
             self._force_open_words()
             events = self._emit(force=True)
             if retry is not None:
-                self._cut(retry, in_pause=False)
+                self._cut(retry, in_pause=False, retold=True)
                 self._last_pass_end = retry  # the tail is audio no pass has taken: the next pass (or the last) is due
             elif request.cut_sample is not None:
                 self._cut(request.cut_sample, in_pause=request.cut_in_pause)
