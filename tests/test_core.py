@@ -1143,6 +1143,26 @@ def test_a_final_has_length_when_whisper_stacked_it_on_the_next_word() -> None:
     assert all(a.end <= b.start for a, b in itertools.pairwise(sent)), times(sent)
 
 
+def test_final_words_stay_on_their_speech() -> None:
+    """Words 50 ms long are not a collapsed run (a fresh tester: "No one who is", placed 50 ms a word at the onset
+    of speech, were spread again, backwards, into the silence before it, when they went out); and words from two
+    passes, rising in text order, go no further than the speech heard ("he is with us." pushed past its end)."""
+    policy = FinalsPolicy(StreamSettings(final_after_words=1))
+    policy.take([W("was.", 2.5, 2.99)])
+    policy.events(3.5, [])
+    onset = [W("No", 6.88, 6.93), W("one", 6.93, 6.98), W("who", 6.98, 7.03), W("is", 7.03, 7.08)]
+    policy.take([*onset, W("himself", 7.08, 7.28)])
+    sent = [w for e in policy.events(9.2, [], force=True) if isinstance(e, SendFinal) for w in e.words]
+    assert sent[:4] == onset
+    policy.take([W("Death", 22.18, 22.51), W("he", 21.52, 21.76), W("is", 21.76, 21.99), W("us.", 22.23, 22.46)])
+    sent = [
+        w for e in policy.events(23.25, [], force=True, speech_until=22.7) if isinstance(e, SendFinal) for w in e.words
+    ]
+    assert [w.text for w in sent] == ["Death", "he", "is", "us."]
+    assert sent[-1].end <= 22.7
+    assert all(a.end <= b.start for a, b in itertools.pairwise(sent)), times(sent)
+
+
 def test_an_event_the_phase_does_not_expect_is_an_error() -> None:
     core = core_of(StreamSettings(), "en")
     assert core.phase.name == "LISTENING"

@@ -234,6 +234,35 @@ def test_word_times_have_no_collapsed_runs_and_stay_on_their_speech(tiny_en_engi
         assert any(begin - 0.5 <= w.start <= end + 0.3 for begin, end in spans), (w.text, w.start, spans)
 
 
+@pytest.mark.parametrize("pass_seconds", [0.5, 0.7])
+def test_no_streamed_word_lies_in_a_silence(tiny_en_engine: Engine, pass_seconds: float) -> None:
+    """A fresh tester's stream (stop 10): five clips with 3 s of digital silence between them, in real time. "No",
+    the first word of the second clip, went out at 5.78-6.08 s, inside the silence (3.32-6.32 s; its speech from
+    6.86 s): placed 50 ms a word on its speech by one pass, its run was spread again, backwards, when it went out.
+    At 0.5 s per pass, "he is with us." went out in the silence after its clip: words of two passes, rising in
+    text order, were pushed past the speech. Right: no word lies inside a silence."""
+    names = [
+        SHORT,
+        "en/librispeech_2412-153948-0002.wav",
+        "en/librivox-sense-and-sensibility_0930.wav",
+        "en/librispeech_3752-4944-0002.wav",
+        "en/ljspeech_LJ001-0004.wav",
+    ]
+    parts, silences, t = [], [], 0.0
+    for name in names:
+        clip = load(name)
+        parts += [clip, silence(3.0)]
+        t += clip.size / RATE
+        silences.append((t, t + 3.0))
+        t += 3.0
+    run = stream(tiny_en_engine, np.concatenate(parts), pass_seconds=pass_seconds)
+    assert len(run.words) >= 50
+    inside = [
+        (w.text, w.start, w.end) for w in run.words for a, b in silences if a + 0.1 <= w.start and w.end <= b - 0.1
+    ]
+    assert inside == []
+
+
 def test_importing_the_core_loads_neither_trio_nor_the_engine() -> None:
     code = (
         "import sys, melvin_trio.core, melvin_trio.core.stream, melvin_trio.core.driver, melvin_trio.core.protocol;"

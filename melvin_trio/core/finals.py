@@ -55,10 +55,12 @@ class FinalsPolicy:
             return len(self.pending)
         return 0
 
-    def _finalize(self, count: int, now: float) -> SendFinal:
+    def _finalize(self, count: int, now: float, speech_until: float | None) -> SendFinal:
         taken, self.pending = self.pending[:count], self.pending[count:]
-        # Word times come from different passes; what goes out rises, stays inside the audio and has a length.
-        end = min(max(self.pending[0].start, self._emitted_until), now) if self.pending else now
+        # Word times come from different passes; what goes out rises, stays inside the audio (and its speech) and
+        # has a length.
+        limit = now if speech_until is None else min(now, max(speech_until, self._emitted_until))
+        end = min(max(self.pending[0].start, self._emitted_until), limit) if self.pending else limit
         # With no room before the next word (whisper stacked the last word of a sentence on the next one's start,
         # and the words before it went out already), the least room after it: the next final begins later. A
         # fresh tester: "cats?" at 47.09-47.09, "I'm" from 47.09.
@@ -68,16 +70,25 @@ class FinalsPolicy:
             self._emitted_until = words[-1].end
         return SendFinal(words)
 
-    def events(self, now: float, hypothesis: list[Word], *, force: bool = False, drain: bool = False) -> list[Event]:
+    def events(
+        self,
+        now: float,
+        hypothesis: list[Word],
+        *,
+        force: bool = False,
+        drain: bool = False,
+        speech_until: float | None = None,
+    ) -> list[Event]:
         """The finals due at stream time `now` (every pending word if `force` or `drain`), then the partial if it
-        changed (none when draining: nothing is left open)."""
+        changed (none when draining: nothing is left open). `speech_until`: stream time after which no speech was
+        heard (no final word goes past it, unless it has no room before it)."""
         events: list[Event] = []
         if drain:
             if self.pending:
-                events.append(self._finalize(len(self.pending), now))
+                events.append(self._finalize(len(self.pending), now, speech_until))
             return events
         while self.pending and (count := self._due_count(now, force)):
-            events.append(self._finalize(count, now))
+            events.append(self._finalize(count, now, speech_until))
         text = join_text(self.pending + hypothesis)
         if text != self._last_partial:
             self._last_partial = text
