@@ -28,12 +28,16 @@ import numpy.typing as npt
 from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector, pause_runs
-from melvin_trio.core.words import Word, join_text
+from melvin_trio.core.words import Word, join_text, without_non_speech
 from melvin_trio.core.wordtimes import out_of_pauses, outside_pauses, pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
 CUT_SEARCH_SECONDS: Final = 5.0
+# A stretch of speech longer than a window leaves at least this much to its last window: whisper, given the last
+# 0.85 s of Batman (a word's end and the silence after it) as a window of its own, looped "I'm not a man" (a fresh
+# tester's file).
+MIN_LAST_WINDOW_SECONDS: Final = 2.0
 _CUT_FRAME: Final = 1600  # 100 ms
 PROMPT_CHARS: Final = 200
 _STREAMING: Final = StreamSettings()  # the default speech detector and its thresholds
@@ -59,6 +63,11 @@ DETECT_SECONDS: Final = 30.0
 # A beam + fallback decode may take this long per second of window, plus a constant, before it is redone greedily.
 BUDGET_PER_SECOND: Final = 2.0
 BUDGET_BASE_SECONDS: Final = 20.0
+# A window whose text holds fewer words than this per second of its speech lost most of it (whisper closed the
+# text early): it is split at its longest pause and each half decoded again. Read speech runs at 2-3 words a second
+# (en-long 2.7, de-long 2.1 per second of detected speech); the tester's window that lost Batman's 20 s: 0.57.
+SPARSE_WORDS_PER_SECOND: Final = 1.0
+SPARSE_MIN_SPEECH_SECONDS: Final = 4.0
 # Segments: a new one after a sentence end, a pause this long, or this many words.
 SEGMENT_PAUSE_SECONDS: Final = 1.0
 SEGMENT_MAX_WORDS: Final = 40
@@ -151,13 +160,17 @@ def plan_windows(
 ) -> list[tuple[int, int]]:
     """(start, end) sample ranges covering each of `regions` (default: the whole of `samples`), each at most
     WINDOW_SECONDS; a region longer than that is cut at the quietest 100 ms of each window's last CUT_SEARCH_SECONDS
-    when `audio` is given, else at the window's end."""
+    when `audio` is given, else at the window's end, and never less than MIN_LAST_WINDOW_SECONDS before the
+    region's end."""
     window = int(WINDOW_SECONDS * SAMPLE_RATE)
     search = int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
+    least = int(MIN_LAST_WINDOW_SECONDS * SAMPLE_RATE)
     windows: list[tuple[int, int]] = []
     for start, stop in [(0, samples)] if regions is None else [(r.start, r.end) for r in regions]:
         while start < stop:
             end = min(start + window, stop)
+            if end < stop:
+                end = min(end, stop - least)  # what is left is a window whisper can read
             if end < stop and audio is not None:
                 region = audio[end - search : end].astype(np.float64)
                 n = region.size // _CUT_FRAME
@@ -213,6 +226,7 @@ class FileTranscription:
         """Finds the speech and plans its windows (CPU-bound, see `speech_regions`: the server builds the plan in a
         thread). Raises ValueError for an unknown detector."""
         detected = detect(self.audio, self.settings)
+        self._speech_frames = detected[0] >= self.settings.vad_speech_threshold
         self.speech = speech_regions(self.audio, self.settings, detected)
         self._pauses = pauses(detected, self.settings)
         self.windows = plan_windows(self.audio.size, self.audio, self.speech)
@@ -254,8 +268,13 @@ class FileTranscription:
         self.language_probability = probability
 
     def add(self, request: WindowRequest, words: list[Word]) -> None:
+        """The words of `request`'s window (window seconds), or, when whisper skipped most of its speech, nothing:
+        the window is split in two at its longest pause, and each half asked for in turn (`_split_sparse`).
+        Raises ValueError for an answer to any window but the next."""
         if request.index != self.done_windows:
             raise ValueError(f"window {request.index} answered while window {self.done_windows} was expected")
+        if self._split_sparse(request.index, words):
+            return
         end = request.offset + request.audio.size / SAMPLE_RATE
         begin = max(self.words[-1].end if self.words else 0.0, self._first_word[request.index])
         begin = min(begin, end)
@@ -274,6 +293,30 @@ class FileTranscription:
         nearby = [(a, b) for a, b in self._pauses if b > begin and a < end]
         self.words.extend(pushed(out_of_pauses(outside_pauses(inside, nearby), nearby), begin, end))
         self.done_windows += 1
+
+    def _split_sparse(self, index: int, words: list[Word]) -> bool:
+        """Whether window `index`, answered with `words`, was split: whisper gave fewer than
+        SPARSE_WORDS_PER_SECOND words per second of its speech (the detector's speech frames; at least
+        SPARSE_MIN_SPEECH_SECONDS of them), and it has a pause of `settings.pause_seconds` or more inside to split
+        at (the middle of the longest). Whisper sometimes closes a window's text early with a timestamp at its end
+        and stretches the few words it said over all of it (a fresh tester: "In the valley of the shadow of Death
+        he is with us." then 3 s of silence and Batman's 20 s: 12 words over 29.8 s, Batman's speech never
+        transcribed, "of the Shadow of Death" placed in it)."""
+        start, end = self.windows[index]
+        first, last = start // FRAME_SAMPLES, end // FRAME_SAMPLES
+        speech_seconds = float(np.count_nonzero(self._speech_frames[first:last])) * FRAME_SECONDS
+        if speech_seconds < SPARSE_MIN_SPEECH_SECONDS:
+            return False
+        if len(without_non_speech(words)) >= SPARSE_WORDS_PER_SECOND * speech_seconds:
+            return False
+        inside = [(a, b) for a, b in self._pauses if start / SAMPLE_RATE < a and b < end / SAMPLE_RATE]
+        if not inside:
+            return False
+        a, b = max(inside, key=lambda pause: pause[1] - pause[0])
+        middle = round((a + b) / 2 * SAMPLE_RATE)
+        self.windows[index : index + 1] = [(start, middle), (middle, end)]
+        self._first_word[index + 1 : index + 1] = [middle / SAMPLE_RATE]
+        return True
 
     def _prompt(self) -> str:
         text = join_text(self.words).strip()

@@ -17,6 +17,7 @@ from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio, Engine
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.filetranscribe import (
+    MIN_LAST_WINDOW_SECONDS,
     WINDOW_SECONDS,
     FileTranscription,
     WindowRequest,
@@ -52,6 +53,11 @@ def test_windows_cover_the_file_and_are_cut_in_pauses() -> None:
     assert all(0 < end - start <= WINDOW_SECONDS * RATE for start, end in windows)
     assert 27.0 <= windows[0][1] / RATE <= 27.6
     assert 55.0 <= windows[1][1] / RATE <= 55.5
+    # 30.85 s of speech: not a 30 s window and 0.85 s left over (whisper looped "I'm not a man" on such a rest)
+    audio = _speech(30.85)
+    windows = plan_windows(audio.size, audio)
+    assert len(windows) == 2
+    assert windows[1][1] - windows[1][0] >= MIN_LAST_WINDOW_SECONDS * RATE
 
 
 def test_each_window_gets_the_text_before_it_as_prompt_and_progress_rises() -> None:
@@ -256,19 +262,33 @@ def test_no_word_lies_in_the_silence_between_sentences(tiny_en_engine: Engine, c
     assert inside == []
 
 
-def test_each_clips_words_stay_on_its_speech(tiny_en_engine: Engine, clips: list[Clip]) -> None:
-    """A fresh tester's file (stop 10): five other clips with 3 s of digital silence between them. whisper drifted
-    the ends of four sentences ("to him and painful to myself.", "to do for them.") into the silence after them and
-    onto the next clip's speech: 36 words lay in another clip's time. Right: each word lies in its own clip's time,
-    so the errors counted clip by clip (each clip's reference against the words whose middle lies in its time, up
-    to halfway into the gaps) are the whole text's errors."""
-    names = [
-        "librispeech_2412-153948-0000.wav",
-        "librivox-sense-and-sensibility_0870.wav",
-        "ljspeech_LJ001-0001.wav",
-        "librispeech_3752-4944-0001.wav",
-        "librispeech_1988-24833-0003.wav",
-    ]
+@pytest.mark.parametrize(
+    "names",
+    [
+        (
+            "librispeech_2412-153948-0000.wav",
+            "librivox-sense-and-sensibility_0870.wav",
+            "ljspeech_LJ001-0001.wav",
+            "librispeech_3752-4944-0001.wav",
+            "librispeech_1988-24833-0003.wav",
+        ),
+        (
+            "librispeech_1988-24833-0001.wav",
+            "ljspeech_LJ001-0004.wav",
+            "librivox-sense-and-sensibility_0920.wav",
+            "librispeech_3752-4944-0002.wav",
+            "melvin_batman.wav",
+        ),
+    ],
+)
+def test_each_clips_words_stay_on_its_speech(tiny_en_engine: Engine, clips: list[Clip], names: tuple[str, ...]) -> None:
+    """Fresh testers' files (stop 10): five clips with 3 s of digital silence between them. In the first, whisper
+    drifted the ends of four sentences ("to him and painful to myself.", "to do for them.") into the silence after
+    them and onto the next clip's speech: 36 words lay in another clip's time. In the second, a window held "In the
+    valley of the shadow of Death he is with us.", 3 s of silence and Batman's 20 s: whisper gave those 12 words
+    over all 29.8 s and never transcribed Batman (WER 0.38). Right: every clip transcribed, and each word in its
+    own clip's time, so the errors counted clip by clip (each clip's reference against the words whose middle lies
+    in its time, up to halfway into the gaps) are the whole text's errors."""
     chosen = [next(c for c in clips if c.path.name == name) for name in names]
     parts, spans, t = [], [], 0.0
     for clip in chosen:
@@ -278,7 +298,7 @@ def test_each_clips_words_stay_on_its_speech(tiny_en_engine: Engine, clips: list
         t += audio.size / RATE + 3.0
     words = transcribe_file(tiny_en_engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
     whole = count_errors(" ".join(c.text for c in chosen), " ".join(w.text for w in words), "en")
-    assert whole.wer <= 0.05
+    assert whole.wer <= 0.1, " ".join(w.text for w in words)  # Batman alone, offline: 0.12
     by_clip = [
         count_errors(c.text, " ".join(w.text for w in words if a <= (w.start + w.end) / 2 < b), "en").errors
         for c, (a, b) in zip(chosen, spans, strict=True)
