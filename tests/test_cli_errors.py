@@ -6,6 +6,7 @@ Each case runs the real CLI in a child process against real servers, files and m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -17,13 +18,17 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio_websocket
 
+from melvin_trio import client
+from melvin_trio.audio import read_wav_pcm16
 from melvin_trio.cli import build_parser
 from melvin_trio.client import CHUNK_MS, rest_url_beside
 from melvin_trio.core.protocol import AUTO_LANGUAGE, AuthOk, choose_language, parse_auth
 from melvin_trio.core.words import Word
 from melvin_trio.engine.base import BEAM_SIZES, Engine
 from melvin_trio.engine.fake import FakeEngine, Hang
+from melvin_trio.errors import ClientError
 from melvin_trio.evaluation import Clip
 from melvin_trio.server.exports import is_stream_id
 from melvin_trio.server.filerest import SETTINGS
@@ -155,6 +160,13 @@ async def test_stream_refused_by_the_server(tiny_en_engine: Engine, clips: list[
         wav = str(_kittens(clips))
         wrong_key = await cli("stream", wav, "--url", running.ws_url, "--key", "wrong", "--speed", "0")
         german = await cli("stream", wav, "--url", running.ws_url, "--key", API_KEY, "--language", "de", "--speed", "0")
+        rest = running.rest_url.replace("http://", "ws://")
+        not_websocket = await cli("stream", wav, "--url", rest, "--key", API_KEY, "--speed", "0")
+    # The REST port answers HTTP, not a WebSocket (a fresh tester got a traceback with its headers and page).
+    assert one_error_line(not_websocket) == (
+        f"error: {rest}: the WebSocket handshake failed "
+        "(the server answered HTTP 400, not a WebSocket; is this the WebSocket port?)"
+    )
     assert one_error_line(wrong_key) == "error: the server closed the stream without an id: Provided api key is invalid"
     assert one_error_line(german) == (
         "error: the server closed the stream without an id: "
@@ -162,6 +174,27 @@ async def test_stream_refused_by_the_server(tiny_en_engine: Engine, clips: list[
     )
     for done in (wrong_key, german):  # the reason once, in the error line: not also as a [server] notice
         assert done.stderr.decode().strip().splitlines() == [one_error_line(done)], done.stderr
+
+
+async def test_a_server_that_never_sends_an_id_is_a_client_error(
+    clips: list[Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes the audio and never answers: the client gives up with a ClientError (the CLI's one line),
+    not an exception group (a fresh tester: "no stream id within 170 s" came out as a traceback)."""
+
+    async def silent(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
+            while True:
+                await ws.get_message()
+
+    monkeypatch.setattr(client, "ID_TIMEOUT_S", 0.5)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, silent, "127.0.0.1", 0, None)
+        url = f"ws://127.0.0.1:{server.port}"
+        with pytest.raises(ClientError, match="no stream id within"):
+            await client.stream_pcm(url, API_KEY, read_wav_pcm16(_kittens(clips))[:32000], speed=0)
+        nursery.cancel_scope.cancel()
 
 
 async def _tls_proxy(
