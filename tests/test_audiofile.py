@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from melvin_trio.audio import AudioFormatError, read_wav
-from melvin_trio.audiofile import read_audio, read_audio_pcm16
+from melvin_trio.audiofile import probe_audio, read_audio, read_audio_pcm16
 from melvin_trio.evaluation import Clip
 from tests.audio_formats import FORMATS, write_format
 
@@ -68,3 +68,29 @@ def test_what_cannot_be_decoded_is_a_clear_error(content: bytes, message: str, t
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(AudioFormatError, match="file not found"):
         read_audio(tmp_path / "nothing.wav")
+
+
+def test_float_samples_that_are_not_numbers_or_past_full_scale(clips: list[Clip], tmp_path: Path) -> None:
+    """A fresh tester: JFK as a float WAV with 10 NaN and 2 infinite samples was transcribed as one "word" of 49
+    "!"; the same at 1000 times full scale as nothing. Right: those samples are silence, and audio past full scale
+    is scaled down to it (not clipped), so the speech reads as the source does."""
+    source, _ = read_wav(_jfk(clips).path)
+    broken = source.copy()
+    broken[1000:1010] = np.nan
+    broken[2000], broken[3000] = np.inf, -np.inf
+    loud = source * 1000.0
+    for name, samples in (("broken.wav", broken), ("loud.wav", loud)):
+        soundfile.write(tmp_path / name, samples, 16000, subtype="FLOAT")
+        audio, _ = read_audio(tmp_path / name)
+        assert np.isfinite(audio).all()
+        assert np.max(np.abs(audio)) <= 1.0
+        assert np.corrcoef(audio, source)[0, 1] > 0.99
+
+
+def test_a_rate_too_low_for_speech_is_a_clear_error(clips: list[Clip], tmp_path: Path) -> None:
+    source, _ = read_wav(_jfk(clips).path)
+    soundfile.write(tmp_path / "4k.wav", source[::4], 4000, subtype="PCM_16")
+    with pytest.raises(AudioFormatError, match="sample rate 4000 Hz is too low for speech"):
+        read_audio(tmp_path / "4k.wav")
+    with pytest.raises(AudioFormatError, match="sample rate 4000 Hz is too low for speech"):
+        probe_audio(tmp_path / "4k.wav")  # an upload: refused at once
