@@ -93,6 +93,10 @@ class LimitsSection:
     # others. Once, the stream goes on (its next pass covers the audio: a busy CPU); twice in a row (a stuck
     # engine), the stream ends with a message and its export, and its seat is returned.
     engine_call_timeout_seconds: float = 60.0
+    # `serve` loads each configured model once in a child process before it starts (a malformed file can crash
+    # whisper.cpp); a load that takes longer than this is refused. A busy machine may need more (a fresh tester:
+    # base took over 120 s at nice 19 beside a load of 8 on 2 cores).
+    model_check_seconds: float = 120.0
     # An upload to the file API (POST /transcriptions, /v1/audio/*) larger than this is refused with 413.
     max_upload_bytes: int = 500 * 1024 * 1024
 
@@ -323,6 +327,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits: ping_interval_seconds and ping_timeout_seconds must be positive")
     if lim.engine_call_timeout_seconds <= 0:
         raise ConfigError("limits.engine_call_timeout_seconds: must be positive")
+    if lim.model_check_seconds <= 0:
+        raise ConfigError("limits.model_check_seconds: must be positive")
     if lim.max_backlog_seconds < 30:
         raise ConfigError("limits.max_backlog_seconds: must be at least 30")
     if lim.max_upload_bytes < 1024:

@@ -42,6 +42,7 @@ def test_the_shipped_config_holds_the_documented_defaults() -> None:
         ({"transcription_default": {"language": "German"}}, r"^transcription_default\.language: expected a language"),
         ({"log_level": "LOUD"}, r"^log_level: must be one of"),
         ({"keep_data_for_hours": 0}, r"^keep_data_for_hours: must be positive"),
+        ({"limits": {"model_check_seconds": 0}}, r"^limits\.model_check_seconds: must be positive"),
         ({"transcription_default": None}, r"^transcription_default: expected a mapping"),
     ],
 )

@@ -61,3 +61,11 @@ def test_probe_accepts_the_real_model(tiny_en_path: Path) -> None:
     result = probe_model(tiny_en_path)
     assert result.ok, result.message
     assert result.multilingual is False
+
+
+def test_a_load_past_the_check_limit_names_the_limit(tiny_en_path: Path) -> None:
+    """A fresh tester's busy box: base took longer than the check allows, and `serve` said only that it does not
+    load. Right: the message says how long it waited and which setting allows more."""
+    result = probe_model(tiny_en_path, timeout=0.01)
+    assert not result.ok
+    assert result.message == "loading took longer than 0.01 s (a busy machine? raise limits.model_check_seconds)"

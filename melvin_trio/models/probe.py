@@ -37,7 +37,9 @@ def probe_model(path: Path, *, timeout: float = PROBE_TIMEOUT_S) -> ProbeResult:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return ProbeResult(False, None, f"loading took longer than {timeout:.0f} s")
+        return ProbeResult(
+            False, None, f"loading took longer than {timeout:g} s (a busy machine? raise limits.model_check_seconds)"
+        )
     if done.returncode == 0:
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1])

@@ -28,7 +28,7 @@ def check_model(config: Config, name: str, section: str) -> None:
     except ModelFileError as exc:
         hint = " (melvin-trio models install-default, or models fetch NAME)" if not path.exists() else ""
         raise ConfigError(f"websocket_stream.{section}.model: {exc}{hint}") from None
-    probe = probe_model(path)
+    probe = probe_model(path, timeout=config.limits.model_check_seconds)
     if not probe.ok:
         raise ConfigError(f"websocket_stream.{section}.model: {path} does not load: {probe.message}")
 
