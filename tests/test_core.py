@@ -152,6 +152,17 @@ def test_comparison_keeps_umlauts_and_non_latin_scripts() -> None:
     assert [w.text for w in agreement.confirm()] == ["привет,", "Grüße."]
 
 
+def test_a_confirmed_word_keeps_its_time_when_the_later_pass_drifts_late() -> None:
+    """A fresh tester's stream over babble: the pass that confirmed "its power to do for them." placed them 0.7-1.4 s
+    later than the pass before (in the babble after the talker). Right: a word a later pass puts more than 0.5 s
+    later keeps the earlier pass's time; otherwise the later pass's (it heard more after the word)."""
+    agreement = LocalAgreement()
+    agreement.insert([W("its", 6.6, 6.82), W("power", 6.82, 7.14), W("them.", 7.72, 8.2)])
+    agreement.confirm()
+    agreement.insert([W("its", 6.7, 6.9), W("power", 7.68, 8.25), W("them.", 9.19, 9.6), W("and", 9.7)])
+    assert times(agreement.confirm()) == [(6.7, 6.9), (6.82, 7.14), (7.72, 8.2)]
+
+
 def test_a_retold_tail_is_dropped_even_in_other_words() -> None:
     """A window cut before the last words sent (an utterance's tail transcribed again) hears them again: whisper,
     behind on a fast client, said "... nothing to me, but right!" and then, from the cut, "and the amount, and by

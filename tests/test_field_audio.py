@@ -157,6 +157,39 @@ def test_the_end_of_a_sentence_in_babble_is_not_lost(
     assert wer(reference_of(clip), run) <= 0.1, run.text
 
 
+def tiled_babble_under(talker: str, snr_db: float, lead: float, tail: float) -> np.ndarray:
+    """A fresh tester's mix (stop 11): `talker` at -26 dBFS RMS from `lead` s, three other clips, each tiled and at
+    its own RMS, summed `snr_db` under it over the whole mix, `tail` s after the talker."""
+    speech = scaled(load(talker), -26.0)
+    total = speech.size + round((lead + tail) * RATE)
+    crowd = np.zeros(total)
+    for name, offset in (
+        ("en/librispeech_1988-24833-0001.wav", 0),
+        ("en/ljspeech_LJ001-0003.wav", 3000),
+        ("en/librispeech_3752-4944-0000.wav", 9000),
+    ):
+        voice = load(name).astype(np.float64)
+        voice = np.tile(voice, total // voice.size + 2)[offset : offset + total]
+        crowd += voice / np.sqrt(np.mean(voice**2))
+    mix = scaled(crowd.astype(np.float32), -26.0 - snr_db).astype(np.float64)
+    start = round(lead * RATE)
+    mix[start : start + speech.size] += speech
+    return mix.astype(np.float32)
+
+
+@pytest.mark.parametrize("pass_seconds", [0.7, 1.0])
+def test_the_last_words_over_babble_end_where_the_talker_stops(tiny_en_engine: Engine, pass_seconds: float) -> None:
+    """The tester's mix, streamed: the pass that confirmed "... to do for them." placed those words 0.7-1.4 s later
+    than the pass before, in the babble after the talker ("them." at 9.19-9.6 s, the talker silent from 8.1 s).
+    Right: the sentence is whole and its last word ends within 0.5 s of the talker's end."""
+    clip = "en/librivox-sense-and-sensibility_0870.wav"
+    run = stream(tiny_en_engine, tiled_babble_under(clip, 18.0, lead=1.0, tail=3.0), pass_seconds=pass_seconds)
+    words = [w.text.strip(".,!?").lower() for w in run.words]
+    assert "power to do for them" in " ".join(words), run.text
+    last = next(w for w in reversed(run.words) if w.text.strip(".,!?").lower() == "them")
+    assert last.end <= 1.0 + load(clip).size / RATE + 0.5, [(w.text, w.start, w.end) for w in run.words]
+
+
 def test_a_quiet_second_talker_whisper_is_sure_of_is_kept(tiny_en_engine: Engine) -> None:
     """A talker at -25 dBFS, then another 20 dB quieter (far from the microphone, but clear): not background."""
     audio = np.concatenate([padded(scaled(load(SHORT), -25.0)), scaled(load(TWICE), -45.0), silence(2.0)])

@@ -20,6 +20,7 @@ from melvin_trio.core.words import Word, word_key
 # A run of one word matched far from where it was confirmed is a different occurrence of a common word ("the").
 _SINGLE_WORD_TOLERANCE_S: Final = 2.0
 _SAME_WORD_S: Final = 0.05
+_DRIFT_S: Final = 0.5
 _BEFORE_WORDS: Final = 16  # the text before the window, remembered to catch whisper repeating it
 _REPEAT_MIN_WORDS: Final = 3
 _REPEAT_SIMILARITY: Final = 0.75
@@ -141,9 +142,8 @@ class LocalAgreement:
             if not self._sure(incoming, previous, first=not (self._confirmed or confirmed)):
                 break
             new, old = incoming[0], previous[0]
-            confirmed.append(
-                Word(new.text, old.start, old.end, new.probability) if self._incoming_times_broken else new
-            )
+            later = self._incoming_times_broken or new.start > old.start + _DRIFT_S
+            confirmed.append(Word(new.text, old.start, old.end, new.probability) if later else new)
             incoming, previous = incoming[1:], previous[1:]
         if settled_before is not None and not previous:
             while incoming and incoming[0].end <= settled_before and incoming[0].probability >= settled_probability:
