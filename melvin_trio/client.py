@@ -76,12 +76,10 @@ async def open_connection(url: str, ssl_context: ssl.SSLContext | None = None) -
             stream = await trio.open_tcp_stream(host, port)
     except (OSError, trio.BrokenResourceError) as exc:
         raise ClientError(f"cannot connect to {url}: {_reason(exc)}") from exc
+    ws: WebSocketConnection | None = None
     try:
         async with stream, trio.open_nursery() as nursery:
-            try:
-                ws = await wrap_client_stream(nursery, stream, f"{host}:{port}", resource)
-            except (HandshakeError, ConnectionClosed) as exc:
-                raise ClientError(f"{url}: the WebSocket handshake failed ({_handshake_reason(exc)})") from exc
+            ws = await wrap_client_stream(nursery, stream, f"{host}:{port}", resource)
             try:
                 yield ws
             finally:
@@ -90,13 +88,13 @@ async def open_connection(url: str, ssl_context: ssl.SSLContext | None = None) -
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # The nursery wraps what the caller's block raised (a fresh tester: "no stream id within 170 s" and a
-        # refused handshake came out as tracebacks, past the CLI's one-line handler): a lone error is raised as it is.
-        # The handshake's refusal may come from trio-websocket's reader task, in the group too.
+        # The nursery wraps what the handshake or the caller's block raised (a fresh tester: a refused handshake
+        # and "no stream id within 170 s" came out as tracebacks, past the CLI's one-line handler): a lone error is
+        # raised as it is, a refused handshake (from here or trio-websocket's reader task) as a ClientError.
         lone = _lone(group)
         if lone is None:
             raise
-        if isinstance(lone, HandshakeError):
+        if isinstance(lone, HandshakeError) or (ws is None and isinstance(lone, ConnectionClosed)):
             raise ClientError(f"{url}: the WebSocket handshake failed ({_handshake_reason(lone)})") from None
         if isinstance(lone, ConnectionClosed):
             raise ClientError(f"{url}: the connection closed ({lone.reason})") from None
@@ -113,7 +111,7 @@ def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     return inner
 
 
-def _handshake_reason(exc: Exception) -> str:
+def _handshake_reason(exc: BaseException) -> str:
     """Why a handshake failed, in a line: a server that answers HTTP but not WebSocket (the REST port) gives its
     status, not its headers and page."""
     status = getattr(exc, "status_code", None)

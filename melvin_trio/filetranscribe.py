@@ -243,9 +243,7 @@ class FileTranscription:
     @property
     def progress(self) -> float:
         """The share of windows done, 0-1; it never goes back when a window is split in two."""
-        share = self.done_windows / len(self.windows) if self.windows else 1.0
-        self._progress = max(self._progress, share)
-        return self._progress
+        return self._progress if self.windows else 1.0
 
     @property
     def duration(self) -> float:
@@ -298,6 +296,7 @@ class FileTranscription:
         nearby = [(a, b) for a, b in self._pauses if b > begin and a < end]
         self.words.extend(pushed(out_of_pauses(outside_pauses(inside, nearby), nearby), begin, end))
         self.done_windows += 1
+        self._progress = max(self._progress, self.done_windows / len(self.windows))
 
     def _split_sparse(self, index: int, words: list[Word]) -> bool:
         """Whether window `index`, answered with `words`, was split: whisper gave fewer than

@@ -20,6 +20,8 @@ from melvin_trio.core.words import Word, word_key
 # A run of one word matched far from where it was confirmed is a different occurrence of a common word ("the").
 _SINGLE_WORD_TOLERANCE_S: Final = 2.0
 _SAME_WORD_S: Final = 0.05
+# A word the confirming pass puts this much later than the pass before keeps the earlier time: whisper drifted an
+# utterance's last words 0.7-1.4 s into the babble after the talker (a fresh tester's stream).
 _DRIFT_S: Final = 0.5
 _BEFORE_WORDS: Final = 16  # the text before the window, remembered to catch whisper repeating it
 _REPEAT_MIN_WORDS: Final = 3
