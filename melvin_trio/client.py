@@ -4,6 +4,7 @@ shows partials and finals, sends eof, prints the id, and can download both expor
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import math
 import ssl
@@ -247,6 +248,9 @@ def download(
             raise ClientError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
         except urllib.error.URLError as exc:
             raise ClientError(f"{url}: {exc.reason}") from exc
+        except http.client.HTTPException as exc:
+            # A server stopping mid-download closes the body early (IncompleteRead) or sends no status line at all.
+            raise ClientError(f"{url}: the connection broke off: {type(exc).__name__}") from exc
         except OSError as exc:
             raise ClientError(f"cannot save {kind} export: {exc}") from exc
     return saved

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -589,3 +590,25 @@ async def test_stream_ended_by_the_server_before_the_file_was_sent_exits_1(
     )
     assert re.fullmatch(expected, line), line
     assert "[server]" not in outcome[0].stderr.decode()
+
+
+@pytest.mark.parametrize("reply", [b'HTTP/1.1 200 OK\r\nContent-Length: 2670\r\n\r\n{"id"', b""])
+def test_a_download_the_server_breaks_off_is_a_client_error(tmp_path: Path, reply: bytes) -> None:
+    """A server stopped during `stream --save` closes the export's body early (IncompleteRead) or before its
+    status line (RemoteDisconnected): one ClientError naming the URL, never a traceback (a fresh tester's case)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve_once() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+        thread = threading.Thread(target=serve_once, daemon=True)
+        thread.start()
+        stream_id = "0123456789abcdef0123456789abcdef"
+        with pytest.raises(ClientError, match=f"/export/transcript/{stream_id}: the connection broke off"):
+            client.download(f"http://127.0.0.1:{port}", API_KEY, stream_id, tmp_path)
+        thread.join(10)
+    assert not list(tmp_path.iterdir())
