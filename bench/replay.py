@@ -11,6 +11,7 @@ time. This is the tool for tuning the core; bench/stream.py measures the server 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import statistics
 import time
@@ -37,6 +38,13 @@ def main() -> int:
     parser.add_argument("--fast-pass-seconds", type=float, default=0.4, help="the same, with a reduced audio_ctx")
     parser.add_argument("--reduce-audio-ctx", action="store_true")
     parser.add_argument("--dtw", action="store_true", help="DTW token times on every engine")
+    parser.add_argument("--beam-size", type=int, default=1, help="beam search for the full passes (1: greedy)")
+    parser.add_argument(
+        "--complete-pass-seconds", type=float, default=None, help="stream time of a pass that ends a window"
+    )
+    parser.add_argument(
+        "--beam-complete-only", action="store_true", help="beam search only on the passes that end a window"
+    )
     parser.add_argument(
         "--reduce-partial-passes",
         action="store_true",
@@ -93,7 +101,8 @@ def main() -> int:
             chosen = engine if request.complete or request.preview else fast
             # A preview asks for the reduced encoder context, as the server's workers ask for it (the engine runs it
             # on a whisper context of its own).
-            decoding = PREVIEW if request.preview else GREEDY
+            beam = args.beam_size if request.complete or not args.beam_complete_only else 1
+            decoding = PREVIEW if request.preview else dataclasses.replace(GREEDY, beam_size=beam)
             words = chosen.transcribe(audio, language=language, prompt=prompt, decoding=decoding)
             busy += time.perf_counter() - started
             passes += 1
@@ -112,6 +121,8 @@ def main() -> int:
     def cost(request: TranscribeRequest) -> float:
         if request.preview:
             return float(args.fast_pass_seconds)
+        if request.complete and args.complete_pass_seconds is not None:
+            return float(args.complete_pass_seconds)
         return float(args.pass_seconds if request.complete or fast is engine else args.fast_pass_seconds)
 
     partial_times: list[float] = []
