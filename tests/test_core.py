@@ -163,6 +163,30 @@ def test_a_confirmed_word_keeps_its_time_when_the_later_pass_drifts_late() -> No
     assert times(agreement.confirm()) == [(6.7, 6.9), (6.82, 7.14), (7.72, 8.2)]
 
 
+def test_words_said_again_in_a_stacked_run_are_new() -> None:
+    """en-long, a pass that ends an utterance: "... considered as the" was confirmed, and whisper stacked "invention
+    of the art of printing." on the window's end; spread back over the words before it, "invention of the" lay
+    before the confirmed "the", and the rule for two equal words dropped them as said already. Right: where a
+    pass's times are broken, the text alone says where the confirmed words end."""
+    said = ["The", "invention", "of", "movable", "letters", "may", "be", "considered", "as", "the"]
+    confirmed = [W(t, 132.8 + 0.9 * i, 132.8 + 0.9 * i + 0.5) for i, t in enumerate(said)]  # "the" at 140.9 s
+    spread = [*said, "invention", "of", "the", "art", "of", "printing."]
+    words = [W(t, 132.8 + 0.55 * i, 132.8 + 0.55 * i + 0.5) for i, t in enumerate(spread)]  # from 138.3 s on
+
+    def hypothesis_after(broken: bool) -> list[str]:
+        agreement = LocalAgreement()
+        for _ in range(2):
+            agreement.insert(confirmed)
+            agreement.confirm()
+        agreement.insert(words, times_broken=broken)
+        assert agreement.confirm() == []
+        return [w.text for w in agreement.hypothesis]
+
+    assert hypothesis_after(True) == spread[len(said) :]
+    # With times to trust, a confirmed word said again before the last confirmed one is that word (unchanged).
+    assert hypothesis_after(False) == ["art", "of", "printing."]
+
+
 def test_a_retold_tail_is_dropped_even_in_other_words() -> None:
     """A window cut before the last words sent (an utterance's tail transcribed again) hears them again: whisper,
     behind on a fast client, said "... nothing to me, but right!" and then, from the cut, "and the amount, and by

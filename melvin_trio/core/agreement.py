@@ -86,11 +86,12 @@ class LocalAgreement:
         """Take a new pass's words (absolute times); call `confirm` next. `times_broken`: whisper stacked a run of
         this pass's words on one instant (and stretched the words before it over their time), so the words it
         confirms keep the times the previous pass gave them."""
-        self._incoming = words[self._first_new(words) :]
+        self._incoming = words[self._first_new(words, times_broken) :]
         self._incoming_times_broken = times_broken
 
-    def _first_new(self, words: list[Word]) -> int:
-        """Index of the first word of `words` that was not confirmed before."""
+    def _first_new(self, words: list[Word], times_broken: bool = False) -> int:
+        """Index of the first word of `words` that was not confirmed before. With `times_broken`, the text alone
+        says where the confirmed words end."""
         heard = self._retold + self._confirmed  # what this window's passes say again
         if not heard:
             return self._repeated_prefix([word_key(w.text) for w in words])
@@ -106,10 +107,18 @@ class LocalAgreement:
                 matched_confirmed, matched_new = block.a + block.size, block.b + block.size
         index = matched_new
         # Of two equal words, the text match may have taken the earlier: a word that repeats a confirmed one and
-        # does not start after the last confirmed word is that word again.
+        # does not start after the last confirmed word is that word again. Not where whisper stacked a run on one
+        # instant: spread back over the words before it, a sentence's new words lie before the last confirmed one
+        # (en-long, "considered as the" confirmed, then "invention of the art of printing." stacked on the window's
+        # end and spread from 140.3 s, before "the" at 141.1 s: "invention of the" was dropped as said already).
         last_start = heard[-1].start + _SAME_WORD_S
         confirmed_set = set(confirmed_keys)
-        while index < len(words) and words[index].start <= last_start and keys[index] in confirmed_set:
+        while (
+            not times_broken
+            and index < len(words)
+            and words[index].start <= last_start
+            and keys[index] in confirmed_set
+        ):
             index += 1
         if matched_confirmed < len(heard):
             # The confirmed tail came back in other words: skip what lies within it in time, at most as many words.
