@@ -422,15 +422,24 @@ def test_words_a_pass_stopped_short_of_are_kept_at_the_utterances_end() -> None:
 def test_no_word_spans_a_pause() -> None:
     """A fresh tester, 5 clips with 3 s of silence between them sent at once: "home." ran from 2.65 s over the
     silence to 7.0 s. A word that begins before a pause ends where the pause begins; one that begins inside a pause
-    and ends after it begins where the pause ends; a word wholly inside a pause is left to `within_speech`."""
+    and ends after it ends where the pause ends; a word wholly inside a pause is left to `out_of_pauses`, which
+    then puts each on the side of the pause it belongs to."""
     pauses = [(3.3, 6.3)]
     words = [W("at", 2.3, 2.6), W("home.", 2.65, 7.0), W("Somehow", 5.9, 6.8), W("cough", 4.0, 4.2)]
     assert [(w.text, w.start, w.end) for w in wordtimes.outside_pauses(words, pauses)] == [
         ("at", 2.3, 2.6),
         ("home.", 2.65, 3.3),
-        ("Somehow", 6.3, 6.8),
+        ("Somehow", 5.9, 6.3),
         ("cough", 4.0, 4.2),
     ]
+    # The first word of a sentence goes after the pause; the last word of one before it (a fresh tester's stream,
+    # behind: "us." stretched over 3 s of silence had been placed after it, in the next clip).
+    placed = wordtimes.out_of_pauses(wordtimes.outside_pauses(words[:3], pauses), pauses)
+    assert placed[2].start >= 6.3
+    tail = [W("is", 1.0, 2.0), W("with", 2.0, 3.1), W("us.", 3.5, 6.9), W("Oh,", 7.0, 7.3)]
+    placed = wordtimes.out_of_pauses(wordtimes.outside_pauses(tail, pauses), pauses)
+    assert placed[2].end <= 3.3
+    assert placed[3] == tail[3]
 
 
 def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -> None:
@@ -474,6 +483,14 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     far = wordtimes.out_of_pauses([W("tedious", 2.0, 2.9), W("to", 3.5, 3.6), W("then.", 8.5, 8.8)], pauses)
     assert far[1].start >= 6.0
     assert far[2].start == 8.5
+    # ...nor into speech too short to hold them: "Oh," alone before a pause, "you" in it, the sentence going on after
+    # it (a fresh tester's stream, behind: all seven words had been squeezed into Oh's 0.16 s).
+    oh = [W("Oh,", 35.01, 35.17), W("you", 35.49, 35.83), W("think", 36.06, 36.4), W("darkness", 36.4, 37.32)]
+    oh += [W("is", 37.32, 37.55), W("your", 37.55, 38.01), W("ally.", 38.01, 38.3)]
+    forward = wordtimes.out_of_pauses(oh, [(31.49, 35.01), (35.17, 36.06)])
+    assert forward[0] == oh[0]
+    assert forward[1].start >= 36.06
+    assert forward[2:] == oh[2:]
 
 
 def test_a_final_after_the_time_limit() -> None:

@@ -296,6 +296,40 @@ def test_no_streamed_word_lies_in_a_silence(tiny_en_engine: Engine, pass_seconds
     assert inside == []
 
 
+def test_word_times_of_a_stream_behind_stay_in_their_clips(tiny_en_engine: Engine) -> None:
+    """A fresh tester's stream on a loaded box (stop 12): five clips with 3 s of digital silence between them, each
+    pass costing 2.5 s, so the core is behind and takes each utterance in one window. Batman's "Oh," stands alone
+    before a 0.9 s pause and whisper put "you" inside it: "you think darkness is your ally." had been squeezed into
+    Oh's 0.16 s, 50 ms a word. Right: every word of that sentence after "Oh," longer than 60 ms, and every word
+    inside its clip (0.5 s either side). Not asserted, still open: the first words of a window that whisper placed
+    in the silence before the speech go to its start 50 ms a word ("Had he married a more" at 19.36-19.61 s)."""
+    names = [
+        "en/librispeech_1988-24833-0001.wav",
+        "en/ljspeech_LJ001-0004.wav",
+        "en/librivox-sense-and-sensibility_0920.wav",
+        "en/librispeech_3752-4944-0002.wav",
+        "en/melvin_batman.wav",
+    ]
+    parts, spans, t = [], [], 0.0
+    for name in names:
+        clip = load(name)
+        parts += [clip, silence(3.0)]
+        spans.append((t, t + clip.size / RATE))
+        t += clip.size / RATE + 3.0
+    run = stream(tiny_en_engine, np.concatenate(parts), pass_seconds=2.5)
+    words = run.words
+    timed = [(w.text, round(w.start, 2), round(w.end, 2)) for w in words]
+    assert len(words) >= 90, run.text
+    first = next(i for i, w in enumerate(words) if w.text.lower().startswith("oh"))
+    sentence = words[first + 1 : first + 7]
+    assert [w.text.strip(".,!?").lower() for w in sentence] == ["you", "think", "darkness", "is", "your", "ally"], timed
+    assert all(w.end - w.start > 0.06 for w in sentence), timed
+    outside = [
+        (w.text, w.start, w.end) for w in words if not any(a - 0.5 <= w.start and w.end <= b + 0.5 for a, b in spans)
+    ]
+    assert outside == [], timed
+
+
 def test_importing_the_core_loads_neither_trio_nor_the_engine() -> None:
     code = (
         "import sys, melvin_trio.core, melvin_trio.core.stream, melvin_trio.core.driver, melvin_trio.core.protocol;"

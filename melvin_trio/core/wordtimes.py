@@ -31,6 +31,11 @@ _SPREAD_WORD_S: Final = 0.3  # the length given to each word of a collapsed run 
 # 0.9 s past the pause's end; the longest run of the four drifted sentences in five clips with 3 s gaps.
 _SENTENCE_TAIL_WORDS: Final = 8
 _SENTENCE_TAIL_S: Final = 2.0
+# The least room a word moved back before a pause may get, with the words before it in that speech (from the pause
+# before it, not from their times, which whisper may have stacked): 10 words a second, twice a fast talker's rate.
+# Less room means the speech before the pause is not where the words belong (a fresh tester, a stream behind: "Oh,"
+# alone in 0.16 s of speech before a 0.9 s pause, and "you think darkness is your ally." after it squeezed into it).
+_MIN_ROOM_WORD_S: Final = 0.1
 
 
 def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
@@ -44,8 +49,10 @@ def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
 def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[Word]:
     """No word spans a pause: a word that begins before a pause (start, end in seconds) and ends after its start
     ends where it starts (whisper stretched "home." of a clip's end over the 3 s of silence after it, on a fresh
-    tester's stream); one that begins inside a pause and ends after it begins where it ends. A word wholly inside a
-    pause is left as it is. Times may then touch: `pushed` gives each its length again."""
+    tester's stream). A word wholly inside a pause is left as it is, and so is one that begins inside a pause and
+    ends after it, cut at the pause's end: `out_of_pauses` decides which side each belongs to (a fresh tester's
+    stream, behind: "us.", the last word before 3 s of silence, stretched over it, had been placed after it, in the
+    next clip). Times may then touch: `pushed` gives each its length again."""
     out: list[Word] = []
     for w in words:
         start, end = w.start, w.end
@@ -53,7 +60,7 @@ def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list
             if start < a < end:
                 end = a
             elif a <= start < b < end:
-                start = b
+                end = b
         out.append(w if (start, end) == (w.start, w.end) else Word(w.text, start, end, w.probability))
     return out
 
@@ -68,7 +75,8 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
     before the run ends a sentence or there is none; the end may lie just after the pause, see `_tail_limit`, and
     the words up to it move too): that part is placed at the end of the speech before the pause,
     `_SPREAD_WORD_S` a word (less when the speech before the pause is short), the words of that speech squeezed to
-    make room; the rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
+    make room, unless that speech cannot hold them at `_MIN_ROOM_WORD_S` a word (then the whole run goes forward); the
+    rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
     up to the next word. Times may then touch: `pushed` gives each its length again. `words` rise."""
     out = list(words)
     i = 0
@@ -84,14 +92,16 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
         split = i  # words i..split-1 end the sentence before the pause, split..j-1 begin the one after it
         if i > 0 and not out[i - 1].ends_sentence:
             split = next((k + 1 for k in range(i, _tail_limit(out, i, j, b)) if out[k].ends_sentence), i)
+        # The words before, back to the pause before them, were drifted late too: squeezed to make room.
+        since = max((end for _, end in pauses if end <= a), default=0.0)
+        k = i
+        while k > 0 and out[k - 1].start >= since:
+            k -= 1
+        first = out[k].start if k < i else a
+        if split > i and a - since < (split - k) * _MIN_ROOM_WORD_S:
+            split = i  # no room before the pause: the run begins the speech after it
         if split > i:
-            # The words before, back to the pause before them, were drifted late too: squeezed to make room.
             n = split - i
-            since = max((end for _, end in pauses if end <= a), default=0.0)
-            k = i
-            while k > 0 and out[k - 1].start >= since:
-                k -= 1
-            first = out[k].start if k < i else a
             length = min(_SPREAD_WORD_S, max(a - first, 0.0) / (split - k))
             if k < i and out[i - 1].end > a - n * length:
                 _scale(out, k, i, first, a - n * length)
