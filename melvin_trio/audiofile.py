@@ -53,13 +53,14 @@ def read_audio(path: Path, *, label: str | None = None) -> tuple[npt.NDArray[np.
     name = label or str(path)
     with _decoding(path, name) as f:
         info = AudioFileInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+        # The header is judged before the file is decoded (an hour at a rate refused need not be read first).
+        if info.sample_rate <= 0 or info.channels <= 0:
+            raise AudioFormatError(f"{name}: invalid header (rate {info.sample_rate}, {info.channels} channels)")
+        _check_rate(info, name)
         blocks = [
             _mono(block)
             for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True, fill_value=None)
         ]
-    if info.sample_rate <= 0 or info.channels <= 0:
-        raise AudioFormatError(f"{name}: invalid header (rate {info.sample_rate}, {info.channels} channels)")
-    _check_rate(info, name)
     mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     if mono.size == 0:
         raise AudioFormatError(f"{name}: the file holds no audio")
@@ -110,6 +111,8 @@ def _decoding(path: Path, name: str) -> Iterator[soundfile.SoundFile]:
             yield f
     except FileNotFoundError:  # removed between the check and the open
         raise AudioFormatError(f"{name}: file not found") from None
+    except AudioFormatError:
+        raise  # the caller's own verdict on the open file (a ValueError too): as it is
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFormatError(_cannot_decode(name, exc)) from None
 
