@@ -22,6 +22,7 @@ import yaml
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import SPEECH_DETECTORS
 from melvin_trio.errors import MelvinError
+from melvin_trio.models.probe import PROBE_TIMEOUT_S
 
 API_KEYS_ENV: Final = "MELVIN_API_KEYS"
 PORTS: Final = (0, 65535)  # 0: any free port
@@ -96,7 +97,7 @@ class LimitsSection:
     # `serve` loads each configured model once in a child process before it starts (a malformed file can crash
     # whisper.cpp); a load that takes longer than this is refused. A busy machine may need more (a fresh tester:
     # base took over 120 s at nice 19 beside a load of 8 on 2 cores).
-    model_check_seconds: float = 120.0
+    model_check_seconds: float = PROBE_TIMEOUT_S
     # An upload to the file API (POST /transcriptions, /v1/audio/*) larger than this is refused with 413.
     max_upload_bytes: int = 500 * 1024 * 1024
 
