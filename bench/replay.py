@@ -11,7 +11,6 @@ time. This is the tool for tuning the core; bench/stream.py measures the server 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import statistics
 import time
@@ -25,7 +24,7 @@ from bench.stream import SETS, build_set, normalised_words, transcribe_offline
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import Event, SendFinal, SendPartial, StreamCore, StreamSettings, TranscribeRequest
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import GREEDY, PREVIEW
+from melvin_trio.engine.base import PREVIEW, Decoding
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, normalise
 
@@ -102,7 +101,7 @@ def main() -> int:
             # A preview asks for the reduced encoder context, as the server's workers ask for it (the engine runs it
             # on a whisper context of its own).
             beam = args.beam_size if request.complete or not args.beam_complete_only else 1
-            decoding = PREVIEW if request.preview else dataclasses.replace(GREEDY, beam_size=beam)
+            decoding = PREVIEW if request.preview else Decoding(beam_size=beam)
             words = chosen.transcribe(audio, language=language, prompt=prompt, decoding=decoding)
             busy += time.perf_counter() - started
             passes += 1
