@@ -500,6 +500,25 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
     assert run.requests[-1].last
 
 
+def test_a_pass_is_described_in_stream_time_for_the_log() -> None:
+    request = TranscribeRequest(
+        audio=np.zeros(2 * RATE, dtype=np.float32),
+        offset=10.0,
+        language="en",
+        prompt="and so",
+        end_sample=12 * RATE,
+        complete=True,
+        last=False,
+        cut_sample=12 * RATE,
+        cut_in_pause=True,
+        behind=True,
+    )
+    line = request.describe([Word("us.", 0.25, 0.5, 0.9)])
+    assert line == "pass over 10.00-12.00 s (complete, behind, cut in a pause, prompt of 2 words): us.[10.25-10.50]"
+    partial = TranscribeRequest(np.zeros(RATE, dtype=np.float32), 0.0, "en", "", RATE, complete=False, last=False)
+    assert partial.describe([]) == "pass over 0.00-1.00 s (partial): (no words)"
+
+
 def _talker_then_tail(
     tail_probability: float, talker_probability: float, tail_gain: float, tail_words: int = 3
 ) -> tuple[list[Word], bytes, Callable[[Callable[[], float]], FakeEngine]]:

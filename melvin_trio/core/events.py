@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from melvin_trio.core import SAMPLE_RATE as _SAMPLE_RATE
 from melvin_trio.core.words import Word
 
 __all__ = [
@@ -38,6 +39,27 @@ class TranscribeRequest:
     # A preview: the utterance's first words, for a partial only (no word of it is confirmed); the engine may
     # encode only the window's length (whisper.cpp's reduced audio_ctx), whose text is good and times are not.
     preview: bool = False
+
+    def describe(self, words: list[Word]) -> str:
+        """One line for a debug log: the window (stream seconds), its kind, and `words` (this request's answer,
+        times relative to its audio) at stream times, so a pass seen in a server's log can be run again alone
+        (the same audio, language and prompt give the same words)."""
+        kind = ", ".join(
+            name
+            for name, on in (
+                ("preview", self.preview),
+                ("complete", self.complete),
+                ("last", self.last),
+                ("behind", self.behind),
+                ("cut in a pause" if self.cut_in_pause else "cut", self.cut_sample is not None),
+            )
+            if on
+        )
+        start = self.offset
+        end = start + len(self.audio) / _SAMPLE_RATE
+        said = " ".join(f"{w.text}[{w.start + start:.2f}-{w.end + start:.2f}]" for w in words)
+        prompt = f", prompt of {len(self.prompt.split())} words" if self.prompt else ""
+        return f"pass over {start:.2f}-{end:.2f} s ({kind or 'partial'}{prompt}): {said or '(no words)'}"
 
 
 @dataclass(frozen=True)

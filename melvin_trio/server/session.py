@@ -365,6 +365,7 @@ class Session:
             log.info("stream %s seated on %s seat %d", self.stream_id, seat.kind, seat.index)
             self.ctx.metrics.seat_taken(seat.kind)
             timed_out_last = False  # the previous engine call passed its time limit
+            debug = log.isEnabledFor(logging.DEBUG)
             try:
                 while True:
                     await self._send_events(self.core.poll())
@@ -397,6 +398,10 @@ class Session:
                     elif isinstance(request, TranscribeRequest) and not request.preview:  # a preview covers nothing
                         self.ctx.metrics.audio_covered((request.end_sample - self._covered_until) / SAMPLE_RATE)
                         self._covered_until = max(self._covered_until, request.end_sample)
+                    if isinstance(request, TranscribeRequest) and isinstance(outcome, list) and debug:
+                        # What whisper said of each window, at debug level: a fault seen in the field (a word's
+                        # time, a word lost) is traced to its pass and replayed alone from the recording.
+                        log.debug("stream %s: %s", self.stream_id, request.describe(outcome))
                     await self._send_events(self.core.apply(request, outcome))
                     self._progress.set()
             finally:
