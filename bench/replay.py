@@ -24,7 +24,7 @@ from bench.stream import SETS, build_set, normalised_words, transcribe_offline
 from melvin_trio.core.driver import drive
 from melvin_trio.core.stream import Event, SendFinal, SendPartial, StreamCore, StreamSettings, TranscribeRequest
 from melvin_trio.core.words import Word
-from melvin_trio.engine.base import PREVIEW, Decoding
+from melvin_trio.engine.base import GREEDY, Decoding
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors, normalise
 
@@ -93,15 +93,18 @@ def main() -> int:
         """The full-context engine for passes that end a window and for previews (at the reduced context they ask
         for), the fast one for the others."""
 
-        def transcribe(self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "") -> list[Word]:
+        def transcribe(
+            self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "", decoding: Decoding = GREEDY
+        ) -> list[Word]:
             nonlocal passes, busy
             started = time.perf_counter()
             request = current[-1]
             chosen = engine if request.complete or request.preview else fast
-            # A preview asks for the reduced encoder context, as the server's workers ask for it (the engine runs it
-            # on a whisper context of its own).
-            beam = args.beam_size if request.complete or not args.beam_complete_only else 1
-            decoding = PREVIEW if request.preview else Decoding(beam_size=beam)
+            # The request's own decoding (the preview's reduced context, `utterance_beam_size`), as the server's
+            # workers use it, unless --beam-size asks for beams on every full pass (or every complete one).
+            if args.beam_size > 1 and not request.preview:
+                beam = args.beam_size if request.complete or not args.beam_complete_only else 1
+                decoding = Decoding(beam_size=beam)
             words = chosen.transcribe(audio, language=language, prompt=prompt, decoding=decoding)
             busy += time.perf_counter() - started
             passes += 1

@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 
 import yaml
 
+from melvin_trio.core.decoding import BEAM_SIZES
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import SPEECH_DETECTORS
 from melvin_trio.errors import MelvinError
@@ -319,6 +320,11 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"streaming.vad_detector: must be one of {', '.join(SPEECH_DETECTORS)}")
     if not 0.1 <= st.short_pause_seconds <= st.pause_seconds <= 5.0:
         raise ConfigError("streaming: need 0.1 <= short_pause_seconds <= pause_seconds <= 5")
+    if not BEAM_SIZES[0] <= st.utterance_beam_size <= BEAM_SIZES[1] or not 0 <= st.noisy_snr_db <= 100:
+        raise ConfigError(
+            f"streaming: utterance_beam_size must be from {BEAM_SIZES[0]} (greedy) to {BEAM_SIZES[1]},"
+            " noisy_snr_db from 0 to 100"
+        )
     if st.final_after_words < 1 or st.final_after_seconds <= 0 or st.prompt_chars < 0:
         raise ConfigError("streaming: final_after_words and final_after_seconds must be positive, prompt_chars >= 0")
     lim = config.limits

@@ -44,6 +44,8 @@ def test_the_shipped_config_holds_the_documented_defaults() -> None:
         ({"keep_data_for_hours": 0}, r"^keep_data_for_hours: must be positive"),
         ({"limits": {"model_check_seconds": 0}}, r"^limits\.model_check_seconds: must be positive"),
         ({"transcription_default": None}, r"^transcription_default: expected a mapping"),
+        ({"streaming": {"utterance_beam_size": 0}}, r"^streaming: utterance_beam_size must be from 1 \(greedy\) to 16"),
+        ({"streaming": {"noisy_snr_db": -1}}, r"noisy_snr_db from 0 to 100"),
     ],
 )
 def test_a_bad_value_is_named(data: dict[str, object], message: str) -> None:

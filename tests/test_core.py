@@ -15,6 +15,7 @@ import pytest
 from melvin_trio.audio import read_wav_pcm16
 from melvin_trio.core import driver, protocol, wordtimes
 from melvin_trio.core.agreement import LocalAgreement
+from melvin_trio.core.decoding import PREVIEW
 from melvin_trio.core.driver import Run
 from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.stream import (
@@ -498,6 +499,26 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
     run = drive(core_of(StreamSettings(final_after_seconds=100), "en"), world.pcm(), world.engine)
     assert [w.text for w in run.words] == ["alpha", "beta", "gamma"]
     assert run.requests[-1].last
+
+
+@pytest.mark.parametrize("room_noise_db", [None, -15.0])
+def test_the_pass_that_ends_an_utterance_uses_beams_only_in_a_noisy_room(room_noise_db: float | None) -> None:
+    """Words at about -20 dBFS RMS; room noise `room_noise_db` under them (None: digital silence between words). With
+    noisy_snr_db 20, the noisy room's utterance-ending pass decodes with 5 beams, every other pass greedy; in the
+    quiet room every pass is greedy."""
+    world = sentence_world()
+    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32) / 32768.0
+    if room_noise_db is not None:
+        hiss = np.random.default_rng(7).standard_normal(pcm.size).astype(np.float32) * 0.1 * 10 ** (room_noise_db / 20)
+        pcm = pcm + hiss
+    settings = StreamSettings(utterance_beam_size=5, noisy_snr_db=20.0)
+    run = drive(core_of(settings, "en"), (pcm * 32767).astype("<i2").tobytes(), world.engine)
+    assert [w.text for w in run.words] == [w.text for w in world.words]
+    ending = [r for r in run.requests if r.complete]
+    assert ending
+    assert {r.decoding.beam_size for r in ending} == ({1} if room_noise_db is None else {5})
+    assert {r.decoding.beam_size for r in run.requests if not r.complete} == {1}
+    assert all(r.decoding == PREVIEW for r in run.requests if r.preview)
 
 
 def test_a_pass_is_described_in_stream_time_for_the_log() -> None:

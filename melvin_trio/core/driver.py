@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE
+from melvin_trio.core.decoding import GREEDY, Decoding
 from melvin_trio.core.stream import (
     Detected,
     DetectRequest,
@@ -36,7 +37,9 @@ _MAX_STEPS = 1_000_000
 class Recognizer(Protocol):
     """What the driver needs of an engine (melvin_trio.engine.base.Engine satisfies it)."""
 
-    def transcribe(self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "") -> list[Word]: ...
+    def transcribe(
+        self, audio: npt.NDArray[np.float32], *, language: str, prompt: str = "", decoding: Decoding = GREEDY
+    ) -> list[Word]: ...
 
     def detect_language(self, audio: npt.NDArray[np.float32]) -> tuple[str, float]: ...
 
@@ -119,7 +122,9 @@ def drive(
         run.requests.append(request)
         if on_request is not None:
             on_request(request)
-        words = engine.transcribe(request.audio, language=request.language, prompt=request.prompt)
+        words = engine.transcribe(
+            request.audio, language=request.language, prompt=request.prompt, decoding=request.decoding
+        )
         clock += pass_seconds_of(request) if pass_seconds_of is not None else pass_seconds
         take(core.apply(request, words))
         feed_until(clock)

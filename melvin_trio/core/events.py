@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE as _SAMPLE_RATE
+from melvin_trio.core.decoding import GREEDY, Decoding
 from melvin_trio.core.words import Word
 
 __all__ = [
@@ -39,6 +40,7 @@ class TranscribeRequest:
     # A preview: the utterance's first words, for a partial only (no word of it is confirmed); the engine may
     # encode only the window's length (whisper.cpp's reduced audio_ctx), whose text is good and times are not.
     preview: bool = False
+    decoding: Decoding = GREEDY  # how the engine decodes this window (the preview's reduced context, a beam)
 
     def describe(self, words: list[Word]) -> str:
         """One line for a debug log: the window (stream seconds), its kind, and `words` (this request's answer,
@@ -48,6 +50,7 @@ class TranscribeRequest:
             name
             for name, on in (
                 ("preview", self.preview),
+                (f"beam {self.decoding.beam_size}", self.decoding.beam_size > 1),
                 ("complete", self.complete),
                 ("last", self.last),
                 ("behind", self.behind),

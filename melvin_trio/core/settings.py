@@ -44,6 +44,15 @@ class StreamSettings:
     final_after_words: int = 1
     final_after_seconds: float = 2.0  # ...or the oldest of them ended this long ago (stream time)...
     # ...or one of them ends a sentence.
+    # In a noisy room, beam search (this many beams; 1: never) on the pass that ends an utterance, which decides
+    # every word of it no two passes confirmed: when the utterance's speech is less than noisy_snr_db over the
+    # window's noise floor (core/window.py: the shared clips, clean, measure 17.5 dB and more; white noise at 7 dB
+    # SNR about 9). Other passes stay greedy, and so does every pass of a stream that is behind (each decides its
+    # whole window, and beam search costs 1.2-1.6x: the backlog would grow). By measurement (bench/README.md,
+    # "Field audio"): in white and pink noise at 5-7 dB SNR it halves the clips streamed worse than offline + 0.05;
+    # on clean speech the same beams cost words (en-long 16 -> 22 errors in 458: a beam tail after greedy words).
+    utterance_beam_size: int = 5
+    noisy_snr_db: float = 12.0
     prompt_chars: int = 200  # the finalized text conditioning the next pass, at most this long
     detect_after_speech_seconds: float = 3.0  # language detection waits for this much speech (or an utterance's end)
     pause_seconds: float = 0.5  # silence after speech that ends an utterance: all its words become final

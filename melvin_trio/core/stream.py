@@ -24,6 +24,7 @@ from typing import Final
 from melvin_trio.core import SAMPLE_RATE
 from melvin_trio.core.agreement import LocalAgreement
 from melvin_trio.core.background import TAIL_CONTEXT_S, BackgroundSpeech
+from melvin_trio.core.decoding import GREEDY, PREVIEW, Decoding
 from melvin_trio.core.events import (
     Detected,
     DetectRequest,
@@ -79,6 +80,7 @@ _UNCOVERED_MIN_S: Final = 0.5
 _COVER_TOLERANCE_S: Final = 0.3  # ...in a behind pass, when it begins this long after that word began (loose times)
 _TAIL_RETRY_LEAD_S: Final = 3.0  # a tail whisper left out is transcribed again from this long before its last word...
 _TAIL_RETRY_MARGIN_DB: Final = 6.0  # ...when its speech is at most this much under the talker's level
+_NOISE_MIN_S: Final = 1.0  # the shortest window whose noise floor is measured (`_noisy`)
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -464,6 +466,7 @@ class StreamCore:
                 speech_end=self._window.speech_end(step.end),
                 behind=step.behind,
                 preview=step.preview,
+                decoding=self._decoding(step),
             )
         else:
             if isinstance(step, _Skip):
@@ -475,6 +478,25 @@ class StreamCore:
             return None
         self._outstanding = request
         return request
+
+    def _decoding(self, step: _Transcribe) -> Decoding:
+        """Greedy, but the preview's reduced context, and `utterance_beam_size` beams for a pass that ends an
+        utterance or the stream (it decides every word no two passes confirmed) in a noisy room (`_noisy`), unless
+        the stream is behind."""
+        if step.preview:
+            return PREVIEW
+        beams = self.settings.utterance_beam_size
+        if step.complete and not step.behind and beams > 1 and self._noisy(step.end):
+            return Decoding(beam_size=beams)
+        return GREEDY
+
+    def _noisy(self, end: int) -> bool:
+        """Whether the window's speech up to absolute sample `end` is less than `noisy_snr_db` over its noise floor
+        (`AudioWindow.noise_floor`; a window shorter than `_NOISE_MIN_S`: not known, so not noisy)."""
+        window = self._window
+        noise = window.noise_floor(window.start, end, _NOISE_MIN_S)
+        speech = window.speech_level(window.start, end)
+        return noise is not None and speech is not None and speech - noise < self.settings.noisy_snr_db
 
     def apply(self, request: Request, result: Result) -> list[Event]:
         """Take the engine's answer to `request` and say what to send. Raises StateError for an answer to another

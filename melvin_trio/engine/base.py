@@ -10,6 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from melvin_trio.core import SAMPLE_RATE as SAMPLE_RATE
+from melvin_trio.core.decoding import BEAM_SIZES as BEAM_SIZES
+from melvin_trio.core.decoding import GREEDY as GREEDY
+from melvin_trio.core.decoding import PREVIEW as PREVIEW
+from melvin_trio.core.decoding import Decoding as Decoding
 from melvin_trio.core.words import Word
 from melvin_trio.errors import MelvinError
 
@@ -19,6 +23,7 @@ AbortCheck = Callable[[], bool]
 __all__ = [
     "FILE_DECODING",
     "GREEDY",
+    "PREVIEW",
     "SAMPLE_RATE",
     "AbortCheck",
     "Audio",
@@ -40,36 +45,13 @@ class EngineInfo:
     multilingual: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Decoding:
-    """How a call decodes. The default, greedy without fallback, is what live streams need (fast, steady cost);
-    files are decoded for accuracy with `FILE_DECODING`.
-
-    `beam_size` 1 is greedy; more is beam search. `temperature_inc` > 0 turns on whisper's temperature fallback:
-    a window whose text is too repetitive (compression) or too unlikely (log-probability) is decoded again at
-    `temperature + temperature_inc`, and so on up to 1.0. `translate` turns the speech into English.
-    """
-
-    beam_size: int = 1
-    temperature: float = 0.0
-    temperature_inc: float = 0.0
-    translate: bool = False
-    # Encode only the audio's length plus a margin (whisper.cpp's audio_ctx) instead of 30 s: for tiny.en about
-    # 0.2x of the full pass on a 2 s window, the text as good, the token times stacked on the audio's end
-    # (bench/README.md, "Encoder context"). For previews, whose text alone is shown.
-    reduced_context: bool = False
-
-
-GREEDY: Final = Decoding()
-PREVIEW: Final = Decoding(reduced_context=True)  # a stream's preview pass (TranscribeRequest.preview)
 # Files: beam 5 with whisper's temperature fallback in steps of 0.2 (best of 5 per step), as whisper and
 # faster-whisper decode offline. By measurement (bench/README.md, "Engines side by side"): on the shared English
 # clips tiny.en gives WER 0.033 so (faster-whisper 0.033 with the same settings) against 0.042 greedy with the same
 # fallback, at about 1.8x its time. Greedy is one setting away: `beam_size` 1 in a job's settings, `--beam-size 1`.
 FILE_DECODING: Final = Decoding(beam_size=5, temperature_inc=0.2)
 
-# The ranges a caller may choose (the file API's settings, `transcribe --beam-size`), inclusive.
-BEAM_SIZES: Final = (1, 16)  # 1 is greedy; whisper.cpp's beam search allows up to 16
+# The temperatures a caller may choose (the file API's settings), inclusive; the beam sizes: BEAM_SIZES.
 TEMPERATURES: Final = (0.0, 1.0)  # temperature and temperature_inc
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import trio
 
 from melvin_trio.core.events import Detected, DetectRequest, Request, TranscribeRequest
-from melvin_trio.engine.base import GREEDY, PREVIEW, Engine, EngineAborted, EngineError, EngineTimedOut, Word
+from melvin_trio.engine.base import Engine, EngineAborted, EngineError, EngineTimedOut, Word
 from melvin_trio.filetranscribe import WindowRequest, decode_window
 from melvin_trio.server.metrics import Metrics
 
@@ -159,7 +159,7 @@ class EngineWorker:
             language=request.language,
             prompt=request.prompt,
             abort=abort.is_set,
-            decoding=PREVIEW if request.preview else GREEDY,
+            decoding=request.decoding,
         )
 
     @staticmethod
