@@ -8,11 +8,12 @@ received.
 
 Everything that changes the stream's phase is in `_TRANSITIONS`; everything that decides what to do next is in
 `StreamCore._plan` (pure: it reads the state and changes nothing). The parts it uses, each in its own module:
-`StreamSettings` (core/settings.py), the requests, results and events (core/events.py), `AudioWindow`
-(core/window.py: the audio and each frame's level and speech probability), `LocalAgreement` (core/agreement.py: which
-words two passes confirm), `FinalsPolicy` (core/finals.py: when confirmed words go out), `BackgroundSpeech`
-(core/background.py), the speech detector (core/vad.py), word-time repair (core/wordtimes.py) and loop removal
-(core/loops.py).
+`StreamSettings` (core/settings.py), the requests, results and events (core/events.py), how each pass decodes
+(core/decoding.py: greedy, the preview's reduced context, beams for an utterance's last pass in a noisy room),
+`AudioWindow` (core/window.py: the audio and each frame's level and speech probability), `LocalAgreement`
+(core/agreement.py: which words two passes confirm), `FinalsPolicy` (core/finals.py: when confirmed words go out),
+`BackgroundSpeech` (core/background.py), the speech detector (core/vad.py), word-time repair (core/wordtimes.py) and
+loop removal (core/loops.py).
 """
 
 from __future__ import annotations
