@@ -521,6 +521,26 @@ def test_the_pass_that_ends_an_utterance_uses_beams_only_in_a_noisy_room(room_no
     assert all(r.decoding == PREVIEW for r in run.requests if r.preview)
 
 
+class _AlwaysSpeech:
+    """A detector that hears speech everywhere, as the trained one does in babble."""
+
+    def probabilities(self, frames: np.ndarray) -> np.ndarray:
+        return np.full(len(frames), 0.9, dtype=np.float32)
+
+
+def test_noise_the_detector_calls_speech_gets_no_beams() -> None:
+    """The same noisy room as above, but the detector hears no pause in it (babble): beams latched onto the other
+    talkers there (bench.vad, babble at 0 dB SNR: WER 0.25 -> 0.53), so every pass stays greedy."""
+    world = sentence_world()
+    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32) / 32768.0
+    pcm = pcm + np.random.default_rng(7).standard_normal(pcm.size).astype(np.float32) * 0.1 * 10 ** (-15 / 20)
+    settings = StreamSettings(utterance_beam_size=5, noisy_snr_db=20.0, window_seconds=4.0, trim_seconds=3.0)
+    core = StreamCore(settings, "en", _AlwaysSpeech())  # full windows end without a pause: complete passes
+    run = drive(core, (pcm * 32767).astype("<i2").tobytes(), world.engine)
+    assert [r for r in run.requests if r.complete]
+    assert {r.decoding.beam_size for r in run.requests} == {1}
+
+
 def test_a_pass_is_described_in_stream_time_for_the_log() -> None:
     request = TranscribeRequest(
         audio=np.zeros(2 * RATE, dtype=np.float32),

@@ -47,10 +47,11 @@ class StreamSettings:
     # In a noisy room, beam search (this many beams; 1: never) on the pass that ends an utterance, which decides
     # every word of it no two passes confirmed: when the utterance's speech is less than noisy_snr_db over the
     # window's noise floor (core/window.py: the shared clips, clean, measure 17.5 dB and more; white noise at 7 dB
-    # SNR about 9). Other passes stay greedy, and so does every pass of a stream that is behind (each decides its
-    # whole window, and beam search costs 1.2-1.6x: the backlog would grow). By measurement (bench/README.md,
-    # "Field audio"): in white and pink noise at 5-7 dB SNR it halves the clips streamed worse than offline + 0.05;
-    # on clean speech the same beams cost words (en-long 16 -> 22 errors in 458: a beam tail after greedy words).
+    # SNR about 9) and the detector hears a pause in it (not in babble, where beams lost words). Other passes stay
+    # greedy, and so does every pass of a stream that is behind (each decides its whole window, and beam search
+    # costs 1.2-1.6x: the backlog would grow). By measurement (bench/README.md, "Field audio"): in white and pink
+    # noise at 5-7 dB SNR it cuts the clips streamed worse than offline + 0.05 from 6 of 27 to 2; on clean speech
+    # the same beams cost words (en-long 16 -> 22 errors in 458: a beam tail after greedy words).
     utterance_beam_size: int = 5
     noisy_snr_db: float = 12.0
     prompt_chars: int = 200  # the finalized text conditioning the next pass, at most this long

@@ -81,7 +81,8 @@ _UNCOVERED_MIN_S: Final = 0.5
 _COVER_TOLERANCE_S: Final = 0.3  # ...in a behind pass, when it begins this long after that word began (loose times)
 _TAIL_RETRY_LEAD_S: Final = 3.0  # a tail whisper left out is transcribed again from this long before its last word...
 _TAIL_RETRY_MARGIN_DB: Final = 6.0  # ...when its speech is at most this much under the talker's level
-_NOISE_MIN_S: Final = 1.0  # the shortest window whose noise floor is measured (`_noisy`)
+_NOISE_MIN_S: Final = 1.0  # the shortest window whose noise floor is measured (`_noisy`)...
+_NOISE_PAUSE_S: Final = 0.3  # ...and the pause the detector must hear in it for the noise to count
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -493,11 +494,16 @@ class StreamCore:
 
     def _noisy(self, end: int) -> bool:
         """Whether the window's speech up to absolute sample `end` is less than `noisy_snr_db` over its noise floor
-        (`AudioWindow.noise_floor`; a window shorter than `_NOISE_MIN_S`: not known, so not noisy)."""
+        (`AudioWindow.noise_floor`; a window shorter than `_NOISE_MIN_S`: not known, so not noisy), a noise the
+        detector tells from speech: it hears a pause of `_NOISE_PAUSE_S` in the window. Other talkers all around
+        (babble) leave the detector no pause, and there beams latched onto them: bench.vad's babble at 0 dB SNR went
+        from WER 0.25 to 0.53 (offline 0.31)."""
         window = self._window
         noise = window.noise_floor(window.start, end, _NOISE_MIN_S)
         speech = window.speech_level(window.start, end)
-        return noise is not None and speech is not None and speech - noise < self.settings.noisy_snr_db
+        if noise is None or speech is None or speech - noise >= self.settings.noisy_snr_db:
+            return False
+        return window.has_pause(window.start / SAMPLE_RATE, end / SAMPLE_RATE, _NOISE_PAUSE_S)
 
     def apply(self, request: Request, result: Result) -> list[Event]:
         """Take the engine's answer to `request` and say what to send. Raises StateError for an answer to another
