@@ -501,18 +501,23 @@ def test_eof_flushes_the_words_no_second_pass_confirmed() -> None:
     assert run.requests[-1].last
 
 
+def _in_room_noise(world: World, room_noise_db: float | None) -> bytes:
+    """The world's s16le audio with white room noise `room_noise_db` under its words (None: none)."""
+    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32) / 32768.0
+    if room_noise_db is not None:
+        hiss = np.random.default_rng(7).standard_normal(pcm.size).astype(np.float32)
+        pcm = pcm + hiss * 0.1 * 10 ** (room_noise_db / 20)
+    return (pcm * 32767).astype("<i2").tobytes()
+
+
 @pytest.mark.parametrize("room_noise_db", [None, -15.0])
 def test_the_pass_that_ends_an_utterance_uses_beams_only_in_a_noisy_room(room_noise_db: float | None) -> None:
     """Words at about -20 dBFS RMS; room noise `room_noise_db` under them (None: digital silence between words). With
     noisy_snr_db 20, the noisy room's utterance-ending pass decodes with 5 beams, every other pass greedy; in the
     quiet room every pass is greedy."""
     world = sentence_world()
-    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32) / 32768.0
-    if room_noise_db is not None:
-        hiss = np.random.default_rng(7).standard_normal(pcm.size).astype(np.float32) * 0.1 * 10 ** (room_noise_db / 20)
-        pcm = pcm + hiss
     settings = StreamSettings(utterance_beam_size=5, noisy_snr_db=20.0)
-    run = drive(core_of(settings, "en"), (pcm * 32767).astype("<i2").tobytes(), world.engine)
+    run = drive(core_of(settings, "en"), _in_room_noise(world, room_noise_db), world.engine)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     ending = [r for r in run.requests if r.complete]
     assert ending
@@ -532,11 +537,9 @@ def test_noise_the_detector_calls_speech_gets_no_beams() -> None:
     """The same noisy room as above, but the detector hears no pause in it (babble): beams latched onto the other
     talkers there (bench.vad, babble at 0 dB SNR: WER 0.25 -> 0.53), so every pass stays greedy."""
     world = sentence_world()
-    pcm = np.frombuffer(world.pcm(), dtype="<i2").astype(np.float32) / 32768.0
-    pcm = pcm + np.random.default_rng(7).standard_normal(pcm.size).astype(np.float32) * 0.1 * 10 ** (-15 / 20)
     settings = StreamSettings(utterance_beam_size=5, noisy_snr_db=20.0, window_seconds=4.0, trim_seconds=3.0)
     core = StreamCore(settings, "en", _AlwaysSpeech())  # full windows end without a pause: complete passes
-    run = drive(core, (pcm * 32767).astype("<i2").tobytes(), world.engine)
+    run = drive(core, _in_room_noise(world, -15.0), world.engine)
     assert [r for r in run.requests if r.complete]
     assert {r.decoding.beam_size for r in run.requests} == {1}
 
