@@ -29,6 +29,7 @@ from melvin_trio.core.stream import (
     TranscribeRequest,
 )
 from melvin_trio.core.vad import EnergyDetector
+from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
 from melvin_trio.engine.base import Engine
 from melvin_trio.engine.fake import FakeEngine
@@ -162,6 +163,66 @@ def test_a_confirmed_word_keeps_its_time_when_the_later_pass_drifts_late() -> No
     agreement.confirm()
     agreement.insert([W("its", 6.7, 6.9), W("power", 7.68, 8.25), W("them.", 9.19, 9.6), W("and", 9.7)])
     assert times(agreement.confirm()) == [(6.7, 6.9), (6.82, 7.14), (7.72, 8.2)]
+
+
+def test_words_placed_where_the_pass_is_not_trusted_wait() -> None:
+    """A pass whose window ran on over babble after the talker drifted the utterance's last words into it: a word it
+    places from `trusted_until` on is not confirmed, nor is anything after it, though both passes agree; a later
+    pass that places them earlier confirms them with its times."""
+    agreement = LocalAgreement()
+    agreement.insert([W("in", 7.18, 7.42), W("its", 7.5, 7.7), W("power", 7.7, 7.75)])
+    agreement.confirm()
+    agreement.insert([W("in", 6.4, 6.6), W("its", 7.3, 7.68), W("power", 7.68, 8.25), W("to", 8.32, 8.55)])
+    assert times(agreement.confirm(trusted_until=6.9)) == [(6.4, 6.6)]
+    assert [w.text for w in agreement.hypothesis] == ["its", "power", "to"]
+    agreement.insert([W("in", 6.4, 6.6), W("its", 6.6, 6.72), W("power", 6.72, 7.0), W("to", 7.0, 7.13)])
+    assert times(agreement.confirm(settled_before=7.2, trusted_until=None)) == [(6.6, 6.72), (6.72, 7.0), (7.0, 7.13)]
+
+
+def test_settled_words_wait_where_the_pass_is_not_trusted() -> None:
+    """A word the previous pass did not reach is confirmed by one sure pass (`settled_before`), but not where that
+    pass's times are not trusted."""
+    agreement = LocalAgreement()
+    agreement.insert([W("in", 6.4, 6.6)])
+    agreement.confirm()
+    agreement.insert([W("in", 6.4, 6.6), W("its", 6.6, 6.8), W("power", 7.7, 8.2)])
+    assert [w.text for w in agreement.confirm(9.0, 0.5, trusted_until=7.5)] == ["in", "its"]
+
+
+def test_the_talker_is_loud_from_its_first_to_its_last_loud_100_ms() -> None:
+    """`AudioWindow.loud_span`: 1 s of noise at -40 dBFS with one 32 ms click at -20 dBFS, 1 s at -20 dBFS, then 1 s
+    of that noise and another click. Right: loud from 1.0 s to 2.0 s (within a frame) at -30 dBFS (a click is too
+    short to count), None at -10 dBFS, and the noise counts at -45 dBFS."""
+    rng = np.random.default_rng(7)
+
+    def noise_with_click() -> np.ndarray:
+        noise = rng.standard_normal(RATE) * 10 ** (-40 / 20)
+        noise[RATE // 2 : RATE // 2 + 512] = rng.standard_normal(512) * 10 ** (-20 / 20)
+        return noise
+
+    talker = np.sin(2 * np.pi * 220 * np.arange(RATE) / RATE) * np.sqrt(2) * 10 ** (-20 / 20)
+    window = AudioWindow(EnergyDetector(), pause_threshold=0.3, speech_threshold=0.5)
+    window.feed((np.concatenate([noise_with_click(), talker, noise_with_click()]) * 32767).astype("<i2").tobytes())
+    span = window.loud_span(0, 3 * RATE, -30.0)
+    assert span is not None
+    assert abs(span[0] - RATE) <= 512, span
+    assert abs(span[1] - 2 * RATE) <= 512, span
+    assert window.loud_span(0, 3 * RATE, -10.0) is None
+    assert window.loud_span(0, 3 * RATE, -45.0) == (0, 3 * RATE - 3 * RATE % 512)
+
+
+def test_words_placed_before_the_talkers_onset_are_moved_after_it() -> None:
+    """A fresh tester's stream, 1 s of babble before the talker: whisper put "Mr. John Dashwood" at 0.00-1.99 s, the
+    talker saying them at 1.27-2.57 s. Right: the words up to the first that reaches past the onset squeezed into
+    [onset, its end], the rest as they were; nothing moves when no word reaches past the onset."""
+    words = [W("Mr.", 0.0, 0.55), W("John", 0.59, 1.05), W("Dashwood", 1.07, 1.99), W("had", 2.0, 2.42)]
+    moved = wordtimes.after_onset(words, 1.2)
+    assert [w.text for w in moved] == ["Mr.", "John", "Dashwood", "had"]
+    assert (moved[0].start, moved[2].end) == (1.2, 1.99)
+    assert moved[3] == words[3]
+    assert all(a.end <= b.start for a, b in itertools.pairwise(moved))
+    assert wordtimes.after_onset(words, 2.5) == words
+    assert wordtimes.after_onset(words, 0.0) == words
 
 
 def test_words_said_again_in_a_stacked_run_are_new() -> None:

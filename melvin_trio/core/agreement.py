@@ -12,6 +12,7 @@ the last of them that it repeats are new. Only where whisper re-words the confir
 
 from __future__ import annotations
 
+import math
 from difflib import SequenceMatcher
 from typing import Final
 
@@ -141,22 +142,31 @@ class LocalAgreement:
                 best, best_score = k, score
         return best
 
-    def confirm(self, settled_before: float | None = None, settled_probability: float = 1.0) -> list[Word]:
+    def confirm(
+        self, settled_before: float | None = None, settled_probability: float = 1.0, trusted_until: float | None = None
+    ) -> list[Word]:
         """Confirm the longest common prefix of the previous and the new pass; keep the rest as the hypothesis.
 
         `settled_before` (stream seconds): where the previous pass had nothing more to say (it ended before these
         words), a word of the new pass that ends before this time with at least `settled_probability` is confirmed
-        by this pass alone, saving a pass of latency; None: only agreement confirms."""
+        by this pass alone, saving a pass of latency; None: only agreement confirms.
+
+        `trusted_until` (stream seconds): where the new pass's times stop being trusted (None: nowhere). A word it
+        places later waits, and so does every word after it, for a later pass to place them."""
         confirmed: list[Word] = []
         incoming, previous = self._incoming, self._hypothesis
+        trusted = math.inf if trusted_until is None else trusted_until
         while incoming and previous and word_key(incoming[0].text) == word_key(previous[0].text):
             if not self._sure(incoming, previous, first=not (self._confirmed or confirmed)):
                 break
             new, old = incoming[0], previous[0]
+            if new.start >= trusted:
+                break
             later = self._incoming_times_broken or new.start > old.start + _DRIFT_S
             confirmed.append(Word(new.text, old.start, old.end, new.probability) if later else new)
             incoming, previous = incoming[1:], previous[1:]
         if settled_before is not None and not previous:
+            settled_before = min(settled_before, trusted)
             while incoming and incoming[0].end <= settled_before and incoming[0].probability >= settled_probability:
                 confirmed.append(incoming[0])
                 incoming = incoming[1:]

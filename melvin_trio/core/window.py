@@ -199,6 +199,21 @@ class AudioWindow:
         chosen = levels[speech] if speech.any() else levels
         return float(10.0 * np.log10(np.mean(10.0 ** (chosen / 10.0))))
 
+    def loud_span(self, begin: int, end: int, level_dbfs: float) -> tuple[int, int] | None:
+        """Where the first 100 ms between absolute samples `begin` and `end` that reach `level_dbfs` in every frame
+        begin, and where the last such 100 ms end (absolute samples), or None if none do. 100 ms, not a frame: a
+        frame of babble or a click may peak where the talker's syllables do, but a vowel holds its level."""
+        begin = max(begin, self.start)
+        levels = self.levels(begin, end)
+        if levels.size < _QUIET_FRAMES:
+            return None
+        loud = levels >= level_dbfs
+        held = np.flatnonzero(np.convolve(loud, np.ones(_QUIET_FRAMES, dtype=np.int64), mode="valid") == _QUIET_FRAMES)
+        if held.size == 0:
+            return None
+        first = max(begin // FRAME_SAMPLES, self._frames_start)
+        return (first + int(held[0])) * FRAME_SAMPLES, min((first + int(held[-1]) + _QUIET_FRAMES) * FRAME_SAMPLES, end)
+
     def noise_floor(self, begin: int, end: int, min_seconds: float) -> float | None:
         """The room's noise floor (dBFS) between absolute samples `begin` and `end`: the level that 5 % of the
         frames are under (a minimum-statistics estimate: speech leaves gaps between words even without a pause, and

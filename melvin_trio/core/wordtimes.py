@@ -14,6 +14,7 @@ from melvin_trio.core.words import Word
 
 __all__ = [
     "MIN_WORD_S",
+    "after_onset",
     "longest_collapsed_run",
     "out_of_pauses",
     "outside_pauses",
@@ -44,6 +45,24 @@ def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
     if speech_end is None:
         return words
     return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
+
+
+def after_onset(words: list[Word], onset: float) -> list[Word]:
+    """Words whisper placed before `onset` (stream seconds: where the talker begins, after sound the detector calls
+    speech too, such as babble), moved after it: the words up to the first that ends after it are squeezed
+    linearly from where they lie into [onset, that word's end]. `words` rise. Unchanged when no word ends after the
+    onset (the words may be the background's) or there is no room.
+
+    Measured: a fresh tester's stream, 1 s of babble before a talker: "Mr. John Dashwood" at 0.00-1.99 s, offline
+    too, the talker saying them at 1.27-2.57 s."""
+    if not words or words[0].start >= onset:
+        return words
+    k = next((i for i, w in enumerate(words) if w.end > onset), None)
+    if k is None or words[k].end - onset < (k + 1) * MIN_WORD_S:
+        return words
+    out = list(words)
+    _scale(out, 0, k + 1, onset, words[k].end)
+    return out
 
 
 def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[Word]:
