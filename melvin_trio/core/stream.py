@@ -84,11 +84,11 @@ _TAIL_RETRY_LEAD_S: Final = 3.0  # a tail whisper left out is transcribed again 
 _TAIL_RETRY_MARGIN_DB: Final = 6.0  # ...when its speech is at most this much under the talker's level
 _NOISE_MIN_S: Final = 1.0  # the shortest window whose noise floor is measured (`_noisy`)...
 _NOISE_PAUSE_S: Final = 0.3  # ...and the pause the detector must hear in it for the noise to count
-# The talker is heard where 100 ms reach this much under its level (`_heard_until`); the babble after a fresh
-# tester's talker lay 11-16 dB under it, the talker's own syllables rarely 10.
+# The talker is heard where every frame of 100 ms reaches this much under its level (`_talker_onset`,
+# `_trusted_until`): the babble around a fresh tester's talker lay 11-16 dB under it, the talker's vowels rarely 10.
 _TALKER_MARGIN_DB: Final = 10.0
-_AFTER_TALKER_S: Final = 0.5  # ...and only a window that runs on this long after (or before) the talker is judged...
-_DRIFT_TOLERANCE_S: Final = 0.1  # ...where a word may begin this long after the talker's last loud 100 ms
+_AROUND_TALKER_S: Final = 0.5  # ...and judged where the window holds this much before or after the talker
+_DRIFT_TOLERANCE_S: Final = 0.1  # a word may begin this long after the talker's last loud 100 ms
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -664,7 +664,7 @@ class StreamCore:
 
     def _talker_onset(self, request: TranscribeRequest, speech_start: float) -> float | None:
         """Stream time where the talker begins in the pass's window (less `_ONSET_S`), when the detector heard
-        `_AFTER_TALKER_S` or more of speech before it (babble before the talker: whisper places the talker's first
+        `_AROUND_TALKER_S` or more of speech before it (babble before the talker: whisper places the talker's first
         words on it, `after_onset`); None otherwise. Before the talker's level is learnt, the window's speech level
         stands for it (the talker's frames are the loudest of it)."""
         talker = self._background.talker_level
@@ -677,7 +677,7 @@ class StreamCore:
         if span is None:
             return None
         onset = span[0] / SAMPLE_RATE - _ONSET_S
-        return onset if onset - speech_start >= _AFTER_TALKER_S else None
+        return onset if onset - speech_start >= _AROUND_TALKER_S else None
 
     def _trusted_until(self, request: TranscribeRequest, words: list[Word]) -> float | None:
         """Stream time from which the times of a pass's `words` are not to be trusted, or None: where whisper drifted
@@ -693,7 +693,7 @@ class StreamCore:
         if talker is None or not words:
             return None
         span = self._window.loud_span(int(request.offset * SAMPLE_RATE), request.end_sample, talker - _TALKER_MARGIN_DB)
-        if span is None or request.end_sample - span[1] < _AFTER_TALKER_S * SAMPLE_RATE:
+        if span is None or request.end_sample - span[1] < _AROUND_TALKER_S * SAMPLE_RATE:
             return None
         heard_until = span[1] / SAMPLE_RATE + _DRIFT_TOLERANCE_S
         past = words[-1].end - heard_until
