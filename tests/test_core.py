@@ -212,16 +212,19 @@ def test_the_talker_is_loud_from_its_first_to_its_last_loud_100_ms() -> None:
 
 
 def test_words_placed_before_the_talkers_onset_are_moved_after_it() -> None:
-    """A fresh tester's stream, 1 s of babble before the talker: whisper put "Mr. John Dashwood" at 0.00-1.99 s, the
-    talker saying them at 1.27-2.57 s. Right: the words up to the first that reaches past the onset squeezed into
-    [onset, its end], the rest as they were; nothing moves when no word reaches past the onset."""
+    """A fresh tester's stream, 1 s of babble before the talker: whisper put "Mr. John Dashwood had" at 0.00-2.42 s,
+    the talker saying them at 1.27-2.78 s. Right: the words that begin before the onset plus the distance the first
+    lies before it are squeezed into [onset, the last one's end], rising, the rest as they were; nothing moves when
+    no word ends after the onset."""
     words = [W("Mr.", 0.0, 0.55), W("John", 0.59, 1.05), W("Dashwood", 1.07, 1.99), W("had", 2.0, 2.42)]
+    words.append(W("then", 2.42, 3.0))
     moved = wordtimes.after_onset(words, 1.2)
-    assert [w.text for w in moved] == ["Mr.", "John", "Dashwood", "had"]
-    assert (moved[0].start, moved[2].end) == (1.2, 1.99)
-    assert moved[3] == words[3]
+    assert [w.text for w in moved] == ["Mr.", "John", "Dashwood", "had", "then"]
+    assert (moved[0].start, moved[3].end) == (1.2, 2.42)
+    assert [round(w.start, 2) for w in moved[:4]] == [1.2, 1.5, 1.74, 2.21]  # the talker: 1.27, 1.63, 1.95, 2.58
+    assert moved[4] == words[4]
     assert all(a.end <= b.start for a, b in itertools.pairwise(moved))
-    assert wordtimes.after_onset(words, 2.5) == words
+    assert wordtimes.after_onset(words, 3.5) == words
     assert wordtimes.after_onset(words, 0.0) == words
 
 

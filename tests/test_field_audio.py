@@ -162,12 +162,72 @@ def test_the_end_of_a_sentence_in_babble_is_not_lost(
     run = stream(tiny_en_engine, audio, pass_seconds=pass_seconds, at_once=at_once)
     words = [w.text.strip(".,!?").lower() for w in run.words]
     assert "prudently in his power to do for them" in " ".join(words), run.text
-    if at_once:
-        # Known, left open: behind, whisper then hears "And I will not be able to do that." (confidence 0.14) in
-        # the 3 s of babble after the talker, 14.9 dB under the talker: just inside background_margin_db (15).
-        return
+    # Sent at once, whisper heard "And I will not be able to do that." (confidence 0.14) in the 3 s of babble after
+    # the talker, 14.9 dB under the talker: kept while background_margin_db was 15.
     assert words[-6:] == ["his", "power", "to", "do", "for", "them"], run.text
     assert wer(reference_of(clip), run) <= 0.1, run.text
+
+
+def crowd_under(talker: str, snr_db: float, lead: float, tail: float, seed: int) -> np.ndarray:
+    """A fresh tester's mix (stop 14): `talker` at -26 dBFS RMS from `lead` s and `tail` s before the end, under a
+    crowd of five other clips, each at one RMS, tiled from a seeded random point, summed and set `snr_db` under it."""
+    speech = scaled(load(talker), -26.0).astype(np.float64)
+    total = speech.size + round((lead + tail) * RATE)
+    rng = np.random.default_rng(seed)
+    crowd = np.zeros(total)
+    for name in CROWD:
+        voice = load(name).astype(np.float64)
+        voice /= np.sqrt(np.mean(voice**2))
+        crowd += np.roll(np.tile(voice, total // voice.size + 2), -int(rng.integers(0, voice.size)))[:total]
+    mix = scaled(crowd.astype(np.float32), -26.0 - snr_db).astype(np.float64)
+    start = round(lead * RATE)
+    mix[start : start + speech.size] += speech
+    return mix.astype(np.float32)
+
+
+CROWD = [
+    "en/librispeech_2412-153948-0002.wav",
+    "en/ljspeech_LJ001-0006.wav",
+    "en/librivox-sense-and-sensibility_0930.wav",
+    "en/librispeech_1988-24833-0003.wav",
+    "en/ljspeech_LJ001-0007.wav",
+]
+
+
+# Where the talker says a few of its first words: the clean clip at -26 dBFS transcribed offline (tiny.en-q8_0,
+# beam 5), shifted by the lead.
+SAID_FIRST = {"0920": {"married": 1.41, "more": 2.07, "amiable": 2.40}, "0890": {"rather": 1.76, "cold-hearted": 2.40}}
+
+
+@pytest.mark.parametrize(
+    ("talker", "seed", "phrase"), [("0920", 1171, "more respectable than he was"), ("0890", 1172, "rather selfish")]
+)
+@pytest.mark.parametrize("pass_seconds", [0.0, 0.7])
+def test_a_crowd_after_the_talker_is_not_transcribed(
+    default_model: Path, talker: str, seed: int, phrase: str, pass_seconds: float
+) -> None:
+    """A fresh tester's mix: a talker, then 3 s of a crowd of five voices 15 dB under it (RMS), which was there
+    all along. Whisper made sentences of the crowd after the talker in every run ("They're getting rid of those
+    happens, ..."; at confidence 0.10-0.41, measured 11-14 dB under the talker), one word of it confirmed by two
+    passes. Offline: the talker's sentence alone. Right: no word begins later than 0.5 s after the talker ends,
+    real time (0.7 s a pass) or sent at once (0), and the talker's words still there. Also: whisper put the
+    talker's first words on the crowd before it ("a more" 0.6 s early, "cold-hearted" 0.7 s); right: each of
+    `SAID_FIRST` begins within 0.5 s of where the talker says it."""
+    clip = f"en/librivox-sense-and-sensibility_{talker}.wav"
+    lead = 1.0
+    audio = crowd_under(clip, 15.0, lead=lead, tail=3.0, seed=seed)
+    engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
+    try:
+        run = stream(engine, audio, pass_seconds=pass_seconds or 1.0, at_once=pass_seconds == 0)
+    finally:
+        engine.close()
+    talker_end = lead + load(clip).size / RATE
+    assert [(w.text, w.start) for w in run.words if w.start > talker_end + 0.5] == [], run.text
+    words = [w.text.strip(".,!?").lower() for w in run.words]
+    assert phrase in " ".join(words), run.text
+    for word, start in SAID_FIRST[talker].items():
+        got = run.words[words.index(word)]
+        assert abs(got.start - start) <= 0.5, [(w.text, round(w.start, 2)) for w in run.words[:8]]
 
 
 def tiled_babble_under(talker: str, snr_db: float, lead: float, tail: float) -> np.ndarray:
@@ -197,8 +257,8 @@ def test_the_last_words_over_babble_end_where_the_talker_stops(default_model: Pa
     passes every 0.6 s (another tester, real time), two passes that ended 1-2 s after the talker agreed on such times
     for the whole run, "its" 0.7 s after the talker said it. Right: the sentence is whole, and each of its last six
     words ends within 0.5 s of the talker's end and begins within 0.5 s of where the talker says it (clean clip,
-    offline). So do its first three, which whisper put on the babble before the talker ("Mr." at 0.00 s, the talker
-    starting at 1.22 s)."""
+    offline). So do its first four, which whisper put on the babble before the talker ("Mr." at 0.00 s, the talker
+    starting at 1.22 s; "had" 0.58 s early)."""
     clip = "en/librivox-sense-and-sensibility_0870.wav"
     lead = 1.0
     engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
@@ -208,11 +268,11 @@ def test_the_last_words_over_babble_end_where_the_talker_stops(default_model: Pa
         engine.close()
     words = [w.text.strip(".,!?").lower() for w in run.words]
     assert words[-5:] == ["power", "to", "do", "for", "them"], run.text
-    assert words[:3] == ["mr", "john", "dashwood"], run.text
+    assert words[:4] == ["mr", "john", "dashwood", "had"], run.text
     # Where the talker says them: the clean clip transcribed offline (tiny.en, beam 5), shifted by the lead.
-    said = {"mr": 1.27, "john": 1.63, "dashwood": 1.95}
+    said = {"mr": 1.27, "john": 1.63, "dashwood": 1.95, "had": 2.58}
     said |= {"power": 6.76, "to": 6.99, "do": 7.10, "for": 7.25, "them": 7.38}
-    for word, got in zip(words[:3] + words[-5:], run.words[:3] + run.words[-5:], strict=True):
+    for word, got in zip(words[:4] + words[-5:], run.words[:4] + run.words[-5:], strict=True):
         placed = [(w.text, w.start, w.end) for w in run.words[-7:]]
         assert abs(got.start - said[word]) <= 0.5, placed
         assert got.end <= lead + load(clip).size / RATE + 0.5, placed

@@ -603,11 +603,17 @@ class StreamCore:
         self._finals.take(forced)
 
     def _take_confirmed(self, words: list[Word]) -> None:
-        """Words a second pass (or one sure pass) confirmed: the talker said them; the window's speech is at the
-        talker's level."""
-        if words:
-            self._background.heard_talker(self._window.speech_level())
-            self._finals.take(words)
+        """Words a second pass (or one sure pass) confirmed: the talker said them, and the window's speech is at
+        the talker's level, unless they are background speech: two passes over the same babble agree as readily
+        (a fresh tester, babble 15 dB under the talker: "And" confirmed on the babble after the talker, whose
+        level then counted as the talker's)."""
+        if not words:
+            return
+        level = self._window.speech_level()
+        if self._background.is_background(words, level):
+            return
+        self._background.heard_talker(level)
+        self._finals.take(words)
 
     def _on_words(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
         window_end = request.end_sample / SAMPLE_RATE
