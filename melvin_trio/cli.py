@@ -63,7 +63,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         raise ClientError(f"--output {output}: is a directory; name a file")
     with _decoder_notes_silenced():
-        audio, _ = read_audio(Path(args.file))
+        audio, info = read_audio(Path(args.file))
+    if (note := info.truncation(args.file)) is not None:
+        log.warning("%s", note)
     threads = args.threads or config.websocket_stream.cpu.cpu_threads
     engine = WhisperCppEngine(
         model_path(config.models_dir, name),
@@ -223,7 +225,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     import trio
 
-    from melvin_trio.audiofile import read_audio_pcm16
+    from melvin_trio.audio import float_to_pcm16
+    from melvin_trio.audiofile import read_audio
     from melvin_trio.client import Printer, client_ssl_context, download, stream_pcm
 
     config = _config(args)  # a missing or bad --config is its own error, whatever else was given
@@ -236,7 +239,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ClientError(f"--save {args.save}: cannot make the folder: {exc.strerror or exc}") from exc
     with _decoder_notes_silenced():
-        pcm = read_audio_pcm16(Path(args.file))
+        samples, info = read_audio(Path(args.file))
+    if (note := info.truncation(args.file)) is not None:
+        log.warning("%s", note)
+    pcm = float_to_pcm16(samples)
     printer = Printer(args.json)
     try:
         context = client_ssl_context(ca_file=args.ca_file, insecure=args.insecure)

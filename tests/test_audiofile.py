@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from melvin_trio.audio import AudioFormatError, read_wav
-from melvin_trio.audiofile import probe_audio, read_audio, read_audio_pcm16
+from melvin_trio.audio import AudioFormatError, float_to_pcm16, read_wav
+from melvin_trio.audiofile import probe_audio, read_audio
 from melvin_trio.evaluation import Clip
 from tests.audio_formats import FORMATS, write_format
 
@@ -44,7 +44,7 @@ def test_every_format_reads_as_16k_mono_close_to_the_source(kind: str, clips: li
 
 def test_pcm16_of_a_16k_wav_is_its_samples(clips: list[Clip]) -> None:
     source, _ = read_wav(_jfk(clips).path)
-    pcm = read_audio_pcm16(_jfk(clips).path)
+    pcm = float_to_pcm16(read_audio(_jfk(clips).path)[0])
     assert len(pcm) == 2 * source.size
 
 
@@ -94,3 +94,31 @@ def test_a_rate_too_low_for_speech_is_a_clear_error(clips: list[Clip], tmp_path:
         read_audio(tmp_path / "4k.wav")
     with pytest.raises(AudioFormatError, match="sample rate 4000 Hz is too low for speech"):
         probe_audio(tmp_path / "4k.wav")  # an upload: refused at once
+
+
+@pytest.mark.parametrize("kind", ["wav-float", "wav-44k-stereo"])
+def test_a_truncated_wav_is_read_and_said_to_be_cut_short(kind: str, clips: list[Clip], tmp_path: Path) -> None:
+    """A fresh tester: a WAV whose header gives 11 s, cut to its first third, was transcribed with no word that
+    most of it is missing (libsndfile reads what is there). Right: what it holds is read, and the file's info says
+    how long the header promised, for one line of warning; a whole file, or one written with the unknown size of
+    a streaming writer, promises nothing more."""
+    path = write_format(_jfk(clips).path, kind, tmp_path)
+    whole, info = read_audio(path)
+    assert info.promised_seconds is None
+    assert info.truncation("x.wav") is None
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 3])
+    audio, cut_info = read_audio(cut)
+    assert audio.size < whole.size / 2
+    assert cut_info.promised_seconds == pytest.approx(info.seconds, abs=0.01)
+    assert cut_info.truncation("cut.wav") == (
+        f"cut.wav: the file ends after {cut_info.seconds:.1f} s of the {info.seconds:.1f} s its header gives"
+        " (truncated?); transcribing what it holds"
+    )
+    streamed = bytearray(data)
+    at = data.index(b"data") + 4
+    streamed[at : at + 4] = b"\xff\xff\xff\xff"
+    unknown = tmp_path / "unknown.wav"
+    unknown.write_bytes(bytes(streamed[: len(data) // 3]))
+    assert read_audio(unknown)[1].promised_seconds is None

@@ -301,9 +301,11 @@ class JobRunner:
         workers = self.workers.get(spec.model)
         if not workers:
             raise EngineError(f"model {spec.model} is no longer configured")
-        audio, _ = await trio.to_thread.run_sync(
+        audio, info = await trio.to_thread.run_sync(
             lambda: read_audio(self.store.upload_path(job_id), label=spec.filename or "the upload")
         )
+        if (note := info.truncation(spec.filename or "the upload")) is not None:
+            log.warning("job %s: %s", job_id, note)
         plan = await trio.to_thread.run_sync(
             FileTranscription, audio, spec.language, spec.decoding, spec.initial_prompt, self.speech
         )  # the speech detector runs over the whole file: not in the event loop
