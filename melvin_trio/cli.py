@@ -12,7 +12,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from melvin_trio import __version__
 from melvin_trio.audio import SAMPLE_WIDTH
@@ -33,6 +33,10 @@ from melvin_trio.engine.base import BEAM_SIZES, SAMPLE_RATE
 from melvin_trio.errors import ClientError, MelvinError, UsageError
 from melvin_trio.models.quant import QUANT_TYPES
 
+if TYPE_CHECKING:  # numpy is imported where audio is read, not for every command
+    import numpy as np
+    import numpy.typing as npt
+
 log = logging.getLogger("melvin_trio")
 
 QUANT_CHOICES = tuple(QUANT_TYPES)
@@ -51,8 +55,19 @@ def _models_dir(args: argparse.Namespace) -> Path:
     return Path(args.models_dir) if args.models_dir else _config(args).models_dir
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
+def _read_audio_file(name: str) -> npt.NDArray[np.float32]:
+    """The file `name` as 16 kHz mono float32 for `transcribe` and `stream`, with one warning line if it is cut
+    short. Raises AudioFormatError."""
     from melvin_trio.audiofile import read_audio
+
+    with _decoder_notes_silenced():
+        audio, info = read_audio(Path(name))
+    if (note := info.truncation(name)) is not None:
+        log.warning("%s", note)
+    return audio
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
     from melvin_trio.engine.base import FILE_DECODING, GREEDY, Decoding
     from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions, check_transcribable
     from melvin_trio.filetranscribe import FileTranscription, run
@@ -62,10 +77,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.is_dir():
         raise ClientError(f"--output {output}: is a directory; name a file")
-    with _decoder_notes_silenced():
-        audio, info = read_audio(Path(args.file))
-    if (note := info.truncation(args.file)) is not None:
-        log.warning("%s", note)
+    audio = _read_audio_file(args.file)
     threads = args.threads or config.websocket_stream.cpu.cpu_threads
     engine = WhisperCppEngine(
         model_path(config.models_dir, name),
@@ -226,7 +238,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
     import trio
 
     from melvin_trio.audio import float_to_pcm16
-    from melvin_trio.audiofile import read_audio
     from melvin_trio.client import Printer, client_ssl_context, download, stream_pcm
 
     config = _config(args)  # a missing or bad --config is its own error, whatever else was given
@@ -238,11 +249,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
             Path(args.save).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ClientError(f"--save {args.save}: cannot make the folder: {exc.strerror or exc}") from exc
-    with _decoder_notes_silenced():
-        samples, info = read_audio(Path(args.file))
-    if (note := info.truncation(args.file)) is not None:
-        log.warning("%s", note)
-    pcm = float_to_pcm16(samples)
+    pcm = float_to_pcm16(_read_audio_file(args.file))
     printer = Printer(args.json)
     try:
         context = client_ssl_context(ca_file=args.ca_file, insecure=args.insecure)

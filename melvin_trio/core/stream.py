@@ -631,7 +631,9 @@ class StreamCore:
         # window's start went into the silence before the window, and one at its end had no room left.
         holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
         holder_start = self._window.speech_start(int(request.offset * SAMPLE_RATE), request.end_sample, _ONSET_S)
-        onset = self._talker_onset(request, holder_start)
+        talker = self._background.talker_level
+        span = self._talker_span(request, talker)
+        onset = self._talker_onset(span, holder_start)
         if onset is not None:
             absolute, holder_start = after_onset(absolute, onset), onset
         absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
@@ -645,7 +647,7 @@ class StreamCore:
         self._agreement.insert(absolute, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
         settings = self.settings
         settled = window_end - settings.settled_margin_seconds if settings.settled_margin_seconds > 0 else None
-        trusted = None if request.complete else self._trusted_until(request, absolute)
+        trusted = None if request.complete or talker is None else self._trusted_until(request, span, absolute)
         self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability, trusted))
         retry = self._tail_retry(request, shifted)
         if request.last and retry is None:
@@ -668,38 +670,39 @@ class StreamCore:
             return events
         return self._emit()
 
-    def _talker_onset(self, request: TranscribeRequest, speech_start: float) -> float | None:
-        """Stream time where the talker begins in the pass's window (less `_ONSET_S`), when the detector heard
-        `_AROUND_TALKER_S` or more of speech before it (babble before the talker: whisper places the talker's first
-        words on it, `after_onset`); None otherwise. Before the talker's level is learnt, the window's speech level
-        stands for it (the talker's frames are the loudest of it)."""
-        talker = self._background.talker_level
+    def _talker_span(self, request: TranscribeRequest, talker: float | None) -> tuple[int, int] | None:
+        """Where the talker is heard in the pass's window (`AudioWindow.loud_span` at `_TALKER_MARGIN_DB` under
+        `talker`, its level; before that is learnt, the window's speech level stands for it: the talker's frames are
+        the loudest of it), as absolute samples, or None."""
         begin = int(request.offset * SAMPLE_RATE)
-        if talker is None:
-            talker = self._window.speech_level(begin, request.end_sample)
-        if talker is None:
+        level = talker if talker is not None else self._window.speech_level(begin, request.end_sample)
+        if level is None:
             return None
-        span = self._window.loud_span(begin, request.end_sample, talker - _TALKER_MARGIN_DB)
+        return self._window.loud_span(begin, request.end_sample, level - _TALKER_MARGIN_DB)
+
+    @staticmethod
+    def _talker_onset(span: tuple[int, int] | None, speech_start: float) -> float | None:
+        """Stream time where the talker begins in the pass's window (`span`, less `_ONSET_S`), when the detector
+        heard `_AROUND_TALKER_S` or more of speech before it (babble before the talker: whisper places the talker's
+        first words on it, `after_onset`); None otherwise."""
         if span is None:
             return None
         onset = span[0] / SAMPLE_RATE - _ONSET_S
         return onset if onset - speech_start >= _AROUND_TALKER_S else None
 
-    def _trusted_until(self, request: TranscribeRequest, words: list[Word]) -> float | None:
+    @staticmethod
+    def _trusted_until(request: TranscribeRequest, span: tuple[int, int] | None, words: list[Word]) -> float | None:
         """Stream time from which the times of a pass's `words` are not to be trusted, or None: where whisper drifted
         them into the sound after the talker (babble, a fan: what the detector may call speech). When the pass's
-        window runs on over such sound and its words run past the talker's last loud 100 ms, they are stretched
-        by as much as they run past: words that begin within that distance before it are not trusted either.
+        window runs on over such sound after the talker (`span`, at its learnt level) and its words run past the
+        talker's last loud 100 ms, they are stretched by as much as they run past: words that begin within that
+        distance before it are not trusted either.
 
         Measured: a fresh tester, babble 16 dB under the talker, real time: "its power to do for them" went out at
         7.30-9.40 s, the talker saying it at 6.59-7.80 s; the two passes that ended 1-2 s after the talker agreed
         on those times (the first words of the run were late as well as the last), the passes after them placed
         every word right."""
-        talker = self._background.talker_level
-        if talker is None or not words:
-            return None
-        span = self._window.loud_span(int(request.offset * SAMPLE_RATE), request.end_sample, talker - _TALKER_MARGIN_DB)
-        if span is None or request.end_sample - span[1] < _AROUND_TALKER_S * SAMPLE_RATE:
+        if span is None or not words or request.end_sample - span[1] < _AROUND_TALKER_S * SAMPLE_RATE:
             return None
         heard_until = span[1] / SAMPLE_RATE + _DRIFT_TOLERANCE_S
         past = words[-1].end - heard_until
