@@ -29,7 +29,7 @@ from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector, pause_runs
 from melvin_trio.core.words import Word, join_text, without_non_speech
-from melvin_trio.core.wordtimes import out_of_pauses, outside_pauses, pushed
+from melvin_trio.core.wordtimes import after_onset, out_of_pauses, outside_pauses, pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
@@ -54,6 +54,10 @@ ONSET_SEARCH_SECONDS: Final = 2.0
 ONSET_RISE_DB: Final = 12.0
 ONSET_LEAD_SECONDS: Final = 1.0
 SPEECH_TAIL_SECONDS: Final = 1.0  # kept after a stretch's last speech frame (its last word's fading end)
+# But no word of a stretch ends later than this after its last speech frame: whisper stretches the last word to the
+# window's end ("delightful.@3.02-4.33", the talker silent from 3.85 s and the detector's last speech frame ending
+# at 3.97 s; a fresh tester). The detector's decision trails the sound's end (0.1-0.2 s on the tester's files).
+SPEECH_END_MARGIN_SECONDS: Final = 0.1
 # Non-speech shorter than this stays inside a window: whisper reads ordinary pauses, and each cut costs it context
 # (de-long, base, beam search: 27 errors in 166 words with 5 s, as with no speech detection at all; 31 with 3 s).
 # Longer non-speech (silence, noise, music) is left out, since whisper invents words on it ("Thank you.").
@@ -81,11 +85,13 @@ def window_budget(seconds: float) -> float:
 @dataclass(frozen=True)
 class SpeechRegion:
     """A stretch of a file's speech, in samples: decoded from `start` to `end`; its sound rises at `onset` (no word
-    is placed before it: whisper draws a first word back to its window's start)."""
+    is placed before it: whisper draws a first word back to its window's start); its last speech frame ends at
+    `speech_end` (no word lasts long after it, SPEECH_END_MARGIN_SECONDS)."""
 
     start: int
     onset: int
     end: int
+    speech_end: int
 
 
 Detected = tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]  # per 32 ms frame: speech probability, dBFS
@@ -138,11 +144,12 @@ def speech_regions(
         if last - first + 1 < min_frames:
             continue  # a blip in noise, not speech
         onset = _onset(levels, int(speech[first])) * FRAME_SAMPLES
-        end = min((int(speech[last]) + 1) * FRAME_SAMPLES + tail, audio.size)
+        speech_end = min((int(speech[last]) + 1) * FRAME_SAMPLES, audio.size)
+        end = min(speech_end + tail, audio.size)
         if regions and onset - lead <= regions[-1].end:
-            regions[-1] = SpeechRegion(regions[-1].start, regions[-1].onset, end)
+            regions[-1] = SpeechRegion(regions[-1].start, regions[-1].onset, end, speech_end)
         else:
-            regions.append(SpeechRegion(max(onset - lead, 0), onset, end))
+            regions.append(SpeechRegion(max(onset - lead, 0), onset, end, speech_end))
     return regions
 
 
@@ -234,6 +241,14 @@ class FileTranscription:
         self.windows = plan_windows(self.audio.size, self.audio, self.speech)
         onsets = {region.start: region.onset for region in self.speech}
         self._first_word = [onsets.get(start, start) / SAMPLE_RATE for start, _ in self.windows]
+        # After a stretch's speech, from SPEECH_END_MARGIN_SECONDS past its last speech frame to its end: no word
+        # spans it, and a word whisper placed wholly in it is moved back, as into any pause.
+        margin = SPEECH_END_MARGIN_SECONDS
+        self._tails = {
+            region.end: (region.speech_end / SAMPLE_RATE + margin, region.end / SAMPLE_RATE)
+            for region in self.speech
+            if region.end / SAMPLE_RATE > region.speech_end / SAMPLE_RATE + margin
+        }
 
     @property
     def finished(self) -> bool:
@@ -279,12 +294,11 @@ class FileTranscription:
         if self._split_sparse(request.index, words):
             return
         end = request.offset + request.audio.size / SAMPLE_RATE
-        begin = max(self.words[-1].end if self.words else 0.0, self._first_word[request.index])
-        begin = min(begin, end)
+        onset = self._speech_onset(self._first_word[request.index])
+        begin = min(max(self.words[-1].end if self.words else 0.0, onset), end)
         inside: list[Word] = []
         floor = begin
-        for word in words:
-            shifted = word.shifted(request.offset)
+        for shifted in after_onset([word.shifted(request.offset) for word in words], onset):
             start = min(max(shifted.start, floor), end)
             inside.append(Word(shifted.text, start, min(max(shifted.end, start), end), shifted.probability))
             floor = start
@@ -294,9 +308,20 @@ class FileTranscription:
         # No word spans a pause either (a fresh tester: "... he is with us. Produced" placed over 3 s of silence),
         # and none lies inside one (whisper drifted "he is with us." wholly into it).
         nearby = [(a, b) for a, b in self._pauses if b > begin and a < end]
+        tail = self._tails.get(self.windows[request.index][1])
+        if tail is not None and not any(a < tail[1] and b > tail[0] for a, b in nearby):
+            nearby.append(tail)
         self.words.extend(pushed(out_of_pauses(outside_pauses(inside, nearby), nearby), begin, end))
         self.done_windows += 1
         self._progress = max(self._progress, self.done_windows / len(self.windows))
+
+    def _speech_onset(self, first_word: float) -> float:
+        """Where a window's speech begins, in seconds: `first_word` (its region's onset by level, or its start), or
+        the end of the detector's pause that holds it. A region's onset by level can fall on the sound before the
+        talker (a recording's own lead-in hiss after digital silence: 0.99 s, the talker at 1.41 s), and words
+        clamped to it or pushed out of the pause after it were squeezed to 50 ms each ("Captain Freer says" at
+        1.41-1.56 s; a fresh tester)."""
+        return next((b for a, b in self._pauses if a <= first_word < b), first_word)
 
     def _split_sparse(self, index: int, words: list[Word]) -> bool:
         """Whether window `index`, answered with `words`, was split: whisper gave fewer than

@@ -13,6 +13,7 @@ from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.stream import TranscribeRequest
 from melvin_trio.core.words import Word
+from melvin_trio.core.wordtimes import MIN_WORD_S
 from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio, Engine
 from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip, count_errors
@@ -304,3 +305,42 @@ def test_each_clips_words_stay_on_its_speech(tiny_en_engine: Engine, clips: list
         for c, (a, b) in zip(chosen, spans, strict=True)
     ]
     assert sum(by_clip) == whole.errors, [(w.text, round(w.start, 2)) for w in words]
+
+
+def _sounding(audio: Audio) -> tuple[float, float]:
+    """(first, last) second of `audio`'s 100 ms frames within 25 dB of its loudest: where a clean talker sounds."""
+    n = audio.size // 1600
+    levels = 10 * np.log10(np.mean(audio[: n * 1600].astype(np.float64).reshape(n, 1600) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(levels >= levels.max() - 25.0)
+    return float(loud[0]) / 10, float(loud[-1] + 1) / 10
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "librispeech_3752-4944-0000.wav",
+        "librispeech_1988-24833-0002.wav",
+        "librivox-sense-and-sensibility_0880.wav",
+        "librivox-sense-and-sensibility_0920.wav",
+        "librispeech_2412-153948-0001.wav",
+    ],
+)
+def test_a_talker_after_silence_has_words_on_its_sound(tiny_en_engine: Engine, clips: list[Clip], name: str) -> None:
+    """A fresh tester's clean talkers (stop 14): 1 s of digital silence, then a clip (its own faint lead-in hiss
+    first). Offline gave "Captain@1.41-1.46 Freer@1.46-1.51 says@1.51-1.56", the talker sounding from 1.40 s: the
+    words whisper drew back to 0 s clamped onto the hiss's start and pushed out of the pause, 50 ms each; and the
+    last word stretched to the file's end ("delightful.@3.02-4.33", silent from 3.9 s). Right: the first four
+    words are not squeezed (no two in a row at the least length, `MIN_WORD_S`), the first starts within 0.3 s of
+    the talker's sound, and the last ends within 0.4 s after it (the speech detector's decision, which bounds it,
+    trails the sound's end by up to 0.26 s on these clips)."""
+    clip = next(c for c in clips if c.path.name == name)
+    speech, _ = read_wav(clip.path)
+    audio = np.concatenate([np.zeros(RATE, dtype=np.float32), speech])
+    first, last = _sounding(audio)
+    words = transcribe_file(tiny_en_engine, audio, language="en", decoding=FILE_DECODING)
+    shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in words]
+    assert count_errors(clip.text, " ".join(w.text for w in words), "en").wer <= 0.2, shown
+    least = [w.end - w.start <= MIN_WORD_S + 1e-3 for w in words[:4]]
+    assert not any(a and b for a, b in itertools.pairwise(least)), shown
+    assert abs(words[0].start - first) <= 0.3, (first, shown)
+    assert last - 0.5 <= words[-1].end <= last + 0.4, (last, shown)
