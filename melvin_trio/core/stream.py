@@ -89,6 +89,7 @@ _NOISE_PAUSE_S: Final = 0.3  # ...and the pause the detector must hear in it for
 _TALKER_MARGIN_DB: Final = 10.0
 _AROUND_TALKER_S: Final = 0.5  # ...and judged where the window holds this much before or after the talker
 _DRIFT_TOLERANCE_S: Final = 0.1  # a word may begin this long after the talker's last loud 100 ms
+_AROUND_SAMPLES: Final = round(_AROUND_TALKER_S * SAMPLE_RATE)
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -641,6 +642,10 @@ class StreamCore:
         # A word whisper drifted wholly into a pause goes to the speech it belongs to, as in files (a fresh tester,
         # real time: "No" at 5.78-6.08 s in 3 s of digital silence, its speech from 6.86 s).
         absolute = out_of_pauses(outside_pauses(absolute, pauses), pauses)
+        if request.complete and (heard_until := self._talker_heard_until(request, span)) is not None:
+            # No later pass places these words: the word whisper stretched over the babble after the talker ends
+            # where the talker stops (a fresh tester: "asthma.@4.72-7.00", the talker silent from 5.05 s).
+            absolute = outside_pauses(absolute, [(heard_until, max(holder_end, heard_until))])
         absolute = pushed(absolute, holder_start, max(holder_end, holder_start))
         self._last_pass_end = request.end_sample
         self._passes_in_window += 1
@@ -690,6 +695,14 @@ class StreamCore:
         onset = span[0] / SAMPLE_RATE - _ONSET_S
         return onset if onset - speech_start >= _AROUND_TALKER_S else None
 
+    def _talker_heard_until(self, request: TranscribeRequest, span: tuple[int, int] | None) -> float | None:
+        """Stream time after which the pass's window holds no more of the talker, when the detector hears speech
+        (babble, a crowd) for `_AROUND_TALKER_S` or more after the talker's last loud 100 ms (`span`), plus
+        `_DRIFT_TOLERANCE_S`; None otherwise (after a pause, the detector's speech end bounds the words)."""
+        if span is None or self._window.speech_end(request.end_sample) * SAMPLE_RATE - span[1] < _AROUND_SAMPLES:
+            return None
+        return span[1] / SAMPLE_RATE + _DRIFT_TOLERANCE_S
+
     @staticmethod
     def _trusted_until(request: TranscribeRequest, span: tuple[int, int] | None, words: list[Word]) -> float | None:
         """Stream time from which the times of a pass's `words` are not to be trusted, or None: where whisper drifted
@@ -702,7 +715,7 @@ class StreamCore:
         7.30-9.40 s, the talker saying it at 6.59-7.80 s; the two passes that ended 1-2 s after the talker agreed
         on those times (the first words of the run were late as well as the last), the passes after them placed
         every word right."""
-        if span is None or not words or request.end_sample - span[1] < _AROUND_TALKER_S * SAMPLE_RATE:
+        if span is None or not words or request.end_sample - span[1] < _AROUND_SAMPLES:
             return None
         heard_until = span[1] / SAMPLE_RATE + _DRIFT_TOLERANCE_S
         past = words[-1].end - heard_until
