@@ -28,6 +28,7 @@ from melvin_trio.core.stream import (
     StreamSettings,
     TranscribeRequest,
 )
+from melvin_trio.core.talker import DRIFT_TOLERANCE_S, ONSET_S, TalkerSpan
 from melvin_trio.core.vad import EnergyDetector
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, join_text, without_non_speech, word_key
@@ -209,6 +210,38 @@ def test_the_talker_is_loud_from_its_first_to_its_last_loud_100_ms() -> None:
     assert abs(span[1] - 2 * RATE) <= 512, span
     assert window.loud_span(0, 3 * RATE, -10.0) is None
     assert window.loud_span(0, 3 * RATE, -45.0) == (0, 3 * RATE - 3 * RATE % 512)
+
+
+def test_the_talkers_span_says_where_word_times_around_it_are_moved_or_not_trusted() -> None:
+    """`TalkerSpan` on 1 s of babble-like noise at -40 dBFS (the energy detector calls it speech), 1 s of a talker at
+    -20 dBFS, then 1.5 s of that noise. Right: the talker learnt at -20 dBFS spans 1-2 s; its onset (less
+    `ONSET_S`) counts, since the detector heard speech for 1 s before it; words are heard until the span's end plus
+    `DRIFT_TOLERANCE_S` when speech goes on 0.5 s or more after it, and not when it stops sooner; a pass's words
+    that run 0.6 s past that point are not trusted from 0.6 s before it, and one that ends before it is."""
+    rng = np.random.default_rng(8)
+    noise = rng.standard_normal(RATE * 5 // 2) * 10 ** (-40 / 20)
+    talker = np.sin(2 * np.pi * 220 * np.arange(RATE) / RATE) * np.sqrt(2) * 10 ** (-20 / 20)
+    window = AudioWindow(EnergyDetector(), pause_threshold=0.3, speech_threshold=0.5)
+    audio = np.concatenate([noise[:RATE], talker, noise[RATE:]])
+    window.feed((audio * 32767).astype("<i2").tobytes())
+    span = TalkerSpan.measure(window, 0, audio.size, -20.0)
+    assert span is not None
+    assert abs(span.begin - RATE) <= 512, span
+    assert abs(span.end - 2 * RATE) <= 512, span
+    onset = span.onset(0.0)
+    assert onset is not None
+    assert abs(onset - (1.0 - ONSET_S)) <= 0.04
+    assert span.onset(0.8) is None  # the detector heard speech only 0.1 s before it
+    until = span.heard_until(3.5)
+    assert until is not None
+    assert abs(until - (2.0 + DRIFT_TOLERANCE_S)) <= 0.04
+    assert span.heard_until(2.3) is None
+    trusted = span.trusted_until(audio.size, [W("in", 1.5, 1.9), W("power", 1.9, until + 0.6)])
+    assert trusted is not None
+    assert abs(trusted - (until - 0.6)) <= 1e-9
+    assert span.trusted_until(audio.size, [W("in", 1.5, 1.9)]) is None
+    assert span.trusted_until(span.end + RATE // 4, [W("power", 1.9, until + 0.6)]) is None  # the window stops
+    assert TalkerSpan.measure(window, 0, audio.size, 0.0) is None  # nothing within 10 dB of 0 dBFS
 
 
 def test_words_placed_before_the_talkers_onset_are_moved_after_it() -> None:

@@ -39,6 +39,7 @@ from melvin_trio.core.events import (
 from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.loops import without_loops
 from melvin_trio.core.settings import StreamSettings
+from melvin_trio.core.talker import ONSET_S, TalkerSpan
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, without_non_speech
@@ -74,7 +75,6 @@ _LANGUAGE_CHECKS: Final = 3  # ...at most this many detections in all
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
 _PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
-_ONSET_S: Final = 0.1  # a word may begin this long before the detector hears speech
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
 # Speech this long after a pass's last word is words whisper left out (a later utterance in a behind pass, or an
 # utterance's tail, `_tail_retry`)...
@@ -84,12 +84,6 @@ _TAIL_RETRY_LEAD_S: Final = 3.0  # a tail whisper left out is transcribed again 
 _TAIL_RETRY_MARGIN_DB: Final = 6.0  # ...when its speech is at most this much under the talker's level
 _NOISE_MIN_S: Final = 1.0  # the shortest window whose noise floor is measured (`_noisy`)...
 _NOISE_PAUSE_S: Final = 0.3  # ...and the pause the detector must hear in it for the noise to count
-# The talker is heard where every frame of 100 ms reaches this much under its level (`_talker_onset`,
-# `_trusted_until`): the babble around a fresh tester's talker lay 11-16 dB under it, the talker's vowels rarely 10.
-_TALKER_MARGIN_DB: Final = 10.0
-_AROUND_TALKER_S: Final = 0.5  # ...and judged where the window holds this much before or after the talker
-_DRIFT_TOLERANCE_S: Final = 0.1  # a word may begin this long after the talker's last loud 100 ms
-_AROUND_SAMPLES: Final = round(_AROUND_TALKER_S * SAMPLE_RATE)
 
 
 # --- the phases --------------------------------------------------------------------------------------------------
@@ -631,10 +625,10 @@ class StreamCore:
         # of its speech), rising, and no run stacked on one instant. Spread later (in the final), a run at the
         # window's start went into the silence before the window, and one at its end had no room left.
         holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
-        holder_start = self._window.speech_start(int(request.offset * SAMPLE_RATE), request.end_sample, _ONSET_S)
+        holder_start = self._window.speech_start(int(request.offset * SAMPLE_RATE), request.end_sample, ONSET_S)
         talker = self._background.talker_level
-        span = self._talker_span(request, talker)
-        onset = self._talker_onset(span, holder_start)
+        span = TalkerSpan.measure(self._window, int(request.offset * SAMPLE_RATE), request.end_sample, talker)
+        onset = None if span is None else span.onset(holder_start)
         if onset is not None:
             absolute, holder_start = after_onset(absolute, onset), onset
         absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
@@ -642,7 +636,8 @@ class StreamCore:
         # A word whisper drifted wholly into a pause goes to the speech it belongs to, as in files (a fresh tester,
         # real time: "No" at 5.78-6.08 s in 3 s of digital silence, its speech from 6.86 s).
         absolute = out_of_pauses(outside_pauses(absolute, pauses), pauses)
-        if request.complete and (heard_until := self._talker_heard_until(request, span)) is not None:
+        heard_until = None if span is None else span.heard_until(self._window.speech_end(request.end_sample))
+        if request.complete and heard_until is not None:
             # No later pass places these words: the word whisper stretched over the babble after the talker ends
             # where the talker stops (a fresh tester: "asthma.@4.72-7.00", the talker silent from 5.05 s).
             absolute = outside_pauses(absolute, [(heard_until, max(holder_end, heard_until))])
@@ -652,7 +647,9 @@ class StreamCore:
         self._agreement.insert(absolute, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
         settings = self.settings
         settled = window_end - settings.settled_margin_seconds if settings.settled_margin_seconds > 0 else None
-        trusted = None if request.complete or talker is None else self._trusted_until(request, span, absolute)
+        trusted = None
+        if not request.complete and talker is not None and span is not None:
+            trusted = span.trusted_until(request.end_sample, absolute)
         self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability, trusted))
         retry = self._tail_retry(request, shifted)
         if request.last and retry is None:
@@ -674,52 +671,6 @@ class StreamCore:
                 self._cut(request.cut_sample, in_pause=request.cut_in_pause)
             return events
         return self._emit()
-
-    def _talker_span(self, request: TranscribeRequest, talker: float | None) -> tuple[int, int] | None:
-        """Where the talker is heard in the pass's window (`AudioWindow.loud_span` at `_TALKER_MARGIN_DB` under
-        `talker`, its level; before that is learnt, the window's speech level stands for it: the talker's frames are
-        the loudest of it), as absolute samples, or None."""
-        begin = int(request.offset * SAMPLE_RATE)
-        level = talker if talker is not None else self._window.speech_level(begin, request.end_sample)
-        if level is None:
-            return None
-        return self._window.loud_span(begin, request.end_sample, level - _TALKER_MARGIN_DB)
-
-    @staticmethod
-    def _talker_onset(span: tuple[int, int] | None, speech_start: float) -> float | None:
-        """Stream time where the talker begins in the pass's window (`span`, less `_ONSET_S`), when the detector
-        heard `_AROUND_TALKER_S` or more of speech before it (babble before the talker: whisper places the talker's
-        first words on it, `after_onset`); None otherwise."""
-        if span is None:
-            return None
-        onset = span[0] / SAMPLE_RATE - _ONSET_S
-        return onset if onset - speech_start >= _AROUND_TALKER_S else None
-
-    def _talker_heard_until(self, request: TranscribeRequest, span: tuple[int, int] | None) -> float | None:
-        """Stream time after which the pass's window holds no more of the talker, when the detector hears speech
-        (babble, a crowd) for `_AROUND_TALKER_S` or more after the talker's last loud 100 ms (`span`), plus
-        `_DRIFT_TOLERANCE_S`; None otherwise (after a pause, the detector's speech end bounds the words)."""
-        if span is None or self._window.speech_end(request.end_sample) * SAMPLE_RATE - span[1] < _AROUND_SAMPLES:
-            return None
-        return span[1] / SAMPLE_RATE + _DRIFT_TOLERANCE_S
-
-    @staticmethod
-    def _trusted_until(request: TranscribeRequest, span: tuple[int, int] | None, words: list[Word]) -> float | None:
-        """Stream time from which the times of a pass's `words` are not to be trusted, or None: where whisper drifted
-        them into the sound after the talker (babble, a fan: what the detector may call speech). When the pass's
-        window runs on over such sound after the talker (`span`, at its learnt level) and its words run past the
-        talker's last loud 100 ms, they are stretched by as much as they run past: words that begin within that
-        distance before it are not trusted either.
-
-        Measured: a fresh tester, babble 16 dB under the talker, real time: "its power to do for them" went out at
-        7.30-9.40 s, the talker saying it at 6.59-7.80 s; the two passes that ended 1-2 s after the talker agreed
-        on those times (the first words of the run were late as well as the last), the passes after them placed
-        every word right."""
-        if span is None or not words or request.end_sample - span[1] < _AROUND_SAMPLES:
-            return None
-        heard_until = span[1] / SAMPLE_RATE + _DRIFT_TOLERANCE_S
-        past = words[-1].end - heard_until
-        return None if past <= 0 else heard_until - past
 
     def _heard(self, request: TranscribeRequest, words: list[Word]) -> list[Word]:
         """A pass's `words` in stream time, none ending past its window, without non-speech tokens and loops."""
@@ -745,7 +696,7 @@ class StreamCore:
         # rising from word to word they were pushed into the silence after the speech (a fresh tester's file:
         # "Death" from one pass at 22.18-22.51, then "he is with us." from another at 21.52-22.46, sent at
         # 22.51-23.25 with the speech ending at 22.7).
-        speech_until = self._window.speech_end(self._window.total) + _ONSET_S
+        speech_until = self._window.speech_end(self._window.total) + ONSET_S
         if self.phase is Phase.FINISHED:
             events = self._finals.events(now, [], drain=True, speech_until=speech_until)
             self._window.cut(self._window.total)
