@@ -650,7 +650,7 @@ class StreamCore:
         trusted = None
         if not request.complete and talker is not None and span is not None:
             trusted = span.trusted_until(request.end_sample, absolute)
-        self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability, trusted))
+        self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability, trusted, onset))
         retry = self._tail_retry(request, shifted)
         if request.last and retry is None:
             self._finish()
