@@ -33,6 +33,7 @@ from bench.vad import (
 from melvin_trio.core.driver import Run, drive
 from melvin_trio.core.stream import StreamCore, StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, make_detector
+from melvin_trio.core.wordtimes import MIN_WORD_S
 from melvin_trio.engine.base import Engine
 from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import count_errors
@@ -309,6 +310,27 @@ def test_the_last_words_over_babble_end_where_the_talker_stops(default_model: Pa
         placed = [(w.text, w.start, w.end) for w in run.words[-7:]]
         assert abs(got.start - said[word]) <= 0.5, placed
         assert got.end <= lead + load(clip).size / RATE + 0.5, placed
+
+
+@pytest.mark.parametrize(
+    "name", ["en/librispeech_2412-153948-0000.wav", "en/librispeech_3752-4944-0002.wav", "en/ljspeech_LJ001-0004.wav"]
+)
+def test_the_first_words_after_silence_are_not_squeezed(default_model: Path, name: str) -> None:
+    """A fresh tester's streams (stop 15): a clip after 1 s of digital silence, real time. Whisper drew the first
+    words back into the silence; clamped onto the speech's start and pushed out of the pause, they went out 50 ms
+    each ("If the reader" at 1.47-1.62 s, said over 1.45-2.14 s; "No one who is" in 0.2 s). Right: no two of the
+    first four words in a row at the least length (`MIN_WORD_S`), the first within 0.3 s of the speech."""
+    audio = padded(scaled(load(name), -55.0))
+    engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
+    try:
+        run = stream(engine, audio, pass_seconds=0.7)
+    finally:
+        engine.close()
+    shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in run.words[:6]]
+    least = [w.end - w.start <= MIN_WORD_S + 1e-3 for w in run.words[:4]]
+    assert not any(a and b for a, b in itertools.pairwise(least)), shown
+    sound = np.flatnonzero(np.abs(audio) > 10 ** (-75 / 20))[0] / RATE
+    assert abs(run.words[0].start - sound) <= 0.3, (sound, shown)
 
 
 def test_a_quiet_second_talker_whisper_is_sure_of_is_kept(tiny_en_engine: Engine) -> None:

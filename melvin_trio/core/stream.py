@@ -631,8 +631,14 @@ class StreamCore:
         onset = None if span is None else span.onset(holder_start)
         if onset is not None:
             absolute, holder_start = after_onset(absolute, onset), onset
-        absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
         pauses = self._window.pauses(int(request.offset * SAMPLE_RATE), request.end_sample, self.settings.pause_seconds)
+        if onset is None:
+            # Words whisper drew back into the pause before the speech are moved after the pause, not clamped onto
+            # its end: clamped, they were pushed out 50 ms each (a fresh tester: "If the reader" at 1.47-1.62 s,
+            # said over 1.45-2.14 s). Not across the next pause: the words after it are another utterance's.
+            speech = holder_start + ONSET_S
+            absolute = after_onset(absolute, speech, next((a for a, _ in pauses if a > speech), None))
+        absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
         # A word whisper drifted wholly into a pause goes to the speech it belongs to, as in files (a fresh tester,
         # real time: "No" at 5.78-6.08 s in 3 s of digital silence, its speech from 6.86 s).
         absolute = out_of_pauses(outside_pauses(absolute, pauses), pauses)

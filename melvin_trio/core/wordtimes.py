@@ -47,19 +47,20 @@ def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
     return [w if w.start < speech_end else Word(w.text, speech_end, speech_end, w.probability) for w in words]
 
 
-def after_onset(words: list[Word], onset: float) -> list[Word]:
+def after_onset(words: list[Word], onset: float, until: float | None = None) -> list[Word]:
     """Words whisper placed before `onset` (stream seconds: where the talker begins, after sound the detector calls
     speech too, such as babble), moved after it. Whisper puts the first word early by as much as it lies before the
-    onset, and catches up within about that distance: the words that begin before `onset` plus that distance are
-    squeezed linearly from where they lie into [onset, the last one's end]. `words` rise. Unchanged when those
-    words leave no room after the onset, or when none ends after it.
+    onset, and catches up within about that distance: the words that begin before `onset` plus that distance (and
+    before `until`, a pause after the onset: no squeeze reaches across it) are squeezed linearly from where they lie
+    into [onset, the last one's end]. `words` rise. Unchanged when those words leave no room after the onset, or
+    when none ends after it.
 
     Measured: two fresh testers' streams, 1 s of babble before a talker: "Mr. John Dashwood had" at 0.00-2.42 s
     (offline too), the talker saying them at 1.27-2.78 s; "Had he married a more" 0.9-0.5 s early."""
     if not words or words[0].start >= onset or words[-1].end <= onset:
         return words  # nothing before the onset, or nothing of the talker's (the background's words)
-    reach = 2 * onset - words[0].start
-    k = max(i for i, w in enumerate(words) if w.start < reach)
+    reach = 2 * onset - words[0].start if until is None else min(2 * onset - words[0].start, until)
+    k = max((i for i, w in enumerate(words) if w.start < reach), default=0)
     if words[k].end - onset < (k + 1) * MIN_WORD_S:
         return words
     out = list(words)
