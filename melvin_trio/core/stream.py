@@ -625,13 +625,14 @@ class StreamCore:
         # of its speech), rising, and no run stacked on one instant. Spread later (in the final), a run at the
         # window's start went into the silence before the window, and one at its end had no room left.
         holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
-        holder_start = self._window.speech_start(int(request.offset * SAMPLE_RATE), request.end_sample, ONSET_S)
+        begin = int(request.offset * SAMPLE_RATE)
+        holder_start = self._window.speech_start(begin, request.end_sample, ONSET_S)
         talker = self._background.talker_level
-        span = TalkerSpan.measure(self._window, int(request.offset * SAMPLE_RATE), request.end_sample, talker)
+        span = TalkerSpan.measure(self._window, begin, request.end_sample, talker)
         onset = None if span is None else span.onset(holder_start)
         if onset is not None:
             absolute, holder_start = after_onset(absolute, onset), onset
-        pauses = self._window.pauses(int(request.offset * SAMPLE_RATE), request.end_sample, self.settings.pause_seconds)
+        pauses = self._window.pauses(begin, request.end_sample, self.settings.pause_seconds)
         if onset is None:
             # Words whisper drew back into the pause before the speech are moved after the pause, not clamped onto
             # its end: clamped, they were pushed out 50 ms each (a fresh tester: "If the reader" at 1.47-1.62 s,

@@ -301,10 +301,9 @@ class JobRunner:
         workers = self.workers.get(spec.model)
         if not workers:
             raise EngineError(f"model {spec.model} is no longer configured")
-        audio, info = await trio.to_thread.run_sync(
-            lambda: read_audio(self.store.upload_path(job_id), label=spec.filename or "the upload")
-        )
-        if (note := info.truncation(spec.filename or "the upload")) is not None:
+        label = spec.filename or "the upload"
+        audio, info = await trio.to_thread.run_sync(lambda: read_audio(self.store.upload_path(job_id), label=label))
+        if (note := info.truncation(label)) is not None:
             log.warning("job %s: %s", job_id, note)
         plan = await trio.to_thread.run_sync(
             FileTranscription, audio, spec.language, spec.decoding, spec.initial_prompt, self.speech
