@@ -1379,6 +1379,78 @@ def test_final_words_stay_on_their_speech() -> None:
     assert all(a.end <= b.start for a, b in itertools.pairwise(sent)), times(sent)
 
 
+def test_a_final_is_not_spread_back_into_the_silence_before_its_words() -> None:
+    """A fresh tester's stream (stop 15, the server, 1 s a pass): after "book," (sent, ending 12.22 s) came 3 s of
+    silence, then "and the Valley of the Shadow of Death he is with us." from 15.87 s. Its words came from two
+    passes, "is" from one at 18.89 s and "with" from the next at 18.12 s: clamped to the speech's end, "is with
+    us." had no room, and the sentence was squeezed back over the silence ("and@12.22-12.68 ... Valley@13.77").
+    Right: no word before its own speech (15.87 s), rising, each with a length, none past the speech."""
+    policy = FinalsPolicy(StreamSettings(final_after_words=1))
+    policy.take([W("book,", 12.04, 12.22)])
+    policy.events(13.25, [])
+    said = [
+        ("and", 15.87, 16.10), ("the", 16.10, 16.34), ("Valley", 16.65, 16.81), ("of", 16.81, 16.96),
+        ("the", 16.96, 17.19), ("Shadow", 17.19, 17.66), ("of", 17.66, 17.92), ("Death", 17.92, 18.42),
+        ("he", 18.42, 18.68), ("is", 18.89, 18.99), ("with", 18.12, 18.36), ("us.", 18.36, 18.59),
+    ]  # fmt: skip
+    policy.take([W(t, a, b) for t, a, b in said])
+    sent = [w for e in policy.events(19.75, [], speech_until=18.69) if isinstance(e, SendFinal) for w in e.words]
+    assert [w.text for w in sent] == [t for t, _, _ in said]
+    assert sent[0].start >= 15.87 - 1e-6, times(sent)
+    assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(sent)), times(sent)
+    assert all(w.end - w.start >= 0.05 - 1e-9 for w in sent), times(sent)
+    assert sent[-1].end <= 18.69 + 1e-9, times(sent)
+
+
+def test_a_final_leaves_the_open_word_after_it_its_time() -> None:
+    """A fresh tester's stream (stop 15, 1 s a pass): "and" went out at 15.88-16.05 s, then "the" alone, confirmed
+    at 15.92-15.98 s, with "Valley" (16.11 s) still open. Clamped to start at 16.05 s, "the" was spread 0.3 s
+    forward, and "Valley of the" went out 50 ms each after it. Right: "the" ends by the time the open word begins."""
+    policy = FinalsPolicy(StreamSettings(final_after_words=1))
+    policy.take([W("and", 15.88, 16.05)])
+    policy.events(17.25, [])
+    policy.take([W("the", 15.92, 15.98)])
+    hypothesis = [W("Valley", 16.11, 16.20), W("of", 16.21, 16.28)]
+    sent = [w for e in policy.events(18.25, hypothesis) if isinstance(e, SendFinal) for w in e.words]
+    assert [w.text for w in sent] == ["the"]
+    assert sent[0].start >= 16.05 - 1e-9, times(sent)
+    assert sent[0].end <= 16.11 + 1e-9, times(sent)
+
+
+def test_the_word_whisper_stretched_over_a_run_stacked_on_the_window_end_keeps_its_own_time() -> None:
+    """A fresh tester's stream (stop 15, 0.7 s a pass): while the utterance still ran, whisper stretched its first
+    word over the rest of the window and stacked the rest on the window's end ("and[15.88-16.94] the[16.94-16.94]
+    Valley[16.94-16.94] ..."). The stacked words were left for the next pass, which did the same; "and" was
+    confirmed at 15.88-16.94 and its final held the window's time, so the words after it went out 50 ms each.
+    Right: the first word ends before the second is said, and no two words in a row are 60 ms or shorter."""
+    said = [W(t, 2.0 + 0.35 * i, 2.3 + 0.35 * i) for i, t in enumerate(_SAID[:9])]
+    world = World(said, seconds=7.0)
+    utterance_end = said[-1].end
+
+    def stretching(offset_of: Callable[[], float]) -> FakeEngine:
+        answer = next(iter(world.engine(offset_of).script))
+        assert callable(answer)
+
+        def stretched(audio: np.ndarray, prompt: str) -> list[Word]:
+            heard = answer(audio, prompt)
+            assert isinstance(heard, list)
+            length = audio.size / RATE
+            if len(heard) < 3 or offset_of() + length >= utterance_end + 0.3:
+                return heard  # the whole utterance heard: whisper's times are right
+            last = length - 0.01
+            first = heard[0]
+            return [Word(first.text, first.start, last, 0.9), *(Word(w.text, last, last, 0.9) for w in heard[1:])]
+
+        return FakeEngine([stretched])
+
+    run = drive(core_of(StreamSettings(), "en"), world.pcm(), stretching, engine_seconds=0.7)
+    words = run.words
+    assert [w.text for w in words] == [w.text for w in said]
+    assert words[0].end <= said[1].start + 0.1, times(words)
+    short = [w.end - w.start <= 0.06 for w in words]
+    assert not any(a and b for a, b in itertools.pairwise(short)), times(words)
+
+
 def test_an_event_the_phase_does_not_expect_is_an_error() -> None:
     core = core_of(StreamSettings(), "en")
     assert core.phase.name == "LISTENING"

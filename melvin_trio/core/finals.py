@@ -55,12 +55,15 @@ class FinalsPolicy:
             return len(self.pending)
         return 0
 
-    def _finalize(self, count: int, now: float, speech_until: float | None) -> SendFinal:
+    def _finalize(self, count: int, now: float, speech_until: float | None, following: list[Word]) -> SendFinal:
         taken, self.pending = self.pending[:count], self.pending[count:]
         # Word times come from different passes; what goes out rises, stays inside the audio (and its speech) and
-        # has a length.
+        # has a length, and leaves the next word (pending, or still open) its time: a word whose start was clamped
+        # to the last final's end was spread 0.3 s forward, and the open words after it went out 50 ms each (a
+        # fresh tester's stream: "the@16.05-16.35 Valley@16.35-16.40 of@16.40-16.45", "Valley" said from 16.11 s).
         limit = now if speech_until is None else min(now, max(speech_until, self._emitted_until))
-        end = min(max(self.pending[0].start, self._emitted_until), limit) if self.pending else limit
+        after = self.pending or following
+        end = min(max(after[0].start, self._emitted_until), limit) if after else limit
         # With no room before the next word (whisper stacked the last word of a sentence on the next one's start,
         # and the words before it went out already), the least room after it: the next final begins later. A
         # fresh tester: "cats?" at 47.09-47.09, "I'm" from 47.09.
@@ -81,14 +84,15 @@ class FinalsPolicy:
     ) -> list[Event]:
         """The finals due at stream time `now` (every pending word if `force` or `drain`), then the partial if it
         changed (none when draining: nothing is left open). `speech_until`: stream time after which no speech was
-        heard (no final word goes past it, unless it has no room before it)."""
+        heard (no final word goes past it, unless it has no room before it). `hypothesis`: the words still open,
+        in order; the first keeps its start (a final's last word ends by then, unless it has no room before it)."""
         events: list[Event] = []
         if drain:
             if self.pending:
-                events.append(self._finalize(len(self.pending), now, speech_until))
+                events.append(self._finalize(len(self.pending), now, speech_until, []))
             return events
         while self.pending and (count := self._due_count(now, force)):
-            events.append(self._finalize(count, now, speech_until))
+            events.append(self._finalize(count, now, speech_until, hypothesis))
         text = join_text(self.pending + hypothesis)
         if text != self._last_partial:
             self._last_partial = text

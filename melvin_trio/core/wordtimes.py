@@ -241,13 +241,18 @@ def _compressible(
 ) -> tuple[tuple[int, float], bool] | None:
     """Where the words before index `i`, squeezed together, leave room before `finish` for the `n` words from `i` on:
     the first word to squeeze and where the room starts, and whether each word gets `_SPREAD_WORD_S` (the nearest
-    words give that much room) or only `MIN_WORD_S` or more (all the words before, and the room before them from
-    `begin`). None when there is no such room."""
+    words give that much room) or only `MIN_WORD_S` or more (all the words before, from the first one's start, or
+    from `begin` when even they have too little). None when there is no such room.
+
+    The room before the first word is the last resort: in a final, it is the silence since the last word sent (a
+    fresh tester's stream: a sentence said from 15.87 s, whose last words two passes placed out of order, went
+    out squeezed back over 3 s of silence, from 12.22 s)."""
     for k in range(i - 1, -1, -1):
         if finish - words[k].start >= (i - k + n) * _SPREAD_WORD_S:
             return (k, words[k].start), True
-    if i > 0 and finish - begin >= (i + n) * MIN_WORD_S:
-        return (0, begin), False
+    for first in (words[0].start, begin) if i > 0 else ():
+        if finish - first >= (i + n) * MIN_WORD_S:
+            return (0, first), False
     return None
 
 
