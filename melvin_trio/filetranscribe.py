@@ -73,6 +73,10 @@ BUDGET_BASE_SECONDS: Final = 20.0
 # window that lost Batman's 20 s: 0.57, and 1.1 when cut 5 s earlier (so 1.25, not 1.0).
 SPARSE_WORDS_PER_SECOND: Final = 1.25
 SPARSE_MIN_SPEECH_SECONDS: Final = 4.0
+# A window whose words stop before a pause after which this much of it is not in a pause is cut in that pause, and
+# the rest is asked for as a window of its own (`_split_uncovered`). As streams do (`core/stream.py`, the uncovered
+# speech of a behind pass), 0.5 s: one short word.
+UNCOVERED_MIN_SPEECH_SECONDS: Final = 0.5
 # Segments: a new one after a sentence end, a pause this long, or this many words.
 SEGMENT_PAUSE_SECONDS: Final = 1.0
 SEGMENT_MAX_WORDS: Final = 40
@@ -293,7 +297,8 @@ class FileTranscription:
             raise ValueError(f"window {request.index} answered while window {self.done_windows} was expected")
         if self._split_sparse(request.index, words):
             return
-        end = request.offset + request.audio.size / SAMPLE_RATE
+        self._split_uncovered(request.index, words)
+        end = self.windows[request.index][1] / SAMPLE_RATE
         onset = self._speech_onset(self._first_word[request.index])
         begin = min(max(self.words[-1].end if self.words else 0.0, onset), end)
         inside: list[Word] = []
@@ -346,6 +351,34 @@ class FileTranscription:
         self.windows[index : index + 1] = [(start, middle), (middle, end)]
         self._first_word[index + 1 : index + 1] = [middle / SAMPLE_RATE]
         return True
+
+    def _split_uncovered(self, index: int, words: list[Word]) -> None:
+        """Cut window `index`, answered with `words` (window seconds), in the first pause after its last word's start
+        that is followed, within the window, by at least UNCOVERED_MIN_SPEECH_SECONDS outside the detector's pauses,
+        and add the rest as the next window: whisper ended the window's text early and skipped that speech. Its
+        words stay.
+
+        Whisper, decoding with beams, closes a window's text with a timestamp at times and whisper.cpp skips the
+        rest (a fresh tester: base, three German sentences, the third, 3.4 s of speech after a pause, missing from
+        the transcript; greedy kept it). Unlike `_split_sparse`, the window said much: only its tail is asked
+        again, prompted with its text. A window with no words is `_split_sparse`'s."""
+        spoken = without_non_speech(words)
+        if not spoken:
+            return
+        start, end = self.windows[index]
+        covered = start / SAMPLE_RATE + max(w.start for w in spoken)
+        stop = end / SAMPLE_RATE
+        for a, b in self._pauses:
+            if b <= covered or a * SAMPLE_RATE <= start or b >= stop:
+                continue
+            # Speech is what no pause holds: the detector was unsure of that sentence (probability above the pause
+            # threshold, mostly under the speech threshold), and 0.67 s of its 3.4 s passed the speech threshold.
+            paused = sum(min(y, stop) - max(x, b) for x, y in self._pauses if y > b and x < stop)
+            if stop - b - paused >= UNCOVERED_MIN_SPEECH_SECONDS:
+                cut = round((max(a, covered) + b) / 2 * SAMPLE_RATE)
+                self.windows[index : index + 1] = [(start, cut), (cut, end)]
+                self._first_word[index + 1 : index + 1] = [cut / SAMPLE_RATE]
+                return
 
     def _prompt(self) -> str:
         text = join_text(self.words).strip()
