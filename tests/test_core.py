@@ -193,6 +193,21 @@ def test_a_confirmed_word_keeps_no_time_before_the_talkers_onset() -> None:
         assert times(agreement.confirm(onset=onset)[:2]) == expected
 
 
+def test_a_confirmed_word_keeps_no_time_after_the_next_word_of_the_confirming_pass() -> None:
+    """A fresh tester's stream (stop 15, the server): a pass ending at 4.0 s put "make" at 3.58-3.99 s, on its
+    window's end; the utterance's last pass, its times broken by a stacked run, put it at 3.06-3.26 s and
+    "themselves" at 3.26-3.56 s. Agreement kept the earlier pass's time, after "themselves" began, and the final
+    squeezed "make themselves" to 50 ms each. Right: the confirming pass's time for that word."""
+    agreement = LocalAgreement()
+    agreement.insert([W("gradually", 2.5, 2.99), W("make", 3.58, 3.99)])
+    agreement.confirm()
+    agreement.insert(
+        [W("gradually", 2.66, 3.06), W("make", 3.06, 3.26), W("themselves", 3.26, 3.56), W("at", 3.56, 3.86)],
+        times_broken=True,
+    )
+    assert times(agreement.confirm()) == [(2.5, 2.99), (3.06, 3.26)]
+
+
 def test_settled_words_wait_where_the_pass_is_not_trusted() -> None:
     """A word the previous pass did not reach is confirmed by one sure pass (`settled_before`), but not where that
     pass's times are not trusted."""

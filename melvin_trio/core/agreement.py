@@ -173,6 +173,10 @@ class LocalAgreement:
                 break
             later = self._incoming_times_broken or new.start > old.start + _DRIFT_S
             later = later and (onset is None or old.start >= onset)
+            # Nor a time after the new pass's next word begins: the earlier pass had the word at its window's
+            # end, where its times are the least sure (a fresh tester's stream: "make[3.58-3.99]", the last word
+            # of a pass ending at 4.0 s, kept before "themselves[3.26-3.56]", and the final squeezed them).
+            later = later and not (len(incoming) > 1 and old.start > incoming[1].start)
             confirmed.append(Word(new.text, old.start, old.end, new.probability) if later else new)
             incoming, previous = incoming[1:], previous[1:]
         if settled_before is not None and not previous:
