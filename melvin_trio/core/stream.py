@@ -618,9 +618,14 @@ class StreamCore:
         shifted = self._heard(request, words)
         inside = [w for w in shifted if w.start < latest_start]
         self._end_words_left = not request.complete and len(inside) < len(shifted)
-        stacked = len(shifted) - len(inside)
-        stretched = stacked >= 2 and inside and inside[-1] is shifted[len(inside) - 1]
-        if not request.complete and stretched and inside[-1].end >= latest_start - _PAST_END_S:
+        stacked = len(shifted) - len(inside)  # the words whisper put on the window's last _PAST_END_S
+        if (
+            not request.complete
+            and stacked >= 2
+            and inside
+            and inside[-1] is shifted[len(inside) - 1]
+            and inside[-1].end >= latest_start - _PAST_END_S
+        ):
             # Whisper stretched the word before a run it stacked on the window's end over the run's time: the word
             # keeps its share, as `spread_collapsed` would give it (a fresh tester's stream: "and[15.88-16.94]",
             # five words stacked at 16.94 s; confirmed so, the words after it went out 50 ms each).
