@@ -725,6 +725,11 @@ def _talker_then_tail(
         (0.1, 0.2, False),  # 20 dB under the talker and unsure: background speech whisper could not make out
         (0.1, 0.9, True),  # as faint, but sure: a quiet second talker
         (1.0, 0.2, True),  # unsure, but at the talker's level: the talker, badly heard
+        # 8 dB under: dropped only when whisper was very unsure (a fresh tester, babble 10 dB under the talker,
+        # measured 9.3 dB under: "For a march done down to the earth, will never be there." at 0.19)
+        (0.4, 0.19, False),
+        (0.4, 0.4, True),
+        (0.6, 0.19, True),  # 4.4 dB under: nearer than half the margin
     ],
 )
 def test_unconfirmed_words_are_dropped_only_when_faint_and_unsure(gain: float, probability: float, kept: bool) -> None:

@@ -74,6 +74,7 @@ class StreamSettings:
     # much." at confidence 0.36, 20 dB under the talker; the talker's own unconfirmed runs there: 0.6 and up).
     # Either condition alone keeps the words. 0 confidence: off. 10 dB, not 15: a fresh tester's babble 15 dB
     # (RMS) under the talker measured 11-14 dB under it as speech (the detector's speech frames are its loudest),
-    # and whisper made 5-27 words of it at confidence 0.10-0.41.
+    # and whisper made 5-27 words of it at confidence 0.10-0.41. Words under half that confidence need half the
+    # margin (`BackgroundSpeech.is_background`).
     background_max_confidence: float = 0.5
     background_margin_db: float = 10.0
