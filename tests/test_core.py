@@ -608,6 +608,17 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     assert forward[0] == oh[0]
     assert forward[1].start >= 36.06
     assert forward[2:] == oh[2:]
+    # A run stacked in the pause before its speech, the words after it drawn early and stretched over its time (a
+    # fresh tester's file: "He might even have been" at 14.50 s in a pause to 14.75 s, "made" at 14.98 s, "amiable"
+    # over 1.1 s): the run gets its time, the stretched words make room, up to the next pause.
+    run = [W("book.", 11.14, 11.46), *(W(t, 14.5, 14.5) for t in ("He", "might", "even", "have", "been"))]
+    run += [W("made", 14.98, 15.19), W("amiable", 15.19, 16.31), W("himself.", 16.31, 17.5)]
+    spread = wordtimes.out_of_pauses(run, [(11.46, 14.75), (17.5, 18.72)])
+    assert spread[0] == run[0]
+    assert all(w.end - w.start >= 0.1 for w in spread), times(spread)
+    assert all(x.end <= y.start for x, y in itertools.pairwise(spread)), times(spread)
+    assert spread[1].start >= 14.75
+    assert spread[-1].end == 17.5
 
 
 def test_a_final_after_the_time_limit() -> None:

@@ -8,6 +8,7 @@ wherever there is room. Times are stream seconds.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 from melvin_trio.core.words import Word
@@ -101,7 +102,8 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
     `_SPREAD_WORD_S` a word (less when the speech before the pause is short), the words of that speech squeezed to
     make room, unless that speech cannot hold them at `_MIN_ROOM_WORD_S` a word (then the whole run goes forward); the
     rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
-    up to the next word. Times may then touch: `pushed` gives each its length again. `words` rise."""
+    up to the next word (or, for two words or more with no room there, past it: the words after them make room,
+    see `_stretched_after`). Times may then touch: `pushed` gives each its length again. `words` rise."""
     out = list(words)
     i = 0
     while i < len(out):
@@ -131,10 +133,35 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
                 _scale(out, k, i, first, a - n * length)
             _place(out, i, split, max(a - n * length, out[i - 1].end if i > 0 else 0.0), a)
         if j > split:
-            ceiling = out[j].start if j < len(out) else b + (j - split) * _SPREAD_WORD_S
-            _place(out, split, j, b, max(min(ceiling, b + (j - split) * _SPREAD_WORD_S), b))
+            n = j - split
+            ceiling = out[j].start if j < len(out) else b + n * _SPREAD_WORD_S
+            m = _stretched_after(out, j, n, b, pauses) if n > 1 and ceiling - b < n * _SPREAD_WORD_S else None
+            if m is None:
+                _place(out, split, j, b, max(min(ceiling, b + n * _SPREAD_WORD_S), b))
+            else:
+                # A run with no room before the next word: whisper drew the words after it early too, and
+                # stretched them over the run's time. They make room, as far as they need to.
+                _place(out, split, j, b, b + n * _SPREAD_WORD_S)
+                _scale(out, j, m + 1, b + n * _SPREAD_WORD_S, out[m].end)
         i = max(j, split)
     return out
+
+
+def _stretched_after(words: list[Word], j: int, n: int, start: float, pauses: list[tuple[float, float]]) -> int | None:
+    """The first index m from `j` on such that the words j..m, squeezed, leave `n` words before them
+    `_SPREAD_WORD_S` each from `start`, giving each of their own as much, none of them after the next pause; None
+    when there is none.
+
+    A fresh tester's file: "He might even have been" stacked in the 3 s pause before their speech, "made" at 14.98
+    s and "amiable" stretched over 1.1 s; moved after the pause (14.75 s) with no room before "made", the run went
+    out 50 ms a word, and "amiable" 1.6 s early."""
+    limit = next((a for a, _ in pauses if a > start), math.inf)
+    for m in range(j, len(words)):
+        if words[m].start >= limit:
+            return None
+        if words[m].end - start >= (m - j + 1 + n) * _SPREAD_WORD_S:
+            return m
+    return None
 
 
 def _tail_limit(words: list[Word], i: int, j: int, pause_end: float) -> int:
