@@ -428,6 +428,13 @@ class _TopParser(_Parser):
                 message = f"unrecognized arguments: {' '.join(unknown)}"
         super().error(message)
 
+    def unrecognized(self, args: argparse.Namespace, extras: list[str]) -> NoReturn:
+        """Options none of the chosen command's parsers knows: named with that command, whose --help lists its
+        options (a fresh tester: `melvin-trio stream F --bogus` said `melvin-trio: error: ...`)."""
+        chosen = (getattr(args, name, None) for name in ("command", "models_command"))
+        prog = " ".join([self.prog, *(str(name) for name in chosen if name)])
+        self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)\n")
+
 
 def _global_options(defaults: bool) -> _Parser:
     """The options every command takes, before or after the subcommand's name. Only the top level sets
@@ -568,7 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     line on stderr, never a traceback."""
     parser = build_parser()
     parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.unrecognized(args, extras)
     try:
         level = args.log_level or _log_level_from_env()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -113,7 +113,9 @@ async def test_a_bad_log_level_is_one_line(before: bool) -> None:
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["transcribe", "x.wav", "--bogus"], "unrecognized arguments: --bogus"),
+        (["transcribe", "x.wav", "--bogus"], "melvin-trio transcribe: error: unrecognized arguments: --bogus"),
+        (["--bogus", "transcribe", "x.wav"], "melvin-trio transcribe: error: unrecognized arguments: --bogus"),
+        (["models", "list", "--bogus"], "melvin-trio models list: error: unrecognized arguments: --bogus"),
         (["transcribe"], "the following arguments are required: file"),
         (["transcribe", "x.wav", "--format", "docx"], "argument --format: invalid choice: 'docx'"),
         (["serve", "--ws-port"], "argument --ws-port: expected one argument"),
