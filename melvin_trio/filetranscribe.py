@@ -347,9 +347,7 @@ class FileTranscription:
         if not inside:
             return False
         a, b = max(inside, key=lambda pause: pause[1] - pause[0])
-        middle = round((a + b) / 2 * SAMPLE_RATE)
-        self.windows[index : index + 1] = [(start, middle), (middle, end)]
-        self._first_word[index + 1 : index + 1] = [middle / SAMPLE_RATE]
+        self._split_at(index, round((a + b) / 2 * SAMPLE_RATE))
         return True
 
     def _split_uncovered(self, index: int, words: list[Word]) -> None:
@@ -375,10 +373,14 @@ class FileTranscription:
             # threshold, mostly under the speech threshold), and 0.67 s of its 3.4 s passed the speech threshold.
             paused = sum(min(y, stop) - max(x, b) for x, y in self._pauses if y > b and x < stop)
             if stop - b - paused >= UNCOVERED_MIN_SPEECH_SECONDS:
-                cut = round((max(a, covered) + b) / 2 * SAMPLE_RATE)
-                self.windows[index : index + 1] = [(start, cut), (cut, end)]
-                self._first_word[index + 1 : index + 1] = [cut / SAMPLE_RATE]
+                self._split_at(index, round((max(a, covered) + b) / 2 * SAMPLE_RATE))
                 return
+
+    def _split_at(self, index: int, cut: int) -> None:
+        """Window `index` becomes two at sample `cut` (in a pause); the second's words begin no earlier than it."""
+        start, end = self.windows[index]
+        self.windows[index : index + 1] = [(start, cut), (cut, end)]
+        self._first_word[index + 1 : index + 1] = [cut / SAMPLE_RATE]
 
     def _prompt(self) -> str:
         text = join_text(self.words).strip()

@@ -66,8 +66,14 @@ class World:
             audio[int(w.start * RATE) : int(w.end * RATE)] = noise[int(w.start * RATE) : int(w.end * RATE)]
         return (audio * 32767).astype("<i2").tobytes()
 
-    def engine(self, offset_of: Callable[[], float], transform: Callable[[str, int], str] | None = None) -> FakeEngine:
-        """A fake engine answering with the world's words inside the window it is given (times relative to it)."""
+    def engine(
+        self,
+        offset_of: Callable[[], float],
+        transform: Callable[[str, int], str] | None = None,
+        rewrite: Callable[[list[Word], float], list[Word]] | None = None,
+    ) -> FakeEngine:
+        """A fake engine answering with the world's words inside the window it is given (times relative to it);
+        `rewrite` changes each answer as whisper would, given the window's length in seconds."""
         calls = [0]
 
         def answer(audio: np.ndarray, prompt: str) -> list[Word]:
@@ -80,7 +86,7 @@ class World:
                     text = transform(w.text, calls[0]) if transform else w.text
                     end = min(w.end, offset + length)
                     out.append(Word(text, max(w.start + j - offset, 0.0), max(end + j - offset, 0.0), 0.9))
-            return out
+            return out if rewrite is None else rewrite(out, length)
 
         return FakeEngine([answer])
 
@@ -713,19 +719,14 @@ def _talker_then_tail(
     pcm[int(5.0 * RATE) :] *= tail_gain
     tail_texts = {w.text for w in tail}
 
+    def with_probabilities(heard: list[Word], length: float) -> list[Word]:
+        return [
+            Word(w.text, w.start, w.end, tail_probability if w.text in tail_texts else talker_probability)
+            for w in heard
+        ]
+
     def scripted(offset_of: Callable[[], float]) -> FakeEngine:
-        answer = next(iter(world.engine(offset_of).script))
-        assert callable(answer)
-
-        def with_probabilities(audio: np.ndarray, prompt: str) -> list[Word]:
-            heard = answer(audio, prompt)
-            assert isinstance(heard, list)
-            return [
-                Word(w.text, w.start, w.end, tail_probability if w.text in tail_texts else talker_probability)
-                for w in heard
-            ]
-
-        return FakeEngine([with_probabilities])
+        return world.engine(offset_of, rewrite=with_probabilities)
 
     return talker, pcm.astype("<i2").tobytes(), scripted
 
@@ -1459,20 +1460,14 @@ def test_the_word_whisper_stretched_over_a_run_stacked_on_the_window_end_keeps_i
     utterance_end = said[-1].end
 
     def stretching(offset_of: Callable[[], float]) -> FakeEngine:
-        answer = next(iter(world.engine(offset_of).script))
-        assert callable(answer)
-
-        def stretched(audio: np.ndarray, prompt: str) -> list[Word]:
-            heard = answer(audio, prompt)
-            assert isinstance(heard, list)
-            length = audio.size / RATE
+        def stretched(heard: list[Word], length: float) -> list[Word]:
             if len(heard) < 3 or offset_of() + length >= utterance_end + 0.3:
                 return heard  # the whole utterance heard: whisper's times are right
             last = length - 0.01
             first = heard[0]
             return [Word(first.text, first.start, last, 0.9), *(Word(w.text, last, last, 0.9) for w in heard[1:])]
 
-        return FakeEngine([stretched])
+        return world.engine(offset_of, rewrite=stretched)
 
     run = drive(core_of(StreamSettings(), "en"), world.pcm(), stretching, engine_seconds=0.7)
     words = run.words

@@ -29,9 +29,8 @@ class BackgroundSpeech:
     """Owns the stream's talker level (the median speech level, dBFS, of the latest windows in which words were
     confirmed) and decides whether unconfirmed words are background speech: unsure (geometric mean probability
     below `max_confidence`) AND heard in a window at least `margin_db` under the talker (half of it for words under
-    half of `max_confidence`). Either condition alone keeps
-    the words: a quiet second talker whisper is sure of is a talker; an unsure word at the talker's level is the
-    talker, badly heard. `max_confidence` 0: off."""
+    half of `max_confidence`). Either condition alone keeps the words: a quiet second talker whisper is sure of is a
+    talker; an unsure word at the talker's level is the talker, badly heard. `max_confidence` 0: off."""
 
     def __init__(self, max_confidence: float, margin_db: float) -> None:
         self._max_confidence = max_confidence
