@@ -29,7 +29,7 @@ from melvin_trio.core.events import DetectRequest
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, frame_energies_db, make_detector, pause_runs
 from melvin_trio.core.words import Word, join_text, without_non_speech
-from melvin_trio.core.wordtimes import after_onset, out_of_pauses, outside_pauses, pushed
+from melvin_trio.core.wordtimes import after_onset, onto_stretched, out_of_pauses, outside_pauses, pushed
 from melvin_trio.engine.base import SAMPLE_RATE, AbortCheck, Audio, Decoding, Engine, EngineAborted
 
 WINDOW_SECONDS: Final = 30.0
@@ -242,6 +242,11 @@ class FileTranscription:
         self._progress = 0.0
         self.speech = speech_regions(self.audio, self.settings, detected)
         self._pauses = pauses(detected, self.settings)
+        # Each pause's start and the onset of the speech after it (seconds; by level, as a region's onset): a window
+        # that begins in the pause begins ONSET_LEAD_SECONDS before that onset (`_audio_start`).
+        self._pause_onsets = [
+            (a, min(b, _onset(detected[1], round(b / FRAME_SECONDS)) * FRAME_SECONDS)) for a, b in self._pauses
+        ]
         self.windows = plan_windows(self.audio.size, self.audio, self.speech)
         onsets = {region.start: region.onset for region in self.speech}
         self._first_word = [onsets.get(start, start) / SAMPLE_RATE for start, _ in self.windows]
@@ -275,6 +280,7 @@ class FileTranscription:
         if self.language is None:
             return DetectRequest(speech_sample(self.audio, self.speech))
         start, end = self.windows[self.done_windows]
+        start = self._audio_start(start, end)
         return WindowRequest(
             index=self.done_windows,
             audio=self.audio[start:end],
@@ -297,7 +303,7 @@ class FileTranscription:
             raise ValueError(f"window {request.index} answered while window {self.done_windows} was expected")
         if self._split_sparse(request.index, words):
             return
-        self._split_uncovered(request.index, words)
+        self._split_uncovered(request, words)
         end = self.windows[request.index][1] / SAMPLE_RATE
         onset = self._speech_onset(self._first_word[request.index])
         begin = min(max(self.words[-1].end if self.words else 0.0, onset), end)
@@ -316,9 +322,22 @@ class FileTranscription:
         tail = self._tails.get(self.windows[request.index][1])
         if tail is not None and not any(a < tail[1] and b > tail[0] for a, b in nearby):
             nearby.append(tail)
-        self.words.extend(pushed(out_of_pauses(outside_pauses(inside, nearby), nearby), begin, end))
+        placed = out_of_pauses(outside_pauses(inside, nearby), nearby, end)
+        self.words.extend(pushed(onto_stretched(placed), begin, end))
         self.done_windows += 1
         self._progress = max(self._progress, self.done_windows / len(self.windows))
+
+    def _audio_start(self, start: int, end: int) -> int:
+        """Where the audio of the window [start, end) (samples) begins: `start`, or, when that lies in a pause,
+        ONSET_LEAD_SECONDS before the onset of the speech after it, as a region's first window does. Whisper
+        stretched the first word of a window that began 2.9 s before its speech over that silence, placed every
+        later word up to 3 s late and stacked the last sentence on the window's end (five clips with 3 s of silence
+        between them, tiny.en, file decoding)."""
+        lead = round(ONSET_LEAD_SECONDS * SAMPLE_RATE)
+        for a, onset in self._pause_onsets:
+            if a * SAMPLE_RATE <= start < onset * SAMPLE_RATE:
+                return min(max(start, round(onset * SAMPLE_RATE) - lead), end)
+        return start
 
     def _speech_onset(self, first_word: float) -> float:
         """Where a window's speech begins, in seconds: `first_word` (its region's onset by level, or its start), or
@@ -350,11 +369,11 @@ class FileTranscription:
         self._split_at(index, round((a + b) / 2 * SAMPLE_RATE))
         return True
 
-    def _split_uncovered(self, index: int, words: list[Word]) -> None:
-        """Cut window `index`, answered with `words` (window seconds), in the first pause after its last word's start
-        that is followed, within the window, by at least UNCOVERED_MIN_SPEECH_SECONDS outside the detector's pauses,
-        and add the rest as the next window: whisper ended the window's text early and skipped that speech. Its
-        words stay.
+    def _split_uncovered(self, request: WindowRequest, words: list[Word]) -> None:
+        """Cut `request`'s window, answered with `words` (window seconds), in the first pause after its last word's
+        start that is followed, within the window, by at least UNCOVERED_MIN_SPEECH_SECONDS outside the detector's
+        pauses, and add the rest as the next window: whisper ended the window's text early and skipped that speech.
+        Its words stay.
 
         Whisper, decoding with beams, closes a window's text with a timestamp at times and whisper.cpp skips the
         rest (a fresh tester: base, three German sentences, the third, 3.4 s of speech after a pause, missing from
@@ -363,8 +382,9 @@ class FileTranscription:
         spoken = without_non_speech(words)
         if not spoken:
             return
+        index = request.index
         start, end = self.windows[index]
-        covered = start / SAMPLE_RATE + max(w.start for w in spoken)
+        covered = request.offset + max(w.start for w in spoken)
         stop = end / SAMPLE_RATE
         for a, b in self._pauses:
             if b <= covered or a * SAMPLE_RATE <= start or b >= stop:

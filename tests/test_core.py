@@ -625,6 +625,59 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     assert all(x.end <= y.start for x, y in itertools.pairwise(spread)), times(spread)
     assert spread[1].start >= 14.75
     assert spread[-1].end == 17.5
+    # A run stacked on the end of the audio heard, in the pause the window ends in (a fresh file's window cut in
+    # 3.3 s of silence: "the woodcutters of the Netherlands by a similar process," at its end): nothing after it was
+    # heard, so it ends the speech before the pause, even without a sentence end.
+    stacked = [W("centuries", 36.8, 37.7), W("before", 37.7, 41.3)]
+    stacked += [W(t, 43.02, 43.02) for t in ("the", "woodcutters", "of", "the", "Netherlands", "by", "a", "process,")]
+    ends = wordtimes.out_of_pauses(stacked, [(31.0, 31.7), (41.38, 44.67)], heard_until=43.02)
+    assert all(w.end <= 41.38 for w in ends), times(ends)
+    assert all(w.end - w.start >= 0.1 for w in ends[2:]), times(ends)
+    assert all(x.end <= y.start for x, y in itertools.pairwise(ends)), times(ends)
+    # ...where, heard on, they would begin the speech after it.
+    assert wordtimes.out_of_pauses(stacked, [(31.0, 31.7), (41.38, 44.67)])[2].start >= 44.67
+
+
+def test_words_packed_before_a_word_stretched_over_their_time_share_its_time() -> None:
+    """A fresh file's window, Batman's last sentence: whisper packed "I didn't see the light until ... me, but" into
+    0.5 s at the start of the speech and stretched "right!" over the 6 s after it. Right: those 19 words and
+    "right!" spread over the 6.5 s, and the words before the packed ones untouched. Words at an ordinary rate
+    before a long word, or two packed words before an ordinary one, stay as whisper gave them."""
+    texts = [
+        "I",
+        "didn't",
+        "see",
+        "the",
+        "light",
+        "until",
+        "I",
+        "was",
+        "already",
+        "a",
+        "man,",
+        "but",
+        "then",
+        "it",
+        "was",
+        "nothing",
+        "to",
+        "me,",
+        "but",
+    ]
+    before = [W("it.", 51.0, 51.4)]
+    packed = [W(t, 53.38 + 0.022 * k, 53.40 + 0.022 * k) for k, t in enumerate(texts[:-1])]
+    packed.append(W("but", 53.71, 53.81))
+    words = [*before, *packed, W("right!", 54.26, 59.52)]
+    spread = wordtimes.onto_stretched(words)
+    assert spread[0] == words[0]
+    assert [w.text for w in spread] == [w.text for w in words]
+    assert spread[1].start == pytest.approx(53.38)
+    assert spread[-1].end == pytest.approx(59.52)
+    assert all(w.end - w.start == pytest.approx((59.52 - 53.38) / 20) for w in spread[1:]), times(spread)
+    ordinary = [W("the", 1.0, 1.2), W("narrative", 1.2, 1.7), W("antecedents,", 1.7, 3.06)]
+    assert wordtimes.onto_stretched(ordinary) == ordinary
+    short = [W("of", 1.0, 1.04), W("the", 1.04, 1.08), W("art", 1.1, 1.5)]
+    assert wordtimes.onto_stretched(short) == short
 
 
 def test_a_final_after_the_time_limit() -> None:

@@ -19,6 +19,7 @@ from melvin_trio.engine.fake import FakeEngine, Hang
 from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.filetranscribe import (
     MIN_LAST_WINDOW_SECONDS,
+    ONSET_LEAD_SECONDS,
     WINDOW_SECONDS,
     FileTranscription,
     WindowRequest,
@@ -140,6 +141,27 @@ def test_speech_after_the_last_word_of_a_window_is_asked_for_again() -> None:
     assert all(w.start >= 1.0 and w.end <= 6.0 for w in plan.words[:15])
     assert all(w.start >= 7.9 and w.end <= 12.1 for w in plan.words[15:]), [(w.start, w.end) for w in plan.words]
     assert all(a.end <= b.start for a, b in itertools.pairwise(plan.words))
+
+
+def test_a_window_cut_in_a_long_silence_begins_shortly_before_its_speech() -> None:
+    """Speech (by level) at 0.5-27 s and 31-45 s: one region, cut into two windows in the 4 s of silence. Whisper
+    stretched the first word of a window that began 2.9 s before its speech over that silence and placed the rest
+    late (a fresh file, stop 27). Right: the second window's audio begins ONSET_LEAD_SECONDS before its speech (not
+    where the first window ended), and its words are placed from there."""
+    audio = _speech(46.0, gaps=((0.0, 0.5), (27.0, 31.0)))
+    seen: list[float] = []
+
+    def answer(chunk: Audio, prompt: str) -> list[Word]:
+        seen.append(chunk.size / RATE)
+        return [Word("word", 1.0, 1.4, 0.9), Word("two.", 1.4, 1.8, 0.9)]
+
+    plan = run(FakeEngine([answer]), FileTranscription(audio, "en", GREEDY, settings=ENERGY))
+    assert len(plan.windows) == 2
+    first_end = plan.windows[0][1] / RATE
+    assert 27.0 <= first_end < 30.0 - ONSET_LEAD_SECONDS  # cut early in the silence: the rest of it is skipped
+    frame = 512 / RATE
+    assert seen[1] == pytest.approx(46.0 - (31.0 - ONSET_LEAD_SECONDS), abs=2 * frame)
+    assert [w.start for w in plan.words[2:]] == pytest.approx([31.0, 31.4], abs=2 * frame)
 
 
 def test_the_language_is_detected_on_the_speech_only() -> None:
@@ -392,3 +414,61 @@ def test_a_talker_after_silence_has_words_on_its_sound(tiny_en_engine: Engine, c
     assert not any(a and b for a, b in itertools.pairwise(least)), shown
     assert abs(words[0].start - first) <= 0.3, (first, shown)
     assert last - 0.5 <= words[-1].end <= last + 0.4, (last, shown)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        (
+            "ljspeech_LJ001-0005.wav",
+            "librispeech_1988-24833-0001.wav",
+            "librivox-sense-and-sensibility_0920.wav",
+            "ljspeech_LJ001-0001.wav",
+            "librispeech_1988-24833-0000.wav",
+        ),
+        (
+            "ljspeech_LJ001-0001.wav",
+            "librispeech_3752-4944-0001.wav",
+            "ljspeech_LJ050-0131.wav",
+            "ljspeech_LJ001-0003.wav",
+            "librivox-sense-and-sensibility_0880.wav",
+        ),
+        (
+            "librispeech_1988-24833-0001.wav",
+            "librispeech_1988-24833-0002.wav",
+            "librivox-sense-and-sensibility_0880.wav",
+            "librispeech_2412-153948-0001.wav",
+            "melvin_batman.wav",
+        ),
+    ],
+)
+def test_no_window_drifts_its_words_out_of_their_clips(
+    tiny_en_engine: Engine, clips: list[Clip], names: tuple[str, ...]
+) -> None:
+    """Files of 1 s of silence and five clips with 3 s of silence between them (12 such files were scanned at stop
+    27; these three were the worst). A file window cut in a silence began up to 2.9 s before its speech: whisper
+    stretched its first word over the silence, placed every later word up to 3 s late and stacked the last
+    sentence on the window's end ("The two stray kittens gradually make themselves at home." 9 words at 48.39-48.84
+    s, that clip's speech over at 48.03 s; "the woodcutters of the Netherlands by a similar process," in the
+    silence after their clip). And with only that mended, it packed Batman's last 19 words into 0.5 s before
+    "right!", stretched over 6 s.
+    Right: every word within its own clip's speech (0.3 s before its start to 0.4 s after its end: the detector's
+    decision, which bounds the last word, trails the sound), and no three words in a row at the least length."""
+    chosen = [next(c for c in clips if c.path.name == name) for name in names]
+    parts, spans, t = [np.zeros(RATE, dtype=np.float32)], [], 1.0
+    for clip in chosen:
+        audio, _ = read_wav(clip.path)
+        parts += [audio, np.zeros(3 * RATE, dtype=np.float32)]
+        spans.append((t, t + audio.size / RATE))
+        t += audio.size / RATE + 3.0
+    words = transcribe_file(tiny_en_engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
+    shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in words]
+    assert count_errors(" ".join(c.text for c in chosen), " ".join(w.text for w in words), "en").wer <= 0.1, shown
+    outside = [
+        s
+        for w, s in zip(words, shown, strict=True)
+        if not any(a - 0.3 <= w.start and w.end <= b + 0.4 for a, b in spans)
+    ]
+    assert outside == [], shown
+    least = [w.end - w.start <= MIN_WORD_S + 1e-3 for w in words]
+    assert not any(all(least[k : k + 3]) for k in range(len(least) - 2)), shown

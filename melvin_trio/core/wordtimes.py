@@ -17,6 +17,7 @@ __all__ = [
     "MIN_WORD_S",
     "after_onset",
     "longest_collapsed_run",
+    "onto_stretched",
     "out_of_pauses",
     "outside_pauses",
     "pushed",
@@ -38,6 +39,10 @@ _SENTENCE_TAIL_S: Final = 2.0
 # Less room means the speech before the pause is not where the words belong (a fresh tester, a stream behind: "Oh,"
 # alone in 0.16 s of speech before a 0.9 s pause, and "you think darkness is your ally." after it squeezed into it).
 _MIN_ROOM_WORD_S: Final = 0.1
+# A word this long after words packed tighter than that was stretched over their time (`onto_stretched`). Length
+# alone does not tell: offline, on en-long's clean speech, whisper's longest right words last 0.9-1.36 s
+# ("antecedents," said slowly); the words packed before it do.
+_STRETCHED_WORD_S: Final = 1.0
 
 
 def within_speech(words: list[Word], speech_end: float | None) -> list[Word]:
@@ -90,7 +95,7 @@ def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list
     return out
 
 
-def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[Word]:
+def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]], heard_until: float = math.inf) -> list[Word]:
     """Words wholly inside a pause (start, end in seconds) moved to the speech they belong to: whisper's times
     drift, and in a window of several sentences it places a sentence's tail in the pause after it (a fresh tester,
     five clips with 3 s of silence between them: "will doubt my being so." at 9.62-13.0 s, the silence 10.04-13.04
@@ -103,7 +108,11 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
     make room, unless that speech cannot hold them at `_MIN_ROOM_WORD_S` a word (then the whole run goes forward); the
     rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
     up to the next word (or, for two words or more with no room there, past it: the words after them make room,
-    see `_stretched_after`). Times may then touch: `pushed` gives each its length again. `words` rise."""
+    see `_stretched_after`). A run in a pause that reaches `heard_until` (the end of the audio the words were heard in,
+    seconds), with no word after it, continues the speech before the pause whole: no speech after it was heard
+    (a fresh file's window, cut in a 3.3 s silence: whisper stacked "the woodcutters of the Netherlands by a similar
+    process," on its end, and they went out 50 ms a word in the silence). Times may then touch: `pushed` gives each
+    its length again. `words` rise."""
     out = list(words)
     i = 0
     while i < len(out):
@@ -118,6 +127,8 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
         split = i  # words i..split-1 end the sentence before the pause, split..j-1 begin the one after it
         if i > 0 and not out[i - 1].ends_sentence:
             split = next((k + 1 for k in range(i, _tail_limit(out, i, j, b)) if out[k].ends_sentence), i)
+        if i > 0 and j == len(out) and b >= heard_until:
+            split = j
         # The words before, back to the pause before them, were drifted late too: squeezed to make room.
         since = max((end for _, end in pauses if end <= a), default=0.0)
         k = i
@@ -144,6 +155,30 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[
                 _place(out, split, j, b, b + n * _SPREAD_WORD_S)
                 _scale(out, j, m + 1, b + n * _SPREAD_WORD_S, out[m].end)
         i = max(j, split)
+    return out
+
+
+def onto_stretched(words: list[Word]) -> list[Word]:
+    """Words whisper packed tighter than `_MIN_ROOM_WORD_S` a word (two or more) just before a word it stretched
+    over their time (`_STRETCHED_WORD_S` or more, and at least `_MIN_ROOM_WORD_S` for itself and each of them)
+    share that word's time: they and it are spread evenly from the first one's start to its end. `words` rise.
+
+    A fresh file's window, Batman's last sentence: "I didn't see the light until I was already a man, but then it
+    was nothing to me but" packed into 0.5 s at the window's start, and "right!" over the 6 s of speech after it."""
+    out = list(words)
+    for j in range(2, len(out)):
+        if out[j].end - out[j].start < _STRETCHED_WORD_S:
+            continue
+        # The packed words: the most words before j, none of them `_SPREAD_WORD_S` long, that whisper gave less
+        # than `_MIN_ROOM_WORD_S` a word.
+        i = j
+        for k in range(j - 1, -1, -1):
+            if out[k].end - out[k].start >= _SPREAD_WORD_S:
+                break
+            if j - k >= 2 and out[j - 1].end - out[k].start < (j - k) * _MIN_ROOM_WORD_S:
+                i = k
+        if i < j and out[j].end - out[j].start >= (j - i + 1) * _MIN_ROOM_WORD_S:
+            _place(out, i, j + 1, out[i].start, out[j].end)
     return out
 
 
