@@ -86,8 +86,10 @@ def timed(texts: list[str], offset: float = 0.0) -> list[Word]:
 
 @given(st.lists(st.lists(vocabulary, max_size=12), min_size=1, max_size=8))
 def test_confirmed_words_are_a_prefix_of_what_the_passes_said(passes: list[list[str]]) -> None:
-    """Whatever the passes say, a confirmed word was said at its place by two consecutive passes, and no word is
-    confirmed twice."""
+    """Whatever the passes say, a confirmed word was said at its place by two consecutive passes, with the time one
+    of them gave it (the previous pass's, where the new one placed it later: whisper drifts words later as a window
+    grows, `LocalAgreement.confirm`), and no word is confirmed twice. Hypothesis found, at stop 27, that the test
+    still asked for the new pass's time only: ["cat"], ["cat", "cat"], ["the", "the", "cat", "cat"]."""
     agreement = LocalAgreement()
     confirmed: list[Word] = []
     previous: list[Word] = []
@@ -97,7 +99,9 @@ def test_confirmed_words_are_a_prefix_of_what_the_passes_said(passes: list[list[
         new = agreement.confirm()
         for word in new:
             assert any(word_key(word.text) == word_key(p.text) for p in previous)
-            assert word in words
+            said = [w for w in words if word_key(w.text) == word_key(word.text)]
+            placed = [p for p in previous if word_key(p.text) == word_key(word.text)]
+            assert word in words or (said and any((word.start, word.end) == (p.start, p.end) for p in placed))
         confirmed += new
         previous = words
     keys = [(w.start, w.text) for w in confirmed]
