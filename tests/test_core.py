@@ -1487,6 +1487,28 @@ def test_a_final_is_not_spread_back_into_the_silence_before_its_words() -> None:
     assert sent[-1].end <= 18.69 + 1e-9, times(sent)
 
 
+def test_a_final_a_later_pass_placed_before_the_last_one_is_not_squeezed() -> None:
+    """Five clips with 3 s gaps, streamed (stop 27): "It will be seen that I did" went out ending at 27.64 s, and
+    the next pass placed "not succeed in my design and that" from 26.80 s, before it. Clamped to 27.64 s, "not
+    succeed in my" went out 50 ms each. Right: moved after what went out, rising, and no two words in a row at the
+    least length."""
+    policy = FinalsPolicy(StreamSettings(final_after_words=1))
+    policy.take([W("I", 27.15, 27.2), W("did", 27.28, 27.64)])
+    policy.events(28.3, [W("not", 27.64, 27.7)])
+    said = [
+        ("not", 26.8, 26.91), ("succeed", 26.91, 27.35), ("in", 27.51, 27.6), ("my", 27.6, 27.75),
+        ("design", 27.75, 28.21), ("and", 28.21, 28.38), ("that", 28.46, 28.75),
+    ]  # fmt: skip
+    policy.take([W(t, a, b) for t, a, b in said])
+    sent = [w for e in policy.events(29.5, [W("however", 28.75, 29.3)]) if isinstance(e, SendFinal) for w in e.words]
+    assert [w.text for w in sent] == [t for t, _, _ in said]
+    assert sent[0].start >= 27.64 - 1e-9, times(sent)
+    assert sent[-1].end <= 28.75 + 1e-9, times(sent)
+    assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(sent)), times(sent)
+    least = [w.end - w.start <= 0.05 + 1e-6 for w in sent]
+    assert not any(a and b for a, b in itertools.pairwise(least)), times(sent)
+
+
 def test_a_final_leaves_the_open_word_after_it_its_time() -> None:
     """A fresh tester's stream (stop 15, 1 s a pass): "and" went out at 15.88-16.05 s, then "the" alone, confirmed
     at 15.92-15.98 s, with "Valley" (16.11 s) still open. Clamped to start at 16.05 s, "the" was spread 0.3 s

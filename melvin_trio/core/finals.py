@@ -7,7 +7,7 @@ from typing import Final
 from melvin_trio.core.events import Event, SendFinal, SendPartial
 from melvin_trio.core.settings import StreamSettings
 from melvin_trio.core.words import Word, join_text
-from melvin_trio.core.wordtimes import MIN_WORD_S, retimed
+from melvin_trio.core.wordtimes import MIN_WORD_S, after_onset, retimed
 
 __all__ = ["FinalsPolicy"]
 
@@ -68,7 +68,11 @@ class FinalsPolicy:
         # and the words before it went out already), the least room after it: the next final begins later. A
         # fresh tester: "cats?" at 47.09-47.09, "I'm" from 47.09.
         end = max(end, min(now, self._emitted_until + count * MIN_WORD_S))
-        words = retimed(taken, self._emitted_until, end)
+        # Words a later pass placed before what went out already (passes place the same words differently: "did"
+        # went out at 27.28-27.64, then "not succeed in my design" came from a pass that had "not" at 26.80) are
+        # moved after it as words drawn into the silence before speech are (`after_onset`), not clamped onto its
+        # end: clamped, "not succeed in my" went out 50 ms each.
+        words = retimed(after_onset(taken, self._emitted_until), self._emitted_until, end)
         if words:
             self._emitted_until = words[-1].end
         return SendFinal(words)
