@@ -318,7 +318,10 @@ class FileTranscription:
         # moved a file's words collapsed onto a clip's start into the pause before it).
         # No word spans a pause either (a fresh tester: "... he is with us. Produced" placed over 3 s of silence),
         # and none lies inside one (whisper drifted "he is with us." wholly into it).
-        nearby = [(a, b) for a, b in self._pauses if b > begin and a < end]
+        # A pause the detector heard up to the window's last whole frame reaches its end: whisper stacked
+        # "century may justly be considered as the invention of the art of printing." in the 30 ms after it (a
+        # fresh tester's file, the pause at 47.26-48.22 s, the file ending at 48.25 s).
+        nearby = [(a, end if b >= end - FRAME_SECONDS else b) for a, b in self._pauses if b > begin and a < end]
         tail = self._tails.get(self.windows[request.index][1])
         if tail is not None and not any(a < tail[1] and b > tail[0] for a, b in nearby):
             nearby.append(tail)

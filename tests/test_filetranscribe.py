@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from melvin_trio.core.words import Word
 from melvin_trio.core.wordtimes import MIN_WORD_S
 from melvin_trio.engine.base import FILE_DECODING, GREEDY, Audio, Engine
 from melvin_trio.engine.fake import FakeEngine, Hang
+from melvin_trio.engine.whispercpp import WhisperCppEngine, WhisperCppOptions
 from melvin_trio.evaluation import Clip, count_errors
 from melvin_trio.filetranscribe import (
     MIN_LAST_WINDOW_SECONDS,
@@ -472,3 +474,41 @@ def test_no_window_drifts_its_words_out_of_their_clips(
     assert outside == [], shown
     least = [w.end - w.start <= MIN_WORD_S + 1e-3 for w in words]
     assert not any(all(least[k : k + 3]) for k in range(len(least) - 2)), shown
+
+
+def test_words_stacked_after_the_detectors_last_frame_stay_on_their_speech(
+    default_model: Path, clips: list[Clip]
+) -> None:
+    """Stop 27's tester, the default model: 1 s of silence, five clips with 3 s gaps, the last ending 1 s before the
+    file does. Whisper stacked the last clip's last 13 words ("century may justly be considered as the invention
+    of the art of printing.") on the file's end, in the 30 ms after the detector's last whole frame: not inside the
+    pause it heard (47.26-48.22 s), so not moved out of it, they went out 50 ms each in the silence after the
+    clip. Right: every word within its clip's speech (0.3 s before its start to 0.4 s after its end)."""
+    names = (
+        "ljspeech_LJ001-0001.wav",
+        "librivox-sense-and-sensibility_0890.wav",
+        "ljspeech_LJ001-0004.wav",
+        "librivox-sense-and-sensibility_0920.wav",
+        "ljspeech_LJ001-0005.wav",
+    )
+    chosen = [next(c for c in clips if c.path.name == name) for name in names]
+    parts, spans, t = [np.zeros(RATE, dtype=np.float32)], [], 1.0
+    for clip in chosen:
+        audio, _ = read_wav(clip.path)
+        gap = 1.0 if clip is chosen[-1] else 3.0
+        parts += [audio, np.zeros(round(gap * RATE), dtype=np.float32)]
+        spans.append((t, t + audio.size / RATE))
+        t += audio.size / RATE + gap
+    engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
+    try:
+        words = transcribe_file(engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
+    finally:
+        engine.close()
+    shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in words]
+    assert count_errors(" ".join(c.text for c in chosen), " ".join(w.text for w in words), "en").wer <= 0.1, shown
+    outside = [
+        s
+        for w, s in zip(words, shown, strict=True)
+        if not any(a - 0.3 <= w.start and w.end <= b + 0.4 for a, b in spans)
+    ]
+    assert outside == [], shown
