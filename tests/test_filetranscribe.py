@@ -456,22 +456,7 @@ def test_no_window_drifts_its_words_out_of_their_clips(
     "right!", stretched over 6 s.
     Right: every word within its own clip's speech (0.3 s before its start to 0.4 s after its end: the detector's
     decision, which bounds the last word, trails the sound), and no three words in a row at the least length."""
-    chosen = [next(c for c in clips if c.path.name == name) for name in names]
-    parts, spans, t = [np.zeros(RATE, dtype=np.float32)], [], 1.0
-    for clip in chosen:
-        audio, _ = read_wav(clip.path)
-        parts += [audio, np.zeros(3 * RATE, dtype=np.float32)]
-        spans.append((t, t + audio.size / RATE))
-        t += audio.size / RATE + 3.0
-    words = transcribe_file(tiny_en_engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
-    shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in words]
-    assert count_errors(" ".join(c.text for c in chosen), " ".join(w.text for w in words), "en").wer <= 0.1, shown
-    outside = [
-        s
-        for w, s in zip(words, shown, strict=True)
-        if not any(a - 0.3 <= w.start and w.end <= b + 0.4 for a, b in spans)
-    ]
-    assert outside == [], shown
+    words, shown = _transcribed_on_their_clips(tiny_en_engine, [_clip(clips, name) for name in names], tail=3.0)
     least = [w.end - w.start <= MIN_WORD_S + 1e-3 for w in words]
     assert not any(all(least[k : k + 3]) for k in range(len(least) - 2)), shown
 
@@ -491,19 +476,32 @@ def test_words_stacked_after_the_detectors_last_frame_stay_on_their_speech(
         "librivox-sense-and-sensibility_0920.wav",
         "ljspeech_LJ001-0005.wav",
     )
-    chosen = [next(c for c in clips if c.path.name == name) for name in names]
+    engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
+    try:
+        _transcribed_on_their_clips(engine, [_clip(clips, name) for name in names], tail=1.0)
+    finally:
+        engine.close()
+
+
+def _clip(clips: list[Clip], name: str) -> Clip:
+    return next(c for c in clips if c.path.name == name)
+
+
+def _transcribed_on_their_clips(
+    engine: Engine, chosen: list[Clip], *, tail: float
+) -> tuple[list[Word], list[tuple[str, float, float]]]:
+    """1 s of silence, then `chosen` with 3 s of silence between them and `tail` after the last, transcribed with the
+    file decoding: the words and their (text, start, end), once asserted that the text is right (WER <= 0.1) and
+    every word lies within its clip's speech (0.3 s before its start to 0.4 s after its end: the detector's
+    decision, which bounds the last word, trails the sound)."""
     parts, spans, t = [np.zeros(RATE, dtype=np.float32)], [], 1.0
     for clip in chosen:
         audio, _ = read_wav(clip.path)
-        gap = 1.0 if clip is chosen[-1] else 3.0
+        gap = tail if clip is chosen[-1] else 3.0
         parts += [audio, np.zeros(round(gap * RATE), dtype=np.float32)]
         spans.append((t, t + audio.size / RATE))
         t += audio.size / RATE + gap
-    engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
-    try:
-        words = transcribe_file(engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
-    finally:
-        engine.close()
+    words = transcribe_file(engine, np.concatenate(parts), language="en", decoding=FILE_DECODING)
     shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in words]
     assert count_errors(" ".join(c.text for c in chosen), " ".join(w.text for w in words), "en").wer <= 0.1, shown
     outside = [
@@ -512,3 +510,4 @@ def test_words_stacked_after_the_detectors_last_frame_stay_on_their_speech(
         if not any(a - 0.3 <= w.start and w.end <= b + 0.4 for a, b in spans)
     ]
     assert outside == [], shown
+    return words, shown
