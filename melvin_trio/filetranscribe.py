@@ -242,11 +242,7 @@ class FileTranscription:
         self._progress = 0.0
         self.speech = speech_regions(self.audio, self.settings, detected)
         self._pauses = pauses(detected, self.settings)
-        # Each pause's start and the onset of the speech after it (seconds; by level, as a region's onset): a window
-        # that begins in the pause begins ONSET_LEAD_SECONDS before that onset (`_audio_start`).
-        self._pause_onsets = [
-            (a, min(b, _onset(detected[1], round(b / FRAME_SECONDS)) * FRAME_SECONDS)) for a, b in self._pauses
-        ]
+        self._levels = detected[1]  # where the speech after a pause rises (`_audio_start`)
         self.windows = plan_windows(self.audio.size, self.audio, self.speech)
         onsets = {region.start: region.onset for region in self.speech}
         self._first_word = [onsets.get(start, start) / SAMPLE_RATE for start, _ in self.windows]
@@ -336,11 +332,18 @@ class FileTranscription:
         stretched the first word of a window that began 2.9 s before its speech over that silence, placed every
         later word up to 3 s late and stacked the last sentence on the window's end (five clips with 3 s of silence
         between them, tiny.en, file decoding)."""
-        lead = round(ONSET_LEAD_SECONDS * SAMPLE_RATE)
-        for a, onset in self._pause_onsets:
-            if a * SAMPLE_RATE <= start < onset * SAMPLE_RATE:
-                return min(max(start, round(onset * SAMPLE_RATE) - lead), end)
-        return start
+        pause = self._pause_at(start / SAMPLE_RATE)
+        if pause is None:
+            return start
+        # The speech after the pause begins where its level rises, as a region's onset, or at the pause's end.
+        onset = min(
+            round(pause[1] * SAMPLE_RATE), _onset(self._levels, round(pause[1] / FRAME_SECONDS)) * FRAME_SAMPLES
+        )
+        return min(max(start, onset - round(ONSET_LEAD_SECONDS * SAMPLE_RATE)), end)
+
+    def _pause_at(self, seconds: float) -> tuple[float, float] | None:
+        """The detector's pause (start, end in seconds) that holds `seconds`, or None."""
+        return next(((a, b) for a, b in self._pauses if a <= seconds < b), None)
 
     def _speech_onset(self, first_word: float) -> float:
         """Where a window's speech begins, in seconds: `first_word` (its region's onset by level, or its start), or
@@ -348,7 +351,8 @@ class FileTranscription:
         talker (a recording's own lead-in hiss after digital silence: 0.99 s, the talker at 1.41 s), and words
         clamped to it or pushed out of the pause after it were squeezed to 50 ms each ("Captain Freer says" at
         1.41-1.56 s; a fresh tester)."""
-        return next((b for a, b in self._pauses if a <= first_word < b), first_word)
+        pause = self._pause_at(first_word)
+        return first_word if pause is None else pause[1]
 
     def _split_sparse(self, index: int, words: list[Word]) -> bool:
         """Whether window `index`, answered with `words`, was split: whisper gave fewer than
