@@ -553,15 +553,19 @@ def test_words_a_pass_stopped_short_of_are_kept_at_the_utterances_end() -> None:
 
 def test_no_word_spans_a_pause() -> None:
     """A fresh tester, 5 clips with 3 s of silence between them sent at once: "home." ran from 2.65 s over the
-    silence to 7.0 s. A word that begins before a pause ends where the pause begins; one that begins inside a pause
-    and ends after it begins where the pause ends; a word wholly inside a pause is left to `within_speech`."""
+    silence to 7.0 s. A word that begins before a pause ends where the pause begins; one that begins in the pause's
+    second half and ends after it begins where the pause ends, one begun in its first half ends there (a fresh
+    tester's file: "man." at 4.47-7.48 s over 3.87-7.36 s of silence, the end of the sentence before it); a word
+    wholly inside a pause is left to `out_of_pauses`."""
     pauses = [(3.3, 6.3)]
     words = [W("at", 2.3, 2.6), W("home.", 2.65, 7.0), W("Somehow", 5.9, 6.8), W("cough", 4.0, 4.2)]
+    words += [W("man.", 3.5, 6.5)]
     assert [(w.text, w.start, w.end) for w in wordtimes.outside_pauses(words, pauses)] == [
         ("at", 2.3, 2.6),
         ("home.", 2.65, 3.3),
         ("Somehow", 6.3, 6.8),
         ("cough", 4.0, 4.2),
+        ("man.", 3.5, 6.3),  # begun in the pause's first half: wholly in it, for `out_of_pauses` to place
     ]
 
 
@@ -634,8 +638,22 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     assert all(w.end <= 41.38 for w in ends), times(ends)
     assert all(w.end - w.start >= 0.1 for w in ends[2:]), times(ends)
     assert all(x.end <= y.start for x, y in itertools.pairwise(ends)), times(ends)
-    # ...where, heard on, they would begin the speech after it.
-    assert wordtimes.out_of_pauses(stacked, [(31.0, 31.7), (41.38, 44.67)])[2].start >= 44.67
+    # ...where, heard on and with no clause end among them, they would begin the speech after it.
+    bare = [*stacked[:-1], W("process", 43.02, 43.02)]
+    assert wordtimes.out_of_pauses(bare, [(31.0, 31.7), (41.38, 44.67)])[2].start >= 44.67
+    # A clause's tail drifted into the pause after it, no sentence end (a fresh tester's file: "in the exhibition,"
+    # at 10.96-12.81 s in 10.66-13.70 s of silence, "produced" of the next clip after it): back up to the comma.
+    clause = [W("arts", 7.0, 8.0), W("represented", 8.0, 10.79), W("in", 10.96, 11.06), W("the", 11.07, 11.41)]
+    clause += [W("exhibition,", 11.41, 12.81), W("produced", 12.81, 13.7), W("the", 13.7, 14.0)]
+    back = wordtimes.out_of_pauses(wordtimes.outside_pauses(clause, [(10.66, 13.7)]), [(10.66, 13.7)])
+    assert [w.end <= 10.66 for w in back] == [True] * 5 + [False] * 2, times(back)
+    assert back[5].start >= 13.7
+    # ...but not when the word before the pause begins a sentence: whisper drew the next sentence's start early (a
+    # fresh tester's noisy file: "Right! Produced" before a 3.5 s pause, "the block books," in it).
+    early = [W("me.", 29.95, 30.42), W("Right!", 30.42, 31.24), W("Produced", 31.24, 31.3)]
+    early += [W("the", 32.14, 32.46), W("block", 32.46, 33.0), W("books,", 33.0, 33.75), W("which", 33.75, 35.0)]
+    ahead = wordtimes.out_of_pauses(early, [(31.3, 34.75)])
+    assert all(w.start >= 34.75 for w in ahead[3:6]), times(ahead)
 
 
 def test_words_packed_before_a_word_stretched_over_their_time_share_its_time() -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Final
 
 SENTENCE_END: Final = (".", "!", "?", "…", "。", "！", "？")
+CLAUSE_END: Final = (",", ";", ":", "、", "，", "；", "：")
 _MIN_PROBABILITY: Final = 1e-6  # a word whisper gave probability 0 still counts (log 0)
 
 
@@ -26,6 +27,11 @@ class Word:
     @property
     def ends_sentence(self) -> bool:
         return self.text.rstrip("\"')]»“”’").endswith(SENTENCE_END)
+
+    @property
+    def ends_clause(self) -> bool:
+        """A sentence end, or a comma, semicolon or colon: where whisper heard the talker pause."""
+        return self.ends_sentence or self.text.rstrip("\"')]»“”’").endswith(CLAUSE_END)
 
 
 def word_key(text: str) -> str:

@@ -89,6 +89,8 @@ def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list
         for a, b in pauses:
             if start < a < end:
                 end = a
+            elif a <= start < (a + b) / 2 and b < end:
+                end = b  # wholly in the pause: `out_of_pauses` gives it to the speech it belongs to
             elif a <= start < b < end:
                 start = b
         out.append(w if (start, end) == (w.start, w.end) else Word(w.text, start, end, w.probability))
@@ -126,7 +128,10 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]], heard_un
             j += 1
         split = i  # words i..split-1 end the sentence before the pause, split..j-1 begin the one after it
         if i > 0 and not out[i - 1].ends_sentence:
-            split = next((k + 1 for k in range(i, _tail_limit(out, i, j, b)) if out[k].ends_sentence), i)
+            tail = range(i, _tail_limit(out, i, j, b))
+            split = next((k + 1 for k in tail if out[k].ends_sentence), i)
+            if split == i and i > 1 and not out[i - 2].ends_sentence:
+                split = next((k + 1 for k in tail if out[k].ends_clause), i)
         if i > 0 and j == len(out) and b >= heard_until:
             split = j
         # The words before, back to the pause before them, were drifted late too: squeezed to make room.
