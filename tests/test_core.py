@@ -656,6 +656,31 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     assert all(w.start >= 34.75 for w in ahead[3:6]), times(ahead)
 
 
+def test_a_run_moved_out_of_a_pause_gets_the_speech_it_belongs_to_even_at_a_fast_talkers_rate() -> None:
+    """Stop 28's scan of files (1 s of silence, five clips with 3 s gaps, the default model). Whisper stacked "And
+    the valley of the" at 7.0 s in the pause before their speech (7.74-10.43 s), which holds them with the six words
+    after them at 0.25 s a word, not the 0.3 s a moved word is given: they went out 50 ms each. And it stacked "No
+    one who is himself honest will doubt my being so." on the end of the audio it heard, in the pause after their
+    speech, whose words it had drifted back before the pause before: with no word left in that speech, they were
+    given no room in it. Right: each run's words at least 0.2 s long, rising, within the speech they belong to."""
+    stacked = [W("delightful.", 3.02, 3.97), *(W(t, 7.0, 7.0) for t in ("And", "the", "valley", "of", "the"))]
+    stacked += [W("shadow", 7.99, 8.16), W("of", 8.42, 8.45), W("death", 8.45, 9.12), W("he", 9.12, 9.39)]
+    stacked += [W("is", 9.39, 9.54), W("with", 9.66, 10.21), W("us.", 10.21, 10.43)]
+    fast = wordtimes.out_of_pauses(stacked, [(3.97, 7.74), (10.43, 13.76)])
+    assert fast[0] == stacked[0]
+    assert all(w.end - w.start >= 0.2 for w in fast[1:6]), times(fast)
+    assert all(x.end <= y.start for x, y in itertools.pairwise(fast)), times(fast)
+    assert fast[1].start >= 7.74, times(fast)
+    assert fast[-1].end <= 10.43, times(fast)
+    said = ["No", "one", "who", "is", "himself", "honest", "will", "doubt", "my", "being", "so."]
+    heard = [W("printing.", 35.89, 36.19), *(W(t, 43.49, 43.49) for t in said)]
+    placed = wordtimes.out_of_pauses(heard, [(36.19, 39.74), (42.5, 45.92)], heard_until=43.49)
+    assert placed[0] == heard[0]
+    assert all(w.start >= 39.74 and w.end <= 42.5 for w in placed[1:]), times(placed)
+    assert all(w.end - w.start >= 0.2 for w in placed[1:]), times(placed)
+    assert all(x.end <= y.start for x, y in itertools.pairwise(placed)), times(placed)
+
+
 def test_words_packed_before_a_word_stretched_over_their_time_share_its_time() -> None:
     """A fresh file's window, Batman's last sentence: whisper packed "I didn't see the light until ... me, but" into
     0.5 s at the start of the speech and stretched "right!" over the 6 s after it. Right: those 19 words and
