@@ -12,8 +12,8 @@ Everything that changes the stream's phase is in `_TRANSITIONS`; everything that
 (core/decoding.py: greedy, the preview's reduced context, beams for an utterance's last pass in a noisy room),
 `AudioWindow` (core/window.py: the audio and each frame's level and speech probability), `LocalAgreement`
 (core/agreement.py: which words two passes confirm), `FinalsPolicy` (core/finals.py: when confirmed words go out),
-`BackgroundSpeech` (core/background.py), the speech detector (core/vad.py), word-time repair (core/wordtimes.py) and
-loop removal (core/loops.py).
+`BackgroundSpeech` (core/background.py), the speech detector (core/vad.py), where a pass's words go
+(core/placement.py, with the repairs of core/wordtimes.py) and loop removal (core/loops.py).
 """
 
 from __future__ import annotations
@@ -38,20 +38,13 @@ from melvin_trio.core.events import (
 )
 from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.loops import without_loops
+from melvin_trio.core.placement import place_pass
 from melvin_trio.core.settings import StreamSettings
-from melvin_trio.core.talker import ONSET_S, TalkerSpan
+from melvin_trio.core.talker import ONSET_S
 from melvin_trio.core.vad import FRAME_SAMPLES, FRAME_SECONDS, SpeechDetector, make_detector
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word, without_non_speech
-from melvin_trio.core.wordtimes import (
-    after_onset,
-    longest_collapsed_run,
-    out_of_pauses,
-    outside_pauses,
-    pushed,
-    retimed,
-    within_speech,
-)
+from melvin_trio.core.wordtimes import longest_collapsed_run
 
 __all__ = [
     "SAMPLE_RATE",
@@ -73,7 +66,6 @@ _DETECT_MIN_SECONDS: Final = 1.0  # an utterance this short ("Ja.") does not set
 _SURE_LANGUAGE: Final = 0.8  # a guess less probable than this is checked again after the next utterance...
 _LANGUAGE_CHECKS: Final = 3  # ...at most this many detections in all
 _SILENCE_TAIL_S: Final = 0.5  # audio kept before the edge when silence is dropped: an onset may hide in it
-_PAST_END_S: Final = 0.1
 _QUIET_SEARCH_S: Final = 3.0  # a full window is cut at the quietest moment of its last seconds
 _BROKEN_RUN_WORDS: Final = 3  # a pass with a run this long of collapsed words: its times are not to be trusted
 # Speech this long after a pass's last word is words whisper left out (a later utterance in a behind pass, or an
@@ -612,67 +604,19 @@ class StreamCore:
 
     def _on_words(self, request: TranscribeRequest, words: list[Word]) -> list[Event]:
         window_end = request.end_sample / SAMPLE_RATE
-        # A word cannot begin where the audio ends: whisper.cpp puts the words it invents past the audio (and the
-        # loops it falls into) at the very end of the window.
-        latest_start = window_end - _PAST_END_S
         shifted = self._heard(request, words)
-        inside = [w for w in shifted if w.start < latest_start]
-        self._end_words_left = not request.complete and len(inside) < len(shifted)
-        stacked = len(shifted) - len(inside)  # the words whisper put on the window's last _PAST_END_S
-        if (
-            not request.complete
-            and stacked >= 2
-            and inside
-            and inside[-1] is shifted[len(inside) - 1]
-            and inside[-1].end >= latest_start - _PAST_END_S
-        ):
-            # Whisper stretched the word before a run it stacked on the window's end over the run's time: the word
-            # keeps its share, as `spread_collapsed` would give it (a fresh tester's stream: "and[15.88-16.94]",
-            # five words stacked at 16.94 s; confirmed so, the words after it went out 50 ms each).
-            last = inside[-1]
-            inside[-1] = Word(
-                last.text, last.start, last.start + (last.end - last.start) / (stacked + 1), last.probability
-            )
-        # A window that will not grow (an utterance that ended, a backlog, the last pass) has no successor to place
-        # those words right: keep them (losing real words is worse than odd times), within the speech.
-        absolute = within_speech(shifted, request.speech_end) if request.complete else inside
-        # Times that mean something from the start: inside the audio that holds them (this window, up to the end
-        # of its speech), rising, and no run stacked on one instant. Spread later (in the final), a run at the
-        # window's start went into the silence before the window, and one at its end had no room left.
-        holder_end = request.speech_end if request.complete and request.speech_end is not None else window_end
-        begin = int(request.offset * SAMPLE_RATE)
-        holder_start = self._window.speech_start(begin, request.end_sample, ONSET_S)
         talker = self._background.talker_level
-        span = TalkerSpan.measure(self._window, begin, request.end_sample, talker)
-        onset = None if span is None else span.onset(holder_start)
-        if onset is not None:
-            absolute, holder_start = after_onset(absolute, onset), onset
-        pauses = self._window.pauses(begin, request.end_sample, self.settings.pause_seconds)
-        if onset is None:
-            # Words whisper drew back into the pause before the speech are moved after the pause, not clamped onto
-            # its end: clamped, they were pushed out 50 ms each (a fresh tester: "If the reader" at 1.47-1.62 s,
-            # said over 1.45-2.14 s). Not across the next pause: the words after it are another utterance's.
-            speech = holder_start + ONSET_S
-            absolute = after_onset(absolute, speech, next((a for a, _ in pauses if a > speech), None))
-        absolute = retimed(absolute, holder_start, max(holder_end, holder_start))
-        # A word whisper drifted wholly into a pause goes to the speech it belongs to, as in files (a fresh tester,
-        # real time: "No" at 5.78-6.08 s in 3 s of digital silence, its speech from 6.86 s).
-        absolute = out_of_pauses(outside_pauses(absolute, pauses), pauses)
-        heard_until = None if span is None else span.heard_until(self._window.speech_end(request.end_sample))
-        if request.complete and heard_until is not None:
-            # No later pass places these words: the word whisper stretched over the babble after the talker ends
-            # where the talker stops (a fresh tester: "asthma.@4.72-7.00", the talker silent from 5.05 s).
-            absolute = outside_pauses(absolute, [(heard_until, max(holder_end, heard_until))])
-        absolute = pushed(absolute, holder_start, max(holder_end, holder_start))
+        placed = place_pass(request, shifted, self._window, talker, self.settings.pause_seconds)
+        self._end_words_left = placed.end_words_left
         self._last_pass_end = request.end_sample
         self._passes_in_window += 1
-        self._agreement.insert(absolute, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
+        self._agreement.insert(placed.words, times_broken=longest_collapsed_run(shifted) >= _BROKEN_RUN_WORDS)
         settings = self.settings
         settled = window_end - settings.settled_margin_seconds if settings.settled_margin_seconds > 0 else None
         trusted = None
-        if not request.complete and talker is not None and span is not None:
-            trusted = span.trusted_until(request.end_sample, absolute)
-        self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability, trusted, onset))
+        if not request.complete and talker is not None and placed.span is not None:
+            trusted = placed.span.trusted_until(request.end_sample, placed.words)
+        self._take_confirmed(self._agreement.confirm(settled, settings.settled_min_probability, trusted, placed.onset))
         retry = self._tail_retry(request, shifted)
         if request.last and retry is None:
             self._finish()
@@ -683,7 +627,7 @@ class StreamCore:
             # word and silent after it (a fresh tester, babble 18 dB under the talker: every pass ended at "there
             # might be", and the words the pass before had after "much" never went out). They were heard in this
             # speech: kept.
-            self._agreement.keep_stopped_short(holder_end)
+            self._agreement.keep_stopped_short(placed.holder_end)
             self._force_open_words()
             events = self._emit(force=True)
             if retry is not None:
