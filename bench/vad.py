@@ -6,7 +6,8 @@ short word, a sentence said twice, and words emitted on non-speech.
 Every cell is generated here, in code, from the shared clips (`../shared/audio/`) or synthesised, so nothing but
 this file defines the matrix. Each cell is streamed through the core with the real engine by the reference driver
 (`melvin_trio.core.driver`: no sockets, stream time advances `--pass-seconds` per engine call) and transcribed
-offline in one call (as `melvin-trio transcribe` does); both are scored against the clip's reference text. On a
+offline in one engine call over the whole cell (whisper.cpp reads it 30 s at a time; `melvin-trio transcribe`
+instead sends only the detector's speech, window by window); both are scored against the clip's reference text. On a
 non-speech cell the figure is the number of words emitted (0 is right). `tests/test_field_audio.py` runs a few
 cells of it.
 """
