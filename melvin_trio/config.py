@@ -92,8 +92,10 @@ class LimitsSection:
     ping_interval_seconds: float = 20.0
     ping_timeout_seconds: float = 20.0
     # An engine call (one pass, normally 0.3-3 s) running longer than this is aborted and the worker serves the
-    # others. Once, the stream goes on (its next pass covers the audio: a busy CPU); twice in a row (a stuck
-    # engine), the stream ends with a message and its export, and its seat is returned.
+    # others. Once, the stream goes on (its next pass covers the audio: a busy CPU); a call starved of CPU is
+    # retried however often, the limit growing with the box's slowness (server/workers.py, SLOW_BOX_FACTOR); twice
+    # in a row for a call that used the CPU (a stuck engine), the stream ends with a message and its export, and its
+    # seat is returned.
     engine_call_timeout_seconds: float = 60.0
     # `serve` loads each configured model once in a child process before it starts (a malformed file can crash
     # whisper.cpp); a load that takes longer than this is refused. A busy machine may need more (a fresh tester:

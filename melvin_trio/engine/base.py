@@ -64,7 +64,12 @@ class EngineAborted(EngineError):
 
 
 class EngineTimedOut(EngineError):
-    """A call ran past its time limit and was aborted; the engine stays usable."""
+    """A call ran past its time limit and was aborted; the engine stays usable. `starved`: the call got little CPU
+    in that time (the box was too busy to run it), rather than using it and not finishing."""
+
+    def __init__(self, message: str, *, starved: bool = False) -> None:
+        super().__init__(message)
+        self.starved = starved
 
 
 class UnsupportedLanguage(EngineError):

@@ -22,10 +22,16 @@ from melvin_trio.engine.base import (
 
 
 class Hang:
-    """A script entry: the call blocks until it is aborted (an engine stuck in a call), then raises EngineAborted."""
+    """A script entry: the call runs, burning CPU, until it is aborted (an engine stuck in a call), then raises
+    EngineAborted."""
 
 
-Script = list[Word] | EngineError | Hang | Callable[[Audio, str], "list[Word] | Hang"]
+class Starve:
+    """A script entry: the call gets no CPU until it is aborted (a box too busy to run it), then raises
+    EngineAborted."""
+
+
+Script = list[Word] | EngineError | Hang | Starve | Callable[[Audio, str], "list[Word] | Hang | Starve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +44,8 @@ class FakeCall:
 
 @dataclass
 class FakeEngine:
-    """Answers `transcribe` from `script`, one entry per call: a word list, an exception to raise, a Hang, or a
-    function of (audio, prompt) returning a word list or a Hang. Records every call in `calls`. When the script
+    """Answers `transcribe` from `script`, one entry per call: a word list, an exception to raise, a Hang or a
+    Starve, or a function of (audio, prompt) returning one of those. Records every call in `calls`. When the script
     runs out, the last entry repeats."""
 
     script: Iterable[Script] = ()
@@ -73,9 +79,13 @@ class FakeEngine:
         self._last = entry
         if isinstance(entry, EngineError):
             raise entry
-        if callable(entry) and not isinstance(entry, Hang):
+        if callable(entry) and not isinstance(entry, Hang | Starve):
             entry = entry(audio, prompt)
         if isinstance(entry, Hang):
+            while not (abort is not None and abort()):
+                sum(range(10_000))  # busy, as a stuck decoder loop is
+            raise EngineAborted("aborted")
+        if isinstance(entry, Starve):
             while not (abort is not None and abort()):
                 time.sleep(0.01)
             raise EngineAborted("aborted")

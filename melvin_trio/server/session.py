@@ -380,9 +380,9 @@ class Session:
                         self._progress.set()  # silence may have been dropped
                         continue
                     request, outcome = result
-                    if isinstance(outcome, EngineTimedOut) and not timed_out_last:
-                        # One slow pass (a busy CPU) is not a stuck engine: its audio is covered by the next pass,
-                        # and the stream goes on behind. Two in a row end it.
+                    if isinstance(outcome, EngineTimedOut) and (outcome.starved or not timed_out_last):
+                        # A starved pass (a busy box), or one slow pass, is not a stuck engine: its audio is covered
+                        # by the next pass, and the stream goes on behind. Two in a row that used the CPU end it.
                         log.warning("stream %s: %s; the pass is retried", self.stream_id, outcome)
                         self.core.abandon(request)
                         timed_out_last = True

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
 # A file job's window (30 s, beam search, its own budget) may take this many times the call timeout.
 BACKGROUND_TIMEOUT_FACTOR: Final = 3.0
+# A busy box is not a stuck engine. Two fresh testers (stops 27, 28), their server at nice 19 beside a load of 4-5
+# on 2 cores: passes took 0.5 s, then two in a row passed the 60 s limit, and each stream ended with 12-60 s of its
+# speech never transcribed. A call past its limit whose thread used less than STARVED_CPU_SHARE of the time on a
+# core was starved, not stuck: the stream retries it however often that happens (`EngineTimedOut.starved`), and the
+# box has shown how slow it is now: a call may take SLOW_BOX_FACTOR times the longest of the worker's last
+# RECENT_CALLS calls that answered or starved, when that is more than the call timeout. A call that used the CPU and
+# did not finish counts as stuck: two in a row end its stream, as before. However slow the box, the limit stays
+# under SLOW_BOX_MAX_FACTOR times the call timeout.
+STARVED_CPU_SHARE: Final = 0.25
+SLOW_BOX_FACTOR: Final = 3.0
+SLOW_BOX_MAX_FACTOR: Final = 10.0
+RECENT_CALLS: Final = 8
 
 Outcome = list[Word] | Detected | EngineError  # words, a detected language, or the failure
 
@@ -65,12 +78,14 @@ class EngineWorker:
         self.calls = 0
         self.metrics = Metrics()  # the server puts its own here
         self._running: _Job | None = None
+        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_CALLS)  # seconds per answered call
 
     async def serve(
         self, call_timeout: float | None = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run queued requests one at a time until cancelled (cancellation waits for a running call to end).
-        A call running longer than `call_timeout` seconds is aborted and fails its stream only."""
+        A call running longer than `call_timeout` seconds (or `SLOW_BOX_FACTOR` times the longest recent call that
+        answered or starved, when more) is aborted and fails its stream only (`EngineTimedOut`)."""
         task_status.started()
         while True:
             if not self._queue:
@@ -93,16 +108,17 @@ class EngineWorker:
             self._running = job
             async with trio.open_nursery() as watchdog:
                 limit = call_timeout
+                if limit is not None and self._recent:  # the box is this slow now
+                    limit = min(max(limit, SLOW_BOX_FACTOR * max(self._recent)), SLOW_BOX_MAX_FACTOR * limit)
                 if limit is not None and job.background:  # a 30 s window with beam search: bounded by its budget
                     limit *= BACKGROUND_TIMEOUT_FACTOR
                 if limit is not None:
                     watchdog.start_soon(self._abort_after, limit, job.abort, timed_out)
+                cpu = 0.0  # seconds the calling thread ran
                 try:
-                    outcome: Outcome = await trio.to_thread.run_sync(
-                        partial(job.context.run, self._call, request, job.abort), limiter=self._limiter
+                    outcome, cpu = await trio.to_thread.run_sync(
+                        partial(job.context.run, self._timed_call, request, job.abort), limiter=self._limiter
                     )
-                except EngineError as exc:
-                    outcome = exc
                 except Exception as exc:  # whatever the binding raises ends that stream only
                     log.exception("engine call failed")
                     outcome = EngineError(f"{type(exc).__name__}: {exc}")
@@ -111,10 +127,20 @@ class EngineWorker:
             if isinstance(outcome, EngineAborted) and not timed_out.is_set() and not job.preempted:
                 # Its stream ended mid-pass (the client left, or the server stops): logged with that stream.
                 job.context.run(log.info, "%s: pass aborted: its stream ended", self.name)
+            wall = trio.current_time() - started
             if timed_out.is_set():
-                log.error("%s: an engine call passed the %g s limit and was aborted", self.name, limit)
-                outcome = EngineTimedOut(f"the engine took longer than {limit:g} s")
-            self.busy_seconds += trio.current_time() - started
+                starved = cpu < STARVED_CPU_SHARE * wall
+                log.error(
+                    "%s: an engine call passed the %g s limit and was aborted (it ran %.0f %% of that time: %s)",
+                    self.name,
+                    limit,
+                    100 * cpu / wall,
+                    "a starved call" if starved else "a stuck one",
+                )
+                outcome = EngineTimedOut(f"the engine took longer than {limit:g} s", starved=starved)
+            self.busy_seconds += wall
+            if not isinstance(outcome, EngineError) or (isinstance(outcome, EngineTimedOut) and outcome.starved):
+                self._recent.append(wall)
             self.metrics.engine_pass(
                 self.engine.info.model_name,
                 "detect" if isinstance(request, DetectRequest) else "file" if job.background else "transcribe",
@@ -147,6 +173,15 @@ class EngineWorker:
         await trio.sleep(seconds)
         timed_out.set()
         abort.set()  # whisper.cpp checks it between graph steps; the thread returns soon after
+
+    def _timed_call(self, request: Request | WindowRequest, abort: threading.Event) -> tuple[Outcome, float]:
+        """`_call`'s outcome (an EngineError it raised as the outcome) and the CPU seconds its thread ran."""
+        cpu = time.thread_time()
+        try:
+            outcome = self._call(request, abort)
+        except EngineError as exc:
+            outcome = exc
+        return outcome, time.thread_time() - cpu
 
     def _call(self, request: Request | WindowRequest, abort: threading.Event) -> Outcome:
         if isinstance(request, WindowRequest):
