@@ -77,12 +77,15 @@ def after_onset(words: list[Word], onset: float, until: float | None = None) -> 
 def outside_pauses(words: list[Word], pauses: list[tuple[float, float]]) -> list[Word]:
     """No word spans a pause: a word that begins before a pause (start, end in seconds) and ends after its start
     ends where it starts (whisper stretched "home." of a clip's end over the 3 s of silence after it, on a fresh
-    tester's stream); one that begins inside a pause and ends after it begins where it ends. A word wholly inside a
-    pause is left as it is. Times may then touch: `pushed` gives each its length again.
+    tester's stream); one that begins in a pause's second half and ends after it begins where it ends; one begun in
+    its first half ends there, wholly inside it, for `out_of_pauses` to place (stop 27's tester: "man."@4.47-7.48 s
+    over 3.87-7.36 s of silence, the end of the sentence before it). A word wholly inside a pause is left as it is.
+    Times may then touch: `pushed` gives each its length again.
 
-    A word that begins inside a pause is not given to the sentence before it: tried (stop 12, for "us." stretched
-    over 3 s of silence into the next clip), JFK sent at once lost its last sentence's times: "ask what you can do
-    for your country." followed "you," back before the pause, the last word ending at 7.6 s (offline: 11.0 s)."""
+    A word that begins inside a pause is not simply given to the sentence before it: tried (stop 12, for "us."
+    stretched over 3 s of silence into the next clip), JFK sent at once lost its last sentence's times: "ask what you
+    can do for your country." followed "you," back before the pause, the last word ending at 7.6 s (offline: 11.0
+    s). `out_of_pauses` decides by sentence and clause ends, and by the room before the pause."""
     out: list[Word] = []
     for w in words:
         start, end = w.start, w.end
@@ -105,7 +108,10 @@ def out_of_pauses(words: list[Word], pauses: list[tuple[float, float]], heard_un
 
     A run of such words continues the sentence before the pause up to its first sentence end (none, when the word
     before the run ends a sentence or there is none; the end may lie just after the pause, see `_tail_limit`, and
-    the words up to it move too): that part is placed at the end of the speech before the pause,
+    the words up to it move too), or with no sentence end in reach, up to its first clause end (`Word.ends_clause`:
+    stop 27's tester, "by a similar process," drifted into 3 s of silence after its clip), unless the word before
+    the run begins a sentence (the next sentence's start drawn early: "Right! Produced" before the pause, "the block
+    books," in it, on a noisy file): that part is placed at the end of the speech before the pause,
     `_SPREAD_WORD_S` a word (less when the speech before the pause is short), the words of that speech squeezed to
     make room, unless that speech cannot hold them at `_MIN_ROOM_WORD_S` a word (then the whole run goes forward); the
     rest begins the speech after it, `_SPREAD_WORD_S` a word from the pause's end,
@@ -211,7 +217,7 @@ def _stretched_after(
         last = m
     if last is None:
         return None
-    share = (min(words[last].end, limit) - start) / (last - j + 1 + n)
+    share = (words[last].end - start) / (last - j + 1 + n)
     return (last, share) if share >= _MIN_ROOM_WORD_S and words[last].end <= limit else None
 
 
