@@ -656,6 +656,23 @@ def test_words_whisper_placed_inside_a_pause_go_to_the_speech_they_belong_to() -
     assert all(w.start >= 34.75 for w in ahead[3:6]), times(ahead)
 
 
+def test_words_packed_after_a_word_stretched_over_their_time_share_its_time() -> None:
+    """Stop 28's tester, a sentence said twice with 1 s between, streamed: the second copy's last pass gave
+    "old-sposed@5.64-6.78 young@6.78-6.83 man.@6.83-6.88", the talker saying "young man." over about 6.0-6.88 s.
+    Right: the stretched word and the packed ones spread evenly over its start to the last one's end; words at an
+    ordinary rate after a long word, and a lone short word after one, stay as they are."""
+    packed = [W("an", 5.32, 5.5), W("old-sposed", 5.64, 6.78), W("young", 6.78, 6.83), W("man.", 6.83, 6.88)]
+    spread = wordtimes.after_stretched(packed)
+    assert spread[0] == packed[0]
+    assert [round(w.end - w.start, 2) for w in spread[1:]] == [0.41, 0.41, 0.41], times(spread)
+    assert spread[1].start == 5.64
+    assert spread[-1].end == 6.88
+    ordinary = [W("antecedents,", 1.0, 2.2), W("nor", 2.2, 2.5), W("of", 2.5, 2.7), W("the", 2.7, 2.9)]
+    assert wordtimes.after_stretched(ordinary) == ordinary
+    lone = [W("antecedents,", 1.0, 2.2), W("nor", 2.2, 2.25), W("of", 2.5, 2.8)]
+    assert wordtimes.after_stretched(lone) == lone
+
+
 def test_a_run_moved_out_of_a_pause_gets_the_speech_it_belongs_to_even_at_a_fast_talkers_rate() -> None:
     """Stop 28's scan of files (1 s of silence, five clips with 3 s gaps, the default model). Whisper stacked "And
     the valley of the" at 7.0 s in the pause before their speech (7.74-10.43 s), which holds them with the six words

@@ -333,6 +333,23 @@ def test_the_first_words_after_silence_are_not_squeezed(default_model: Path, nam
     assert abs(run.words[0].start - sound) <= 0.3, (sound, shown)
 
 
+@pytest.mark.parametrize("pass_seconds", [1.5, 3.0])
+def test_the_last_words_of_a_repeated_sentence_are_not_squeezed(default_model: Path, pass_seconds: float) -> None:
+    """Stop 28's tester, the sentence said twice with 1 s between, streamed on a slow box: the second copy's last
+    pass stretched "old-sposed" over 5.64-6.78 s and packed "young man." into the 0.1 s after it, 51 ms each. Right
+    (default model, a fresh engine, a pass every 1.5 s or 3 s of stream): no two of the last three words shorter
+    than 0.1 s (twice the least length, `MIN_WORD_S`: the packed words came out at 51 ms)."""
+    clip = load(TWICE)
+    engine = WhisperCppEngine(default_model, WhisperCppOptions(n_threads=2, reduce_audio_ctx=False))
+    try:
+        run = stream(engine, np.concatenate([clip, silence(1.0), clip]), pass_seconds=pass_seconds)
+    finally:
+        engine.close()
+    shown = [(w.text, round(w.start, 2), round(w.end, 2)) for w in run.words[-4:]]
+    short = [w.end - w.start < 2 * MIN_WORD_S for w in run.words[-3:]]
+    assert not any(a and b for a, b in itertools.pairwise(short)), shown
+
+
 def test_a_quiet_second_talker_whisper_is_sure_of_is_kept(tiny_en_engine: Engine) -> None:
     """A talker at -25 dBFS, then another 20 dB quieter (far from the microphone, but clear): not background."""
     audio = np.concatenate([padded(scaled(load(SHORT), -25.0)), scaled(load(TWICE), -45.0), silence(2.0)])

@@ -13,7 +13,15 @@ from melvin_trio.core.events import TranscribeRequest
 from melvin_trio.core.talker import ONSET_S, TalkerSpan
 from melvin_trio.core.window import AudioWindow
 from melvin_trio.core.words import Word
-from melvin_trio.core.wordtimes import after_onset, out_of_pauses, outside_pauses, pushed, retimed, within_speech
+from melvin_trio.core.wordtimes import (
+    after_onset,
+    after_stretched,
+    out_of_pauses,
+    outside_pauses,
+    pushed,
+    retimed,
+    within_speech,
+)
 
 __all__ = ["PAST_END_S", "PlacedPass", "place_pass"]
 
@@ -92,6 +100,6 @@ def place_pass(
         # No later pass places these words: the word whisper stretched over the babble after the talker ends
         # where the talker stops (a fresh tester: "asthma.@4.72-7.00", the talker silent from 5.05 s).
         words = outside_pauses(words, [(heard_until, max(holder_end, heard_until))])
-    words = pushed(words, holder_start, max(holder_end, holder_start))
+    words = pushed(after_stretched(words), holder_start, max(holder_end, holder_start))
     end_words_left = not request.complete and len(inside) < len(heard)
     return PlacedPass(words, end_words_left, holder_end, span, onset)

@@ -16,6 +16,7 @@ from melvin_trio.core.words import Word
 __all__ = [
     "MIN_WORD_S",
     "after_onset",
+    "after_stretched",
     "longest_collapsed_run",
     "onto_stretched",
     "out_of_pauses",
@@ -191,6 +192,31 @@ def onto_stretched(words: list[Word]) -> list[Word]:
                 i = k
         if i < j and out[j].end - out[j].start >= (j - i + 1) * _MIN_ROOM_WORD_S:
             _place(out, i, j + 1, out[i].start, out[j].end)
+    return out
+
+
+def after_stretched(words: list[Word]) -> list[Word]:
+    """Words whisper packed tighter than `_MIN_ROOM_WORD_S` a word (two or more) just after a word it stretched over
+    their time (`_STRETCHED_WORD_S` or more, and at least `_MIN_ROOM_WORD_S` for itself and each of them) share
+    that word's time: it and they are spread evenly from its start to the last one's end. The mirror of
+    `onto_stretched`. `words` rise.
+
+    This stop's fresh tester, a sentence said twice with 1 s between: the second copy's last pass gave
+    "old-sposed@5.64-6.78 young@6.78-6.83 man.@6.83-6.88", the talker saying "young man." over about 6.0-6.88 s."""
+    out = list(words)
+    for j in range(len(out) - 2):
+        if out[j].end - out[j].start < _STRETCHED_WORD_S:
+            continue
+        # The packed words: the most words after j, none of them `_SPREAD_WORD_S` long, that whisper gave less
+        # than `_MIN_ROOM_WORD_S` a word.
+        m = j
+        for k in range(j + 1, len(out)):
+            if out[k].end - out[k].start >= _SPREAD_WORD_S:
+                break
+            if k - j >= 2 and out[k].end - out[j + 1].start < (k - j) * _MIN_ROOM_WORD_S:
+                m = k
+        if m > j and out[j].end - out[j].start >= (m - j + 1) * _MIN_ROOM_WORD_S:
+            _place(out, j, m + 1, out[j].start, out[m].end)
     return out
 
 
