@@ -201,7 +201,7 @@ def after_stretched(words: list[Word]) -> list[Word]:
     that word's time: it and they are spread evenly from its start to the last one's end. The mirror of
     `onto_stretched`. `words` rise.
 
-    This stop's fresh tester, a sentence said twice with 1 s between: the second copy's last pass gave
+    Stop 28's fresh tester, a sentence said twice with 1 s between: the second copy's last pass gave
     "old-sposed@5.64-6.78 young@6.78-6.83 man.@6.83-6.88", the talker saying "young man." over about 6.0-6.88 s."""
     out = list(words)
     for j in range(len(out) - 2):
