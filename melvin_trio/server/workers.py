@@ -78,7 +78,8 @@ class EngineWorker:
         self.calls = 0
         self.metrics = Metrics()  # the server puts its own here
         self._running: _Job | None = None
-        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_CALLS)  # seconds per answered call
+        # Seconds of each recent call that answered or starved: how slow the box is now.
+        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_CALLS)
 
     async def serve(
         self, call_timeout: float | None = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
