@@ -5,7 +5,8 @@ this one loop, so a change to the core's protocol is made once. The server (`ser
 same way, with an event loop and an engine worker in place of the direct calls.
 
 Stream time is simulated: audio arrives `step_seconds` at a time while nothing is due, and each engine call costs
-`pass_seconds` of stream time (the audio that arrives meanwhile is fed after the call), so a run is repeatable.
+`pass_seconds` of stream time (the audio that arrives meanwhile is fed before its answer is applied, as the
+server's reader feeds it while the engine runs), so a run is repeatable.
 """
 
 from __future__ import annotations
@@ -126,6 +127,6 @@ def drive(
             request.audio, language=request.language, prompt=request.prompt, decoding=request.decoding
         )
         clock += pass_seconds_of(request) if pass_seconds_of is not None else pass_seconds
+        feed_until(clock)  # as in the server, the audio sent while the engine ran is in the core by its answer
         take(core.apply(request, words))
-        feed_until(clock)
     raise AssertionError("the stream did not finish")
