@@ -21,6 +21,7 @@ from melvin_trio.core.finals import FinalsPolicy
 from melvin_trio.core.stream import (
     Detected,
     DetectRequest,
+    Event,
     Phase,
     SendFinal,
     StateError,
@@ -99,6 +100,7 @@ def drive(
     chunk: int = 8000,
     engine_seconds: float = 0.5,
     step_seconds: float = 0.25,
+    on_event: Callable[[float, Event], None] | None = None,
 ) -> Run:
     """Feed `pcm` in real time where each engine call takes `engine_seconds` of stream time; eof at the end. The
     engine is told each request's offset (the world answers with the words inside that window)."""
@@ -109,7 +111,14 @@ def drive(
         current[0] = request.offset
 
     return driver.drive(
-        core, pcm, engine, chunk_bytes=chunk, pass_seconds=engine_seconds, step_seconds=step_seconds, on_request=note
+        core,
+        pcm,
+        engine,
+        chunk_bytes=chunk,
+        pass_seconds=engine_seconds,
+        step_seconds=step_seconds,
+        on_request=note,
+        on_event=on_event,
     )
 
 
@@ -425,21 +434,12 @@ def test_the_reference_driver_times_a_final_when_its_pass_answers() -> None:
     world = sentence_world()
     answered: list[float] = []
 
-    def note(clock: float, event: object) -> None:
+    def note(clock: float, event: Event) -> None:
         if isinstance(event, SendFinal):
             answered.append(clock)
 
-    offset = [0.0]
-    engine = world.engine(lambda: offset[0])
-    run = driver.drive(
-        core_of(StreamSettings(), "en"),
-        world.pcm(),
-        engine,
-        pass_seconds=0.6,
-        step_seconds=0.1,
-        on_event=note,
-        on_request=lambda request: offset.__setitem__(0, request.offset),
-    )
+    settings = StreamSettings()
+    run = drive(core_of(settings, "en"), world.pcm(), world.engine, engine_seconds=0.6, step_seconds=0.1, on_event=note)
     assert [w.text for w in run.words] == [w.text for w in world.words]
     before_eof = [(t, a) for t, a in zip(run.final_times, answered, strict=True) if a < world.seconds]
     assert before_eof
